@@ -1,0 +1,226 @@
+"""From sync to async: the only code that creates event loops.
+
+``run_sync(coro)`` runs a coroutine to completion from synchronous code:
+
+- no loop running in this thread: on a loop this thread keeps for its next call (uvloop
+  when installed), so ``run()`` never pays for a fresh loop;
+- a loop already running here (a Jupyter cell, a FastAPI handler, an async test): on one
+  long-lived background loop thread, blocking this thread until the result is ready;
+- after ``enable_nested_loops()``: re-entrantly on the running loop (nest_asyncio2).
+
+Nothing is patched implicitly, and the caller's exceptions come back unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextvars
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .errors import HyperNodesError
+
+__all__ = ["enable_nested_loops", "is_own_loop", "new_event_loop", "run_sync"]
+
+T = TypeVar("T")
+
+_local = threading.local()
+_nested_loops = False
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class _ThreadRunner:
+    """This thread's own loop, closed when the thread (or the interpreter) ends."""
+
+    def __init__(self) -> None:
+        self.runner = asyncio.Runner(loop_factory=new_event_loop)
+        self.loop = self.runner.get_loop()
+        _runners.add(self)
+
+    def close(self) -> None:
+        _runners.discard(self)
+        if not self.loop.is_closed():
+            self.runner.close()
+
+    def __del__(self) -> None:
+        # Runs when the thread's locals die with the thread.
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+_runners: set[_ThreadRunner] = set()
+
+
+def is_own_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is this thread's own HyperNodes loop (so blocking it is harmless)."""
+    runner: _ThreadRunner | None = getattr(_local, "runner", None)
+    return runner is not None and runner.loop is loop
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code and return its result.
+
+    Raises:
+        BaseException: Whatever ``coro`` raises, unchanged.
+    """
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        runner: _ThreadRunner | None = getattr(_local, "runner", None)
+        if runner is None or runner.loop.is_closed():
+            runner = _local.runner = _ThreadRunner()
+        return runner.runner.run(coro)
+    if _nested_loops:
+        return running.run_until_complete(coro)
+    if running is _background.loop:
+        # Called from inside work on the background loop: blocking it would deadlock.
+        return _run_in_new_thread(coro)
+    return _background.run(coro)
+
+
+def _run_in_new_thread(coro: Coroutine[Any, Any, T]) -> T:
+    ctx = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested") as ex:
+        return ex.submit(ctx.run, run_sync, coro).result()
+
+
+class _BackgroundLoop:
+    """One long-lived loop thread that runs coroutines for threads whose loop is busy."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self.loop is None or self.loop.is_closed():
+                loop = new_event_loop()
+                started = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(started.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(
+                    target=serve, name="hypernodes-loop", daemon=True
+                )
+                self._thread.start()
+                started.wait()
+                self.loop = loop
+            return self.loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._ensure()
+        ctx = contextvars.copy_context()
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+        holder: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = loop.create_task(coro, context=ctx)
+            holder.append(task)
+            task.add_done_callback(lambda t: _relay(t, result))
+
+        loop.call_soon_threadsafe(start)
+        try:
+            return result.result()
+        except BaseException:
+            # Interrupted (KeyboardInterrupt) or failed: make sure the work stops too.
+            if holder and not result.done():
+                loop.call_soon_threadsafe(holder[0].cancel)
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self.loop, self._thread
+            self.loop = self._thread = None
+        if loop is not None and thread is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            if not thread.is_alive():
+                loop.close()
+
+
+def _relay(task: asyncio.Task[T], result: concurrent.futures.Future[T]) -> None:
+    if task.cancelled():
+        result.cancel()
+    elif (exc := task.exception()) is not None:
+        result.set_exception(exc)
+    else:
+        result.set_result(task.result())
+
+
+_background = _BackgroundLoop()
+
+
+@atexit.register
+def _close_loops() -> None:
+    _background.close()
+    for runner in list(_runners):
+        runner.close()
+
+
+def enable_nested_loops() -> None:
+    """Opt in to running ``run()`` / ``map()`` re-entrantly on an already running loop.
+
+    By default, ``run()`` called while a loop is running in the thread (a Jupyter cell)
+    hands the work to a background loop thread, which is safe but means nodes do not run
+    on the caller's loop. Call this to patch the running loop with ``nest_asyncio2`` (the
+    maintained fork of nest_asyncio) instead, so nodes share objects bound to that loop.
+
+    Raises:
+        HyperNodesError: The running loop is a uvloop loop (nest_asyncio cannot patch it),
+            or nest_asyncio2 is not installed.
+    """
+    global _nested_loops
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None and type(loop).__module__.startswith("uvloop"):
+        raise HyperNodesError(
+            "enable_nested_loops() cannot patch a uvloop loop: nest_asyncio only works with "
+            "asyncio's own loop. Run without uvloop, or call `await pipeline.arun(...)` "
+            "instead of pipeline.run(...) inside async code"
+        )
+    try:
+        import nest_asyncio2 as nest
+    except ImportError:
+        try:
+            import nest_asyncio as nest
+        except ImportError:
+            raise HyperNodesError(
+                "enable_nested_loops() needs nest-asyncio2: pip install 'hypernodes[jupyter]'"
+            ) from None
+    if loop is not None:
+        nest.apply(loop)
+    else:
+        nest.apply()
+    _nested_loops = True
+
+
+def _disable_nested_loops() -> None:
+    """Undo the opt-in flag (tests use this); the loop stays patched."""
+    global _nested_loops
+    _nested_loops = False
+
+
+def nested_loops_enabled() -> bool:
+    """Whether ``enable_nested_loops()`` was called."""
+    return _nested_loops
+

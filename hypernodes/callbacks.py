@@ -1,0 +1,247 @@
+"""PipelineCallback and its dispatch: optional hooks, only overridden ones are called.
+
+Every execution unit emits exactly one start/end pair: a top-level ``run`` emits
+``on_pipeline_start/end``, a top-level ``map`` emits ``on_map_start/end`` and one
+``on_map_item_start/end`` per item, a nested pipeline emits
+``on_nested_pipeline_start/end`` (and map events when it maps). Nodes emit
+``on_node_start`` followed by ``on_node_end`` or ``on_node_error``, or ``on_node_cached``
+alone. Events are emitted by the orchestrator on the event loop thread, whatever executor
+runs the node bodies.
+
+Each hook receives a ``context`` (a :class:`CallbackContext`): where in the run the event
+happened, with ``data`` dicts to keep state per run and per level. Contexts are objects
+passed down the run (not globals), so concurrent runs and items never mix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .pipeline import Pipeline
+
+__all__ = ["HOOKS", "CallbackContext", "Dispatcher", "PipelineCallback"]
+
+logger = logging.getLogger("hypernodes")
+
+ContextKind = Literal["run", "map", "item", "nested"]
+
+
+class PipelineCallback:
+    """Base class for callbacks: override the hooks you need, all keyword-only.
+
+    A hook that raises is logged once (with the callback's name) and that callback is
+    disabled for the rest of the run; the run itself is unaffected.
+    """
+
+    def on_pipeline_start(
+        self, *, context: CallbackContext, pipeline: Pipeline, inputs: dict[str, Any]
+    ) -> None:
+        """A top-level ``run`` / ``arun`` started."""
+
+    def on_pipeline_end(
+        self,
+        *,
+        context: CallbackContext,
+        pipeline: Pipeline,
+        outputs: dict[str, Any] | None,
+        duration: float,
+        error: BaseException | None,
+    ) -> None:
+        """A top-level run finished (``error`` is set when it failed)."""
+
+    def on_node_start(self, *, context: CallbackContext, node: Node, inputs: dict[str, Any]) -> None:
+        """A node is about to run."""
+
+    def on_node_end(
+        self, *, context: CallbackContext, node: Node, outputs: dict[str, Any], duration: float
+    ) -> None:
+        """A node finished; ``duration`` is seconds, including retries."""
+
+    def on_node_cached(self, *, context: CallbackContext, node: Node, outputs: dict[str, Any]) -> None:
+        """A node's outputs came from the cache instead of running it."""
+
+    def on_node_error(
+        self, *, context: CallbackContext, node: Node, error: BaseException, duration: float
+    ) -> None:
+        """A node failed (after its retries); ``error`` is the user's exception."""
+
+    def on_nested_pipeline_start(
+        self, *, context: CallbackContext, node: Node, pipeline: Pipeline
+    ) -> None:
+        """A nested pipeline started; ``context`` is the nested level's."""
+
+    def on_nested_pipeline_end(
+        self,
+        *,
+        context: CallbackContext,
+        node: Node,
+        pipeline: Pipeline,
+        duration: float,
+        error: BaseException | None,
+    ) -> None:
+        """A nested pipeline finished."""
+
+    def on_map_start(
+        self, *, context: CallbackContext, pipeline: Pipeline, n_items: int, map_over: Sequence[str]
+    ) -> None:
+        """A map over ``n_items`` items started; ``context`` is the map's."""
+
+    def on_map_end(
+        self,
+        *,
+        context: CallbackContext,
+        pipeline: Pipeline,
+        n_items: int,
+        duration: float,
+        error: BaseException | None,
+    ) -> None:
+        """A map finished."""
+
+    def on_map_item_start(self, *, context: CallbackContext, index: int) -> None:
+        """Map item ``index`` started; ``context`` is the item's."""
+
+    def on_map_item_end(
+        self, *, context: CallbackContext, index: int, duration: float, error: BaseException | None
+    ) -> None:
+        """Map item ``index`` finished."""
+
+
+HOOKS = tuple(name for name in vars(PipelineCallback) if name.startswith("on_"))
+
+_run_ids = itertools.count(1)
+
+
+class CallbackContext:
+    """Where an event happened, and room to keep state.
+
+    Attributes:
+        kind: ``"run"``, ``"map"``, ``"item"`` or ``"nested"``.
+        pipeline: The name of the pipeline at this level.
+        parent: The enclosing level's context, ``None`` at the top.
+        node: For a nested level, the name of the node that runs it.
+        index: For an item, its index in the map.
+        depth: 0 at the top, one more per nested pipeline, map or item below it.
+        run_id: The same for every level of one top-level run.
+        data: Free per-level state for callbacks (e.g. a progress bar).
+    """
+
+    __slots__ = ("data", "depth", "index", "kind", "node", "parent", "pipeline", "run_id")
+
+    def __init__(
+        self,
+        kind: ContextKind,
+        pipeline: str,
+        parent: CallbackContext | None = None,
+        *,
+        node: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        self.kind = kind
+        self.pipeline = pipeline
+        self.parent = parent
+        self.node = node
+        self.index = index
+        self.depth = 0 if parent is None else parent.depth + 1
+        self.run_id = next(_run_ids) if parent is None else parent.run_id
+        self.data: dict[str, Any] = {}
+
+    def child(
+        self, kind: ContextKind, pipeline: str, *, node: str | None = None, index: int | None = None
+    ) -> CallbackContext:
+        """A context for a level below this one."""
+        return CallbackContext(kind, pipeline, self, node=node, index=index)
+
+    @property
+    def root(self) -> CallbackContext:
+        """The top-level context of this run (its ``data`` is per-run state)."""
+        ctx = self
+        while ctx.parent is not None:
+            ctx = ctx.parent
+        return ctx
+
+    @property
+    def item_index(self) -> int | None:
+        """The index of the innermost map item this level belongs to."""
+        ctx: CallbackContext | None = self
+        while ctx is not None:
+            if ctx.kind == "item":
+                return ctx.index
+            ctx = ctx.parent
+        return None
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Readable path from the top: pipeline names, nested node names, item indices."""
+        parts: list[str] = []
+        ctx: CallbackContext | None = self
+        while ctx is not None:
+            if ctx.kind == "item":
+                parts.append(f"[{ctx.index}]")
+            elif ctx.kind == "nested" or (ctx.kind == "map" and ctx.node is not None):
+                parts.append(f"{ctx.node}:{ctx.pipeline}")
+            else:
+                parts.append(ctx.pipeline)
+            ctx = ctx.parent
+        return tuple(reversed(parts))
+
+    def __repr__(self) -> str:
+        return f"<CallbackContext {'/'.join(self.path)} kind={self.kind} depth={self.depth}>"
+
+
+def _overrides(callback: PipelineCallback, hook: str) -> bool:
+    impl = getattr(type(callback), hook, None)
+    return impl is not None and impl is not getattr(PipelineCallback, hook)
+
+
+class Dispatcher:
+    """The callbacks of one run, as one listener list per hook (empty lists cost nothing).
+
+    A listener that raises is logged once and disabled for the rest of the run.
+    """
+
+    __slots__ = (*HOOKS, "_disabled", "callbacks")
+
+    def __init__(self, callbacks: Iterable[PipelineCallback]) -> None:
+        self.callbacks = tuple(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, PipelineCallback):
+                raise TypeError(
+                    f"callbacks must be PipelineCallback instances, got {cb!r}"
+                    + (" (pass an instance, not the class)" if isinstance(cb, type) else "")
+                )
+        self._disabled: set[int] = set()
+        for hook in HOOKS:
+            setattr(self, hook, [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)])
+
+    @classmethod
+    def create(cls, callbacks: Sequence[PipelineCallback] | None) -> Dispatcher | None:
+        """A dispatcher, or ``None`` when no callback overrides any hook."""
+        if not callbacks:
+            return None
+        dispatcher = cls(callbacks)
+        return dispatcher if dispatcher.active else None
+
+    @property
+    def active(self) -> bool:
+        """Whether any hook has a listener."""
+        return any(getattr(self, hook) for hook in HOOKS)
+
+    def emit(self, listeners: list[Callable[..., None]], **event: Any) -> None:
+        """Call each listener with ``event``; report and disable any that raises."""
+        for listener in listeners:
+            owner = id(getattr(listener, "__self__", listener))
+            if owner in self._disabled:
+                continue
+            try:
+                listener(**event)
+            except Exception:
+                self._disabled.add(owner)
+                name = getattr(listener, "__qualname__", repr(listener))
+                logger.exception(
+                    "callback %s raised; it is disabled for the rest of this run", name
+                )

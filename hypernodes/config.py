@@ -1,0 +1,187 @@
+"""Configuration layers: global defaults, precedence, and the engine-configuration merge.
+
+Precedence for a pipeline's engine, cache and callbacks, highest first:
+``as_node(...)`` override > the pipeline's own setting > the enclosing pipeline's (for
+nested pipelines) > ``set_default_config(...)`` > the library default
+(``HyperNodesEngine()``, no cache, no callbacks). Each level replaces, never merges with,
+the one below for that setting.
+
+Engine configuration as data (files, the CLI, ``HyperNodesEngine.from_config``) is a
+mapping with the keys in ``ENGINE_KEYS``, merged by :func:`merge_engine_config`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import difflib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .callbacks import PipelineCallback
+    from .engines.base import Engine
+    from .pipeline import Pipeline
+
+__all__ = [
+    "ENGINE_KEYS",
+    "UNSET",
+    "DefaultConfig",
+    "get_default_config",
+    "merge_engine_config",
+    "reset_default_config",
+    "set_default_config",
+]
+
+ENGINE_KEYS: Final = ("node_executor", "map_executor", "max_workers", "max_concurrent", "address")
+
+
+class _Unset:
+    """Marks a setting the user never gave (distinct from an explicit ``None``)."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultConfig:
+    """The global defaults (``None`` where no default was set).
+
+    Attributes:
+        engine: The engine pipelines use when they have none of their own.
+        cache: The cache pipelines use when they have none of their own.
+        callbacks: The callbacks pipelines use when they have none of their own.
+    """
+
+    engine: Engine | None = None
+    cache: Any = None
+    callbacks: tuple[PipelineCallback, ...] | None = None
+
+
+_lock = threading.Lock()
+_defaults = DefaultConfig()
+_library_engine: Engine | None = None
+
+
+def set_default_config(
+    engine: Engine | None = None,
+    cache: Any = None,
+    callbacks: Sequence[PipelineCallback] | None = None,
+) -> None:
+    """Set process-wide defaults; arguments left as ``None`` keep their current value.
+
+    Raises:
+        TypeError: ``engine`` is not an ``Engine``.
+    """
+    global _defaults
+    from .engines.base import Engine
+
+    if engine is not None and not isinstance(engine, Engine):
+        raise TypeError(f"engine must be an Engine instance, got {engine!r}")
+    with _lock:
+        _defaults = DefaultConfig(
+            engine=engine if engine is not None else _defaults.engine,
+            cache=cache if cache is not None else _defaults.cache,
+            callbacks=tuple(callbacks) if callbacks is not None else _defaults.callbacks,
+        )
+
+
+def get_default_config() -> DefaultConfig:
+    """The current global defaults."""
+    return _defaults
+
+
+def reset_default_config() -> None:
+    """Restore the library defaults: ``HyperNodesEngine()``, no cache, no callbacks."""
+    global _defaults
+    with _lock:
+        _defaults = DefaultConfig()
+
+
+def library_engine() -> Engine:
+    """The shared ``HyperNodesEngine()`` used when nothing else is configured."""
+    global _library_engine
+    if _library_engine is None:
+        with _lock:
+            if _library_engine is None:
+                from .engines.hypernodes import HyperNodesEngine
+
+                _library_engine = HyperNodesEngine()
+                atexit.register(_library_engine.close)
+    return _library_engine
+
+
+def effective_engine(pipeline: Pipeline) -> Engine:
+    """The engine a top-level run of ``pipeline`` uses."""
+    return pipeline.engine or _defaults.engine or library_engine()
+
+
+def effective_cache(pipeline: Pipeline) -> Any:
+    """The cache a top-level run of ``pipeline`` uses (``None``: no caching)."""
+    own = pipeline.own_cache
+    return _defaults.cache if own is UNSET else own
+
+
+def effective_callbacks(pipeline: Pipeline) -> tuple[PipelineCallback, ...]:
+    """The callbacks a top-level run of ``pipeline`` uses."""
+    own = pipeline.own_callbacks
+    if own is UNSET:
+        return _defaults.callbacks or ()
+    return own  # type: ignore[return-value]
+
+
+def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge engine-configuration layers, lowest precedence first.
+
+    A key present in a layer wins over earlier layers, even when its value equals the
+    class default; an absent key never clobbers; an explicit ``None`` does (and means
+    "the class default"). ``None`` layers are skipped.
+
+    Raises:
+        ConfigError: A layer is not a mapping, has an unknown key, or a bad value.
+        InvalidExecutorError: An unknown executor alias.
+    """
+    from .executors.workers import validate_executor
+
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        if not isinstance(layer, Mapping):
+            raise ConfigError(f"engine configuration must be a mapping, got {layer!r}")
+        for key, value in layer.items():
+            if key not in ENGINE_KEYS:
+                close = difflib.get_close_matches(str(key), ENGINE_KEYS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"unknown engine setting {key!r}{hint}; valid keys are "
+                    f"{', '.join(ENGINE_KEYS)}"
+                )
+            merged[key] = value
+    for key in ("node_executor", "map_executor"):
+        if merged.get(key) is not None:
+            validate_executor(merged[key], key)
+    for key in ("max_workers", "max_concurrent"):
+        value = merged.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{key} must be an integer >= 1 or null, got {value!r}")
+    address = merged.get("address")
+    if address is not None and not isinstance(address, str):
+        raise ConfigError(f"address must be a string or null, got {address!r}")
+    return merged

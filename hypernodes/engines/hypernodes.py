@@ -1,0 +1,455 @@
+"""HyperNodesEngine: the native orchestrator (lanes, scopes, runs and maps)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from ..bridge import is_own_loop
+from ..callbacks import CallbackContext, Dispatcher
+from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
+from ..errors import ConfigError, NodeError, PathFrame
+from ..executors.remote import Shipped, run_shipped_item
+from ..executors.workers import Lane, PoolSet, cpu_count, resolve_lane, validate_executor
+from ..mapping import Expansion, expand, run_items
+from ..scheduler import Plan, Scope, run_plan, run_sync_steps
+from .base import Engine, MapMode, OutputName, Parent
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from ..pipeline import Pipeline
+
+__all__ = ["HyperNodesEngine"]
+
+# At most this many items of a plain map go to a worker thread in one hop.
+_CHUNK = 512
+
+
+class HyperNodesEngine(Engine):
+    """The native engine: nodes and map items as coroutines on one event loop.
+
+    Args:
+        node_executor: How independent nodes of one run proceed: ``"sequential"``
+            (default), ``"async"``, ``"threaded"``, ``"parallel"``, ``"dask"``, ``"ray"``,
+            or any ``concurrent.futures.Executor`` instance.
+        map_executor: How map items proceed; same choices.
+        max_workers: Size of the thread / process pools the engine creates.
+        max_concurrent: How many nodes (or items) may be in flight for ``"async"``
+            (default 10); an optional cap for the others.
+        address: Scheduler address for ``"dask"`` / ``"ray"``.
+
+    Raises:
+        InvalidExecutorError: An executor alias is unknown or an object is not an executor.
+        ConfigError: ``max_workers`` / ``max_concurrent`` is not a positive int.
+    """
+
+    def __init__(
+        self,
+        node_executor: str | concurrent.futures.Executor = "sequential",
+        map_executor: str | concurrent.futures.Executor = "sequential",
+        max_workers: int | None = None,
+        max_concurrent: int | None = None,
+        address: str | None = None,
+    ) -> None:
+        validate_executor(node_executor, "node_executor")
+        validate_executor(map_executor, "map_executor")
+        for key, value in (("max_workers", max_workers), ("max_concurrent", max_concurrent)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ConfigError(f"{key} must be an int >= 1 or None, got {value!r}")
+        if address is not None and not isinstance(address, str):
+            raise ConfigError(f"address must be a string or None, got {address!r}")
+        self.node_executor = node_executor
+        self.map_executor = map_executor
+        self.max_workers = max_workers
+        self.max_concurrent = max_concurrent
+        self.address = address
+        threaded = "threaded" in (node_executor, map_executor)
+        self._threads_default = cpu_count() if threaded else min(32, cpu_count() + 4)
+        self._pools = self._new_pools()
+        self._lanes: tuple[Lane, Lane, Lane] | None = None
+
+    def _new_pools(self) -> PoolSet:
+        return PoolSet(
+            max_workers=self.max_workers,
+            threads_default=self._threads_default,
+            address=self.address,
+        )
+
+    # -- configuration ------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, *layers: Mapping[str, Any] | None) -> HyperNodesEngine:
+        """Build an engine from configuration mappings, later layers winning.
+
+        A key present in a later layer wins even when its value equals the default; a key
+        absent from it never clobbers an earlier one; an explicit ``None`` does.
+
+        Raises:
+            ConfigError: An unknown key or a bad value.
+            InvalidExecutorError: An unknown executor alias.
+        """
+        merged = merge_engine_config(*layers)
+        merged = {k: v for k, v in merged.items() if v is not None}
+        return cls(**merged)
+
+    def to_config(self) -> dict[str, Any]:
+        """This engine's settings as a serializable mapping (see :meth:`from_config`).
+
+        Raises:
+            ConfigError: An executor was given as an instance, which has no serializable form.
+        """
+        config: dict[str, Any] = {}
+        for key in ENGINE_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, str | int | type(None)):
+                raise ConfigError(
+                    f"{key}={value!r} is an executor instance and cannot be written as "
+                    "configuration; use one of the aliases to make it serializable"
+                )
+            config[key] = value
+        return config
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in ENGINE_KEYS)
+        return f"HyperNodesEngine({shown})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pools do not travel; inside a worker a shipped pipeline runs sequentially.
+        return (HyperNodesEngine, ())
+
+    # -- resources ----------------------------------------------------------------------
+
+    @property
+    def lanes(self) -> tuple[Lane, Lane, Lane]:
+        """The (node, map, offload) lanes, resolved on first use."""
+        lanes = self._lanes
+        if lanes is None:
+            node = resolve_lane(
+                self.node_executor,
+                pools=self._pools,
+                max_concurrent=self.max_concurrent,
+                role="node_executor",
+            )
+            item = resolve_lane(
+                self.map_executor,
+                pools=self._pools,
+                max_concurrent=self.max_concurrent,
+                role="map_executor",
+            )
+            if node.kind in ("threads", "remote"):
+                body = node
+            elif node.kind == "async" and node.executor is not None:
+                body = Lane("threads", node.executor, node.width, node.name)
+            else:
+                threads = self._pools.get("threads")
+                body = Lane("threads", threads, self._pools.size("threads"), "threaded")
+            lanes = self._lanes = (node, item, body)
+        return lanes
+
+    def close(self) -> None:
+        """Shut down the pools this engine created (never executors you passed in)."""
+        self._pools.close()
+        self._pools = self._new_pools()
+        self._lanes = None
+
+    async def aclose(self) -> None:
+        """Like :meth:`close`, without blocking the event loop."""
+        pools, self._pools, self._lanes = self._pools, self._new_pools(), None
+        await asyncio.to_thread(pools.close)
+
+    # -- scopes -------------------------------------------------------------------------
+
+    def _scope(
+        self,
+        pipeline: Pipeline,
+        parent: Parent | None,
+        cache: Any,
+        callbacks: Dispatcher | None,
+        context: CallbackContext | None,
+    ) -> Scope:
+        if parent is not None and parent.scope.engine is self:
+            # Same engine: keep the parent's placement (e.g. a map's thread pool).
+            return parent.scope.derive(
+                pipeline=pipeline.name, cache=cache, callbacks=callbacks, context=context
+            )
+        node, _, body = self.lanes
+        if parent is not None:
+            inline = parent.scope.inline and node.kind == "sequential"
+        else:
+            inline = node.kind == "sequential" and is_own_loop(asyncio.get_running_loop())
+        width = node.width if node.kind == "async" else self.max_concurrent
+        return Scope(
+            engine=self,
+            pipeline=pipeline.name,
+            concurrent=node.concurrent,
+            width=width,
+            body=body,
+            inline=inline,
+            cache=cache,
+            callbacks=callbacks,
+            context=context,
+        )
+
+    def _resolve(
+        self, pipeline: Pipeline, parent: Parent | None, kind: str
+    ) -> tuple[Any, Dispatcher | None, CallbackContext | None]:
+        if parent is not None:
+            return parent.cache, parent.callbacks, parent.context
+        from ..cache.runtime import CacheRuntime
+
+        store = effective_cache(pipeline)
+        cache = CacheRuntime.create(store)
+        dispatcher = Dispatcher.create(effective_callbacks(pipeline))
+        context = CallbackContext(kind, pipeline.name) if dispatcher else None  # type: ignore[arg-type]
+        return cache, dispatcher, context
+
+    # -- run ----------------------------------------------------------------------------
+
+    async def arun(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any] | None = None,
+        output_name: OutputName = None,
+        *,
+        _parent: Parent | None = None,
+    ) -> dict[str, Any]:
+        """Run ``pipeline`` once; see :meth:`Pipeline.arun`."""
+        inputs = {} if inputs is None else inputs
+        plan = pipeline.plan(output_name, inputs)
+        values = {**plan.optional, **pipeline.bound, **inputs}
+        cache, dispatcher, context = self._resolve(pipeline, _parent, "run")
+        scope = self._scope(pipeline, _parent, cache, dispatcher, context)
+        if _parent is not None or dispatcher is None:
+            await run_plan(plan, values, scope)
+            return plan.collect(values)
+        d = dispatcher
+        if d.on_pipeline_start:
+            d.emit(d.on_pipeline_start, context=context, pipeline=pipeline, inputs=dict(inputs))
+        started = perf_counter()
+        try:
+            await run_plan(plan, values, scope)
+        except BaseException as exc:
+            if d.on_pipeline_end:
+                d.emit(
+                    d.on_pipeline_end,
+                    context=context,
+                    pipeline=pipeline,
+                    outputs=None,
+                    duration=perf_counter() - started,
+                    error=_user_error(exc),
+                )
+            raise
+        result = plan.collect(values)
+        if d.on_pipeline_end:
+            d.emit(
+                d.on_pipeline_end,
+                context=context,
+                pipeline=pipeline,
+                outputs=result,
+                duration=perf_counter() - started,
+                error=None,
+            )
+        return result
+
+    # -- map ----------------------------------------------------------------------------
+
+    async def amap(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any],
+        map_over: str | Sequence[str],
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+        *,
+        _parent: Parent | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run ``pipeline`` once per item; see :meth:`Pipeline.amap`."""
+        exp = expand(
+            inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name
+        )
+        plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
+        base = {**plan.optional, **pipeline.bound, **exp.shared}
+        cache, dispatcher, context = self._resolve(pipeline, _parent, "map")
+        scope = self._scope(pipeline, _parent, cache, dispatcher, context)
+        d = dispatcher
+        if d is not None and d.on_map_start:
+            d.emit(
+                d.on_map_start,
+                context=context,
+                pipeline=pipeline,
+                n_items=exp.count,
+                map_over=exp.names,
+            )
+        started = perf_counter()
+        try:
+            results = await self._map_items(pipeline, plan, exp, base, scope)
+        except BaseException as exc:
+            if d is not None and d.on_map_end:
+                d.emit(
+                    d.on_map_end,
+                    context=context,
+                    pipeline=pipeline,
+                    n_items=exp.count,
+                    duration=perf_counter() - started,
+                    error=_user_error(exc),
+                )
+            raise
+        if d is not None and d.on_map_end:
+            d.emit(
+                d.on_map_end,
+                context=context,
+                pipeline=pipeline,
+                n_items=exp.count,
+                duration=perf_counter() - started,
+                error=None,
+            )
+        return results
+
+    async def _map_items(
+        self,
+        pipeline: Pipeline,
+        plan: Plan,
+        exp: Expansion,
+        base: dict[str, Any],
+        scope: Scope,
+    ) -> list[dict[str, Any]]:
+        if exp.count == 0:
+            return []
+        node, lane, _ = self.lanes
+        if lane.kind == "remote" and scope.plain:
+            return await self._map_remote(pipeline, plan, exp, lane)
+        if lane.kind == "sequential" or lane.kind == "remote":
+            item_scope, width = scope, 1
+        else:
+            width = lane.width
+            if node.concurrent:
+                item_scope = scope.derive(inline=False)
+            else:
+                body = lane if lane.kind == "threads" else scope.body
+                item_scope = scope.derive(inline=False, body=body)
+        if plan.simple and item_scope.plain and not item_scope.concurrent:
+            return await _map_plain(plan, exp, base, item_scope, width)
+        names = exp.names
+        d = scope.callbacks
+        context = scope.context
+
+        async def run_one(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
+            values = base.copy()
+            values.update(zip(names, item, strict=True))
+            if d is None or context is None:
+                await run_plan(plan, values, item_scope)
+                return plan.collect(values)
+            ctx = context.child("item", context.pipeline, index=index)
+            if d.on_map_item_start:
+                d.emit(d.on_map_item_start, context=ctx, index=index)
+            started = perf_counter()
+            error: BaseException | None = None
+            try:
+                await run_plan(plan, values, item_scope.derive(context=ctx))
+            except BaseException as exc:
+                error = _user_error(exc)
+                raise
+            finally:
+                if d.on_map_item_end:
+                    d.emit(
+                        d.on_map_item_end,
+                        context=ctx,
+                        index=index,
+                        duration=perf_counter() - started,
+                        error=error,
+                    )
+            return plan.collect(values)
+
+        return await run_items(exp.items(), exp.count, width, run_one)
+
+    async def _map_remote(
+        self, pipeline: Pipeline, plan: Plan, exp: Expansion, lane: Lane
+    ) -> list[dict[str, Any]]:
+        # Ship the pipeline and the shared inputs once; each item sends only its values.
+        executor = lane.executor
+        assert executor is not None
+        shipped = Shipped((pipeline.stripped(), exp.shared))
+        names = exp.names
+        outputs = plan.outputs
+
+        async def run_one(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
+            mapped = dict(zip(names, item, strict=True))
+            future = executor.submit(run_shipped_item, shipped, mapped, outputs)
+            result: dict[str, Any] = await asyncio.wrap_future(future)
+            return result
+
+        return await run_items(exp.items(), exp.count, 2 * lane.width, run_one)
+
+
+async def _map_plain(
+    plan: Plan, exp: Expansion, base: dict[str, Any], scope: Scope, width: int
+) -> list[dict[str, Any]]:
+    """A map whose every node is a plain sync call: whole items in one synchronous loop.
+
+    Inline on a loop HyperNodes owns; otherwise in chunks of items, each chunk one hop to a
+    worker thread (``width`` chunks in flight), so the caller's loop is never blocked.
+    """
+    results: list[Any] = [None] * exp.count
+    numbered = enumerate(exp.items())
+    if scope.inline:
+        _run_plain_items(plan, exp.names, base, numbered, results, exp.count, scope.pipeline)
+        return results
+    # Chunks of items are the units of work; the iterator is only advanced on the loop.
+    # Small chunks keep every worker busy (16 blocking items on 8 threads: 1 per hop);
+    # big ones amortise the hop when items are trivial.
+    size = max(1, min(_CHUNK, exp.count // (8 * width)))
+    chunks = iter(lambda: list(itertools.islice(numbered, size)), [])
+    names, pipeline = exp.names, scope.pipeline
+
+    def run_chunk(index: int, chunk: tuple[Any, ...]) -> asyncio.Future[Any]:
+        args = (plan, names, base, iter(chunk[0]), results, size, pipeline)
+        return scope.body.call(_run_plain_items, args)
+
+    await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk)
+    return results
+
+
+def _run_plain_items(
+    plan: Plan,
+    names: tuple[str, ...],
+    base: dict[str, Any],
+    numbered: Iterator[tuple[int, tuple[Any, ...]]],
+    results: list[Any],
+    limit: int,
+    pipeline: str,
+) -> None:
+    steps = plan.steps
+    outputs = plan.outputs
+    index = -1
+    try:
+        if len(names) == 1 and len(outputs) == 1:
+            (name,) = names
+            (out,) = outputs
+            for index, (value,) in itertools.islice(numbered, limit):
+                values = base.copy()
+                values[name] = value
+                run_sync_steps(steps, values)
+                results[index] = {out: values[out]}
+            return
+        for index, item in itertools.islice(numbered, limit):
+            values = base.copy()
+            values.update(zip(names, item, strict=True))
+            run_sync_steps(steps, values)
+            results[index] = {o: values[o] for o in outputs}
+    except NodeError as err:
+        err._prepend(PathFrame(pipeline))
+        err._mark_item(index)
+        raise
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    """The user's exception behind a NodeError (what callbacks report)."""
+    if isinstance(exc, NodeError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc

@@ -1,0 +1,212 @@
+"""The exception tree of HyperNodes: every error the library raises on purpose.
+
+HyperNodesError
+├── PipelineDefinitionError      (ValueError) a pipeline that cannot be built
+│   ├── DuplicateOutputError     two nodes produce the same output name
+│   └── CycleError               the nodes form a cycle (spelled out)
+├── MissingInputError            (ValueError) run-time inputs that nobody supplied
+├── InvalidInputError            (ValueError) unknown inputs, bad map_over values, ...
+├── InvalidExecutorError         (ValueError) an executor alias or object we cannot use
+├── ConfigError                  (ValueError) bad engine configuration (keys, values, files)
+└── NodeError                    a node failed while running; the user's exception is
+                                 its ``__cause__`` (never replaced)
+
+A failing node always surfaces as exactly one ``NodeError`` that names the node, the
+pipeline path (outer pipeline, nested node, item index, inner pipeline) and, inside a
+map, the item index. The path is filled in as the error travels up through nested
+pipelines and maps, so the happy path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "CycleError",
+    "DuplicateOutputError",
+    "HyperNodesError",
+    "InvalidExecutorError",
+    "InvalidInputError",
+    "MissingInputError",
+    "NodeError",
+    "PathFrame",
+    "PipelineDefinitionError",
+]
+
+
+class HyperNodesError(Exception):
+    """Base class of every error HyperNodes raises on purpose."""
+
+
+class PipelineDefinitionError(HyperNodesError, ValueError):
+    """The nodes given to a ``Pipeline`` do not form a valid pipeline."""
+
+
+class DuplicateOutputError(PipelineDefinitionError):
+    """Two nodes produce the same output name.
+
+    Attributes:
+        output: The output name that is produced twice.
+        nodes: The names of the nodes that produce it.
+    """
+
+    def __init__(self, output: str, nodes: Sequence[str]) -> None:
+        self.output = output
+        self.nodes = tuple(nodes)
+        names = " and ".join(repr(n) for n in self.nodes)
+        super().__init__(
+            f"output {output!r} is produced by both {names}; each output needs exactly one "
+            f"producer: rename one of them, e.g. @node(output_name={output + '_2'!r})"
+        )
+
+
+class CycleError(PipelineDefinitionError):
+    """The nodes depend on each other in a cycle.
+
+    Attributes:
+        cycle: The node names along the cycle, first node repeated at the end.
+    """
+
+    def __init__(self, cycle: Sequence[str], via: Sequence[str]) -> None:
+        self.cycle = tuple(cycle)
+        arrows = "".join(f"{a!r} --{v}--> " for a, v in zip(cycle, via, strict=False))
+        spelled = arrows + repr(cycle[-1])
+        super().__init__(
+            f"the pipeline has a cycle: {spelled}; a node cannot depend on its own output, "
+            "directly or through other nodes"
+        )
+
+
+class MissingInputError(HyperNodesError, ValueError):
+    """Inputs that the requested outputs need were not supplied.
+
+    Attributes:
+        missing: Mapping of each missing input name to the nodes that need it.
+    """
+
+    def __init__(self, missing: Mapping[str, Sequence[str]], pipeline: str | None = None) -> None:
+        self.missing = {k: tuple(v) for k, v in missing.items()}
+        parts = ", ".join(
+            f"{name!r} (needed by {', '.join(repr(n) for n in needers)})"
+            for name, needers in self.missing.items()
+        )
+        where = f" of pipeline {pipeline!r}" if pipeline else ""
+        super().__init__(
+            f"missing inputs{where}: {parts}; pass them in inputs= or fix them with "
+            "pipeline.bind(...)"
+        )
+
+
+class InvalidInputError(HyperNodesError, ValueError):
+    """Inputs were supplied that the pipeline cannot use (unknown names, bad map values)."""
+
+
+class InvalidExecutorError(HyperNodesError, ValueError):
+    """An executor alias is unknown, or an object is not a usable executor."""
+
+
+class ConfigError(HyperNodesError, ValueError):
+    """An engine configuration (mapping, file or flag) is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathFrame:
+    """One level of the location of a failure: a pipeline, entered through a node.
+
+    Attributes:
+        pipeline: The name of the pipeline at this level.
+        via: The name of the node in the enclosing pipeline that ran this one (``None`` at
+            the top level).
+        item: The map item index at this level, if this level ran as a map item.
+    """
+
+    pipeline: str
+    via: str | None = None
+    item: int | None = None
+
+    def __str__(self) -> str:
+        text = self.pipeline if self.via is None else f"{self.via} -> {self.pipeline}"
+        return text if self.item is None else f"{text}[item {self.item}]"
+
+
+class NodeError(HyperNodesError):
+    """A node raised an exception (or timed out) while running.
+
+    The user's exception is ``__cause__``. The location is filled in as the error
+    propagates out of nested pipelines and maps.
+
+    Attributes:
+        node: The name of the node that failed.
+        frames: The path from the outermost pipeline to the failing node's pipeline.
+        abandoned: ``True`` when the node timed out while running synchronously in a
+            worker: it could not be interrupted and keeps running until it returns.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        frames: Iterable[PathFrame] = (),
+        *,
+        detail: str | None = None,
+        abandoned: bool = False,
+    ) -> None:
+        super().__init__(node)
+        self.node = node
+        self.frames: tuple[PathFrame, ...] = tuple(frames)
+        self.detail = detail
+        self.abandoned = abandoned
+
+    @property
+    def pipeline_path(self) -> tuple[str, ...]:
+        """The pipeline names from the outermost to the failing node's pipeline."""
+        return tuple(f.pipeline for f in self.frames)
+
+    @property
+    def item_index(self) -> int | None:
+        """The innermost map item index on the path, or ``None`` outside maps."""
+        for frame in reversed(self.frames):
+            if frame.item is not None:
+                return frame.item
+        return None
+
+    @property
+    def item_indices(self) -> tuple[int, ...]:
+        """Every map item index on the path, outermost first."""
+        return tuple(f.item for f in self.frames if f.item is not None)
+
+    def _prepend(self, frame: PathFrame) -> NodeError:
+        self.frames = (frame, *self.frames)
+        return self
+
+    def _mark_item(self, index: int) -> NodeError:
+        """Record that the outermost known frame ran as map item ``index``."""
+        if self.frames and self.frames[0].item is None:
+            first = self.frames[0]
+            self.frames = (PathFrame(first.pipeline, first.via, index), *self.frames[1:])
+        return self
+
+    def __str__(self) -> str:
+        where = " > ".join(str(f) for f in self.frames) or "<pipeline>"
+        cause = self.__cause__
+        what = self.detail or (f"{type(cause).__name__}: {cause}" if cause else "failed")
+        return f"node {self.node!r} failed in {where}: {what}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_node_error,
+            (self.node, self.frames, self.detail, self.abandoned, self.__cause__),
+        )
+
+
+def _rebuild_node_error(
+    node: str,
+    frames: tuple[PathFrame, ...],
+    detail: str | None,
+    abandoned: bool,
+    cause: BaseException | None,
+) -> NodeError:
+    err = NodeError(node, frames, detail=detail, abandoned=abandoned)
+    err.__cause__ = cause
+    return err

@@ -1,0 +1,253 @@
+"""Lanes: how nodes or map items proceed, and where sync bodies run.
+
+A ``Lane`` is resolved from an executor alias or a ``concurrent.futures.Executor``. It
+says how many nodes (or items) may be in flight and sends sync callables to the right
+place: threads for thread-like executors, a pickled payload for everything else (process
+pools, loky, Dask, Ray, unknown executors), so any executor works as is. Pools made for an
+alias belong to a ``PoolSet`` that the engine owns and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import difflib
+import functools
+import multiprocessing
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import InvalidExecutorError
+from .async_executor import AsyncExecutor
+from .remote import Shipped, call_shipped
+
+__all__ = ["ALIASES", "Lane", "PoolSet", "resolve_lane", "validate_executor"]
+
+ALIASES = ("sequential", "async", "threaded", "parallel", "dask", "ray")
+
+LaneKind = Literal["sequential", "async", "threads", "remote"]
+
+ExecutorSpec = str | concurrent.futures.Executor
+
+
+def cpu_count() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def validate_executor(spec: object, role: str) -> None:
+    """Check that ``spec`` is an alias or an executor instance.
+
+    Raises:
+        InvalidExecutorError: With the valid aliases, and the fix when a class was passed.
+    """
+    if isinstance(spec, str):
+        if spec in ALIASES:
+            return
+        close = difflib.get_close_matches(spec.lower(), ALIASES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InvalidExecutorError(
+            f"unknown {role} {spec!r}{hint}; valid aliases are "
+            f"{', '.join(repr(a) for a in ALIASES)}, or pass a concurrent.futures.Executor"
+        )
+    if isinstance(spec, type) and issubclass(spec, concurrent.futures.Executor):
+        raise InvalidExecutorError(
+            f"{role} got the class {spec.__name__}; pass an instance, "
+            f"e.g. {spec.__name__}(max_workers=4)"
+        )
+    if isinstance(spec, concurrent.futures.Executor) or (
+        callable(getattr(spec, "submit", None)) and callable(getattr(spec, "shutdown", None))
+    ):
+        return
+    raise InvalidExecutorError(
+        f"{role} must be one of {', '.join(repr(a) for a in ALIASES)} or a "
+        f"concurrent.futures.Executor instance, got {spec!r}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """How one role proceeds.
+
+    Attributes:
+        kind: ``"sequential"`` (one at a time), ``"async"`` (concurrent on the loop, sync
+            work in threads), ``"threads"`` (concurrent, sync work in a thread pool) or
+            ``"remote"`` (sync work shipped, pickled, to another process or machine).
+        executor: Where sync callables go; ``None`` only for a sequential lane with
+            nothing to offload to yet.
+        width: How many nodes or items may be in flight at once.
+        name: What the user asked for, for reprs, telemetry and errors.
+    """
+
+    kind: LaneKind
+    executor: concurrent.futures.Executor | None
+    width: int
+    name: str
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether more than one node or item may be in flight."""
+        return self.kind != "sequential"
+
+    def call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], shipped: Shipped | None = None
+    ) -> asyncio.Future[Any]:
+        """Start ``fn(*args)`` on this lane's executor; return an awaitable future.
+
+        Must be called from a running event loop. For a remote lane, ``shipped`` (the
+        cloudpickled ``fn``) is sent instead of ``fn`` when given.
+        """
+        executor = self.executor
+        assert executor is not None, "a lane without an executor cannot offload"
+        if self.kind == "remote":
+            payload = shipped if shipped is not None else Shipped(fn)
+            return asyncio.wrap_future(executor.submit(call_shipped, payload, args, {}))
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        return loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
+
+
+class PoolSet:
+    """The pools an engine made for its aliases; created on first use, closed with it."""
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None,
+        threads_default: int,
+        address: str | None = None,
+    ) -> None:
+        self.max_workers = max_workers
+        self.threads_default = threads_default
+        self.address = address
+        self._lock = threading.Lock()
+        self._pools: dict[str, concurrent.futures.Executor] = {}
+        self._closers: dict[str, Callable[[], None]] = {}
+        # Never leak the pools of an engine that is dropped without close().
+        self._finalizer = weakref.finalize(self, _shutdown_all, self._pools, self._closers)
+
+    def get(self, kind: str) -> concurrent.futures.Executor:
+        """The pool for ``kind`` (``"threads"``, ``"processes"``, ``"dask"``, ``"ray"``)."""
+        pool = self._pools.get(kind)
+        if pool is not None:
+            return pool
+        with self._lock:
+            pool = self._pools.get(kind)
+            if pool is None:
+                pool, closer = self._make(kind)
+                self._pools[kind] = pool
+                if closer is not None:
+                    self._closers[kind] = closer
+            return pool
+
+    def size(self, kind: str) -> int:
+        """How many workers the pool of ``kind`` has (or will have)."""
+        if kind == "threads":
+            return self.max_workers or self.threads_default
+        if kind in ("dask", "ray"):
+            return _distributed_width(self.get(kind)) or self.max_workers or cpu_count()
+        return self.max_workers or cpu_count()
+
+    def _make(self, kind: str) -> tuple[concurrent.futures.Executor, Callable[[], None] | None]:
+        if kind == "threads":
+            return (
+                concurrent.futures.ThreadPoolExecutor(
+                    self.size("threads"), thread_name_prefix="hypernodes"
+                ),
+                None,
+            )
+        if kind == "processes":
+            return (
+                concurrent.futures.ProcessPoolExecutor(
+                    self.size("processes"), mp_context=spawn_safe_context()
+                ),
+                None,
+            )
+        if kind == "dask":
+            from .dask import make_dask_executor
+
+            return make_dask_executor(self.address, self.max_workers)
+        if kind == "ray":
+            from .ray import make_ray_executor
+
+            return make_ray_executor(self.address, self.max_workers)
+        raise AssertionError(kind)
+
+    @property
+    def created(self) -> dict[str, concurrent.futures.Executor]:
+        """The pools created so far."""
+        return dict(self._pools)
+
+    def close(self, wait: bool = True) -> None:
+        """Shut down every pool created so far."""
+        with self._lock:
+            _shutdown_all(self._pools, self._closers, wait=wait)
+
+
+def _shutdown_all(
+    pools: dict[str, concurrent.futures.Executor],
+    closers: dict[str, Callable[[], None]],
+    wait: bool = False,
+) -> None:
+    for kind, pool in list(pools.items()):
+        pool.shutdown(wait=wait, cancel_futures=True)
+        closer = closers.pop(kind, None)
+        if closer is not None:
+            closer()
+    pools.clear()
+
+
+def _distributed_width(executor: concurrent.futures.Executor) -> int | None:
+    width = getattr(executor, "hypernodes_width", None)
+    return width() if callable(width) else None
+
+
+def spawn_safe_context() -> multiprocessing.context.BaseContext:
+    """A start method that does not fork a process with threads running.
+
+    ``forkserver`` where available (the default from Python 3.14 on), else ``spawn``; both
+    need tasks to be pickled, which cloudpickle payloads are.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def resolve_lane(
+    spec: ExecutorSpec,
+    *,
+    pools: PoolSet,
+    max_concurrent: int | None,
+    role: str,
+) -> Lane:
+    """Turn an alias or executor instance into a ``Lane``.
+
+    Raises:
+        InvalidExecutorError: ``spec`` is not an alias or an executor instance.
+    """
+    validate_executor(spec, role)
+    if isinstance(spec, str):
+        if spec == "sequential":
+            return Lane("sequential", None, 1, spec)
+        if spec == "async":
+            return Lane("async", None, max_concurrent or 10, spec)
+        if spec == "threaded":
+            return Lane("threads", pools.get("threads"), pools.size("threads"), spec)
+        kind = {"parallel": "processes", "dask": "dask", "ray": "ray"}[spec]
+        return Lane("remote", pools.get(kind), pools.size(kind), spec)
+    name = type(spec).__name__
+    if isinstance(spec, AsyncExecutor):
+        return Lane("async", spec, max_concurrent or spec.max_concurrent, name)
+    declared = getattr(spec, "_max_workers", None)  # stdlib pools and loky expose it
+    width = max_concurrent or (declared if isinstance(declared, int) else None)
+    if isinstance(spec, concurrent.futures.ThreadPoolExecutor):
+        return Lane("threads", spec, width or cpu_count(), name)
+    width = width or _distributed_width(spec) or cpu_count()
+    return Lane("remote", spec, width, name)

@@ -1,0 +1,212 @@
+"""Build and validate a pipeline's dependency graph once, and select what an output needs.
+
+The graph is plain adjacency data (dicts and tuples): building it is linear in the number
+of nodes and edges, and it needs no heavy import, so ``import hypernodes`` stays light. A
+networkx ``DiGraph`` view is built on demand for introspection (``Pipeline.graph``).
+
+This module must not run nodes, know about engines, caches or callbacks, or import
+asyncio: it answers questions about structure only.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import CycleError, DuplicateOutputError, PipelineDefinitionError
+from .node import Node
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+__all__ = ["Graph", "Selection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The part of a graph needed to compute some outputs from some provided names.
+
+    Attributes:
+        order: Indices of the nodes to run, in topological order.
+        required: Root inputs that must be supplied, each with the nodes that need it.
+        optional: Root inputs that may be omitted, with the default used when they are.
+    """
+
+    order: tuple[int, ...]
+    required: dict[str, tuple[int, ...]]
+    optional: dict[str, Any]
+
+
+class Graph:
+    """The validated structure of a list of nodes.
+
+    Attributes:
+        nodes: The nodes in declaration order.
+        producer: Maps each output name to the index of the node producing it.
+        consumers: Maps every name (input or output) to the indices of nodes reading it.
+        order: All node indices in topological order (ties broken by declaration order).
+        root_inputs: Names read by some node and produced by none, in first-use order.
+        defaults: Default values of root inputs that have one.
+    """
+
+    __slots__ = ("consumers", "defaults", "nodes", "order", "producer", "root_inputs")
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        """Validate ``nodes`` and index them.
+
+        Raises:
+            TypeError: An element is not a ``Node``.
+            DuplicateOutputError: Two nodes produce the same output.
+            PipelineDefinitionError: Two nodes share a name, or disagree on a default.
+            CycleError: The nodes depend on each other in a cycle.
+        """
+        self.nodes = tuple(nodes)
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = {}
+        names: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            if not isinstance(n, Node):
+                hint = " (did you forget @node?)" if callable(n) else ""
+                raise TypeError(f"Pipeline nodes must be Node objects, got {n!r}{hint}")
+            if n.name in names:
+                raise PipelineDefinitionError(
+                    f"two nodes are named {n.name!r}; node names must be unique: pass "
+                    f"name='...' to one of them (e.g. node(f, name={n.name + '_2'!r}))"
+                )
+            names[n.name] = i
+            for out in n.outputs:
+                if out in self.producer:
+                    raise DuplicateOutputError(out, [self.nodes[self.producer[out]].name, n.name])
+                self.producer[out] = i
+            for name in n.inputs:
+                self.consumers.setdefault(name, []).append(i)
+        self.order = self._toposort()
+        self.root_inputs = tuple(k for k in self.consumers if k not in self.producer)
+        self.defaults = self._root_defaults()
+
+    def parents(self, i: int) -> Iterable[int]:
+        """Indices of the nodes producing the inputs of node ``i``."""
+        producer = self.producer
+        return {producer[name] for name in self.nodes[i].inputs if name in producer}
+
+    def _toposort(self) -> tuple[int, ...]:
+        n = len(self.nodes)
+        indegree = [0] * n
+        children: list[list[int]] = [[] for _ in range(n)]
+        for i in range(n):
+            for p in self.parents(i):
+                indegree[i] += 1
+                children[p].append(i)
+        ready = [i for i in range(n) if indegree[i] == 0]
+        heapq.heapify(ready)
+        order: list[int] = []
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(i)
+            for c in children[i]:
+                indegree[c] -= 1
+                if indegree[c] == 0:
+                    heapq.heappush(ready, c)
+        if len(order) != n:
+            self._raise_cycle({i for i in range(n) if indegree[i] > 0})
+        return tuple(order)
+
+    def _raise_cycle(self, stuck: set[int]) -> None:
+        # Every stuck node has a stuck parent, so walking parents must revisit a node.
+        start = min(stuck)
+        seen: dict[int, int] = {}
+        walk: list[int] = []
+        i = start
+        while i not in seen:
+            seen[i] = len(walk)
+            walk.append(i)
+            i = min(p for p in self.parents(i) if p in stuck)
+        loop = walk[seen[i] :][::-1]  # parent walk reversed: producer -> consumer order
+        loop.append(loop[0])
+        via = []
+        for a, b in zip(loop, loop[1:], strict=False):
+            shared = [o for o in self.nodes[a].outputs if o in self.nodes[b].inputs]
+            via.append(shared[0])
+        raise CycleError([self.nodes[k].name for k in loop], via)
+
+    def _root_defaults(self) -> dict[str, Any]:
+        defaults: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        for name in self.root_inputs:
+            for i in self.consumers[name]:
+                node = self.nodes[i]
+                if name not in node.defaults:
+                    continue
+                value = node.defaults[name]
+                if name in defaults and not _same(defaults[name], value):
+                    raise PipelineDefinitionError(
+                        f"input {name!r} has default {defaults[name]!r} in node "
+                        f"{owner[name]!r} but {value!r} in node {node.name!r}; give both the "
+                        "same default, or rename one parameter"
+                    )
+                defaults.setdefault(name, value)
+                owner.setdefault(name, node.name)
+        return defaults
+
+    def select(self, outputs: Iterable[str], provided: frozenset[str]) -> Selection:
+        """The nodes needed to compute ``outputs`` when the names in ``provided`` are given.
+
+        A provided name that some node produces overrides it: that node is skipped, and so
+        are nodes needed only by it.
+        """
+        needed: set[int] = set()
+        stack = [self.producer[o] for o in outputs if o not in provided and o in self.producer]
+        while stack:
+            i = stack.pop()
+            if i in needed:
+                continue
+            needed.add(i)
+            for name in self.nodes[i].inputs:
+                if name not in provided and name in self.producer:
+                    stack.append(self.producer[name])
+        order = tuple(i for i in self.order if i in needed)
+        required: dict[str, list[int]] = {}
+        optional: dict[str, Any] = {}
+        for i in order:
+            node = self.nodes[i]
+            for name in node.inputs:
+                if name in provided or name in self.producer:
+                    continue
+                if name in node.defaults:
+                    optional.setdefault(name, node.defaults[name])
+                else:
+                    required.setdefault(name, []).append(i)
+        for name in required:
+            optional.pop(name, None)
+        return Selection(order, {k: tuple(v) for k, v in required.items()}, optional)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A networkx view: ``Node`` objects and root-input names (``str``) as graph nodes.
+
+        Each edge carries the value name it passes (``name``); graph nodes carry ``kind``
+        (``"input"``, ``"node"`` or ``"pipeline"``).
+        """
+        import networkx as nx  # deferred: a heavy import that only introspection needs
+
+        g = nx.DiGraph()
+        for name in self.root_inputs:
+            g.add_node(name, kind="input", optional=name in self.defaults)
+        for n in self.nodes:
+            kind = "pipeline" if getattr(n, "pipeline", None) is not None else "node"
+            g.add_node(n, kind=kind)
+        for i, n in enumerate(self.nodes):
+            for name in n.inputs:
+                src: Any = self.nodes[self.producer[name]] if name in self.producer else name
+                g.add_edge(src, n, name=name)
+        return g
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(type(a) is type(b) and a == b)
+    except Exception:  # values whose == is not a plain bool (arrays) are "different"
+        return False

@@ -1,0 +1,180 @@
+"""Map items: zip/product expansion, per-item runs, results in input order.
+
+Items are produced lazily from the input lists and consumed by at most ``width`` item
+workers, so a map over a million items holds a million results and nothing else that
+grows with the item count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidInputError, NodeError
+from .scheduler import raise_first
+
+__all__ = ["Expansion", "expand", "run_items"]
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """The items of a map.
+
+    Attributes:
+        names: The mapped input names.
+        columns: The mapped input values, one sized iterable per name.
+        count: How many items there are.
+        shared: The inputs every item shares.
+        mode: ``"zip"`` or ``"product"``.
+    """
+
+    names: tuple[str, ...]
+    columns: tuple[Any, ...]
+    count: int
+    shared: dict[str, Any]
+    mode: str
+
+    def items(self) -> Iterator[tuple[Any, ...]]:
+        """Each item's mapped values, in order (lazily)."""
+        if self.mode == "product":
+            return itertools.product(*self.columns)
+        return zip(*self.columns, strict=False)
+
+    def item_inputs(self, item: tuple[Any, ...]) -> dict[str, Any]:
+        """The full inputs of one item."""
+        values = dict(self.shared)
+        values.update(zip(self.names, item, strict=True))
+        return values
+
+
+def normalize_map_over(map_over: str | Sequence[str]) -> tuple[str, ...]:
+    """``map_over`` as a tuple of names.
+
+    Raises:
+        InvalidInputError: It is empty or not made of strings.
+    """
+    names = (map_over,) if isinstance(map_over, str) else tuple(map_over)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise InvalidInputError(
+            f"map_over must name one or more inputs (a str or a list of str), got {map_over!r}"
+        )
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"map_over names an input twice: {names!r}")
+    return names
+
+
+def expand(
+    inputs: Mapping[str, Any],
+    map_over: str | Sequence[str],
+    map_mode: str,
+    *,
+    known: Iterable[str],
+    pipeline: str,
+) -> Expansion:
+    """Validate a map's arguments and describe its items.
+
+    Args:
+        inputs: All inputs; the mapped ones hold sized iterables.
+        map_over: The mapped input name(s).
+        map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination.
+        known: The names the pipeline can take as inputs.
+        pipeline: The pipeline's name, for messages.
+
+    Raises:
+        InvalidInputError: A bad mode, an unknown or missing mapped name, a value that is
+            not a sized iterable, or zip lists of different lengths.
+    """
+    if map_mode not in ("zip", "product"):
+        raise InvalidInputError(f"map_mode must be 'zip' or 'product', got {map_mode!r}")
+    names = normalize_map_over(map_over)
+    known = set(known)
+    columns = []
+    for name in names:
+        if name not in known:
+            valid = ", ".join(repr(k) for k in sorted(known)) or "none"
+            raise InvalidInputError(
+                f"map_over names {name!r}, which is not an input of pipeline {pipeline!r}; "
+                f"its inputs are: {valid}"
+            )
+        if name not in inputs:
+            raise InvalidInputError(
+                f"map_over names {name!r} but inputs= has no value for it; pass a list: "
+                f"inputs={{{name!r}: [...]}}"
+            )
+        columns.append(_sized(name, inputs[name]))
+    lengths = [len(c) for c in columns]
+    if map_mode == "zip" and len(set(lengths)) > 1:
+        listed = ", ".join(f"{n!r} has {k}" for n, k in zip(names, lengths, strict=True))
+        raise InvalidInputError(
+            f"map_over lists have different lengths: {listed} items; zip mode pairs them one "
+            "to one (use map_mode='product' for every combination)"
+        )
+    count = math.prod(lengths) if map_mode == "product" else lengths[0]
+    shared = {k: v for k, v in inputs.items() if k not in names}
+    return Expansion(names, tuple(columns), count, shared, map_mode)
+
+
+def _sized(name: str, value: Any) -> Any:
+    if isinstance(value, str | bytes | bytearray):
+        raise InvalidInputError(
+            f"map_over input {name!r} is a {type(value).__name__}; map over a list of "
+            f"values, e.g. [{value!r}]"
+        )
+    if isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"map_over input {name!r} is a mapping; map over a list (e.g. list(d.items()))"
+        )
+    if not (hasattr(value, "__len__") and hasattr(value, "__iter__")):
+        raise InvalidInputError(
+            f"map_over input {name!r} must be a sized iterable (list, tuple, range, array), "
+            f"got {type(value).__name__}; pass list(...) of it"
+        )
+    return value
+
+
+async def run_items(
+    items: Iterator[tuple[Any, ...]],
+    count: int,
+    width: int,
+    run_one: Callable[[int, tuple[Any, ...]], Awaitable[Any]],
+) -> list[Any]:
+    """Run ``run_one(index, item)`` for every item, at most ``width`` at a time.
+
+    Results come back in item order whatever the completion order. The first failing
+    item cancels the others; its ``NodeError`` is marked with the item index.
+
+    Raises:
+        NodeError: The first item that failed.
+    """
+    results: list[Any] = [None] * count
+    numbered = enumerate(items)
+
+    async def worker() -> None:
+        index = -1
+        try:
+            for index, item in numbered:
+                results[index] = await run_one(index, item)
+        except NodeError as err:
+            err._mark_item(index)
+            failures.append(err)
+            raise
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    failures: list[BaseException] = []
+    if width <= 1 or count <= 1:
+        await worker()
+        return results
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(width, count) - 1):
+                group.create_task(worker())
+            await worker()
+    except BaseExceptionGroup as group_error:
+        raise_first(group_error, failures)
+    return results

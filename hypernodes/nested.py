@@ -1,0 +1,245 @@
+"""PipelineNode: a pipeline used as a node (mappings, map_over, inherited settings).
+
+A nested pipeline runs as a coroutine on its parent's loop. It inherits the parent's
+engine, cache and callbacks unless it has its own, or ``as_node(...)`` overrides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from .callbacks import CallbackContext, Dispatcher
+from .config import UNSET
+from .engines.base import Engine, MapMode, Parent
+from .errors import NodeError, PathFrame, PipelineDefinitionError
+from .mapping import normalize_map_over
+from .node import Node
+
+if TYPE_CHECKING:
+    from .callbacks import PipelineCallback
+    from .pipeline import Pipeline
+    from .scheduler import Scope
+
+__all__ = ["PipelineNode"]
+
+
+class PipelineNode(Node):
+    """A pipeline wrapped as a node; build it with :meth:`Pipeline.as_node`.
+
+    Attributes:
+        pipeline: The inner pipeline.
+        input_mapping: ``{outer_name: inner_name}``.
+        output_mapping: ``{inner_name: outer_name}``.
+        map_over: Outer input names that carry lists (the inner pipeline maps over them).
+        map_mode: ``"zip"`` or ``"product"``.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        input_mapping: Mapping[str, str] | None = None,
+        output_mapping: Mapping[str, str] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: MapMode = "zip",
+        name: str | None = None,
+        engine: Engine | None = None,
+        cache: Any = ...,
+        callbacks: Sequence[PipelineCallback] | None = ...,  # type: ignore[assignment]
+    ) -> None:
+        self.pipeline = pipeline
+        self.input_mapping = dict(input_mapping or {})
+        self.output_mapping = dict(output_mapping or {})
+        if engine is not None and not isinstance(engine, Engine):
+            raise TypeError(f"as_node(engine=...) must be an Engine, got {engine!r}")
+        self.engine_override = engine
+        self.cache_override = cache
+        self.callbacks_override = callbacks if callbacks is ... else tuple(callbacks or ())
+        if map_mode not in ("zip", "product"):
+            raise ValueError(f"map_mode must be 'zip' or 'product', got {map_mode!r}")
+        self.map_mode: MapMode = map_mode
+        self.name = name or pipeline.name
+        inner_inputs = (*pipeline.inputs, *pipeline.optional_inputs)
+        self._to_inner = self._check_inputs(inner_inputs)
+        exposed = self._check_outputs()
+        self._inner_outputs = tuple(exposed)
+        self.outputs = tuple(self.output_mapping.get(n, n) for n in exposed)
+        self.output_name = self.outputs
+        to_outer = {inner: outer for outer, inner in self.input_mapping.items()}
+        self.inputs = tuple(to_outer.get(n, n) for n in inner_inputs)
+        self.defaults = {
+            to_outer.get(n, n): v for n, v in pipeline.optional_inputs.items()
+        }
+        self.map_over = self._check_map_over(map_over, to_outer)
+        self.call_positional = self.inputs
+        self.call_keyword = ()
+        self.func = self._call
+        self.is_async = True
+        self.cache = True
+        self.retries = 0
+        self.timeout = None
+
+    def _check_inputs(self, inner_inputs: Sequence[str]) -> dict[str, str]:
+        known = set(inner_inputs)
+        for outer, inner in self.input_mapping.items():
+            if inner not in known:
+                raise PipelineDefinitionError(
+                    f"input_mapping maps {outer!r} to {inner!r}, which is not an input of "
+                    f"pipeline {self.pipeline.name!r}; its inputs are "
+                    f"{', '.join(map(repr, sorted(known))) or 'none'}"
+                )
+        return dict(self.input_mapping)
+
+    def _check_outputs(self) -> list[str]:
+        outputs = self.pipeline.outputs
+        for inner in self.output_mapping:
+            if inner not in outputs:
+                raise PipelineDefinitionError(
+                    f"output_mapping names {inner!r}, which is not an output of pipeline "
+                    f"{self.pipeline.name!r}; its outputs are {', '.join(map(repr, outputs))}"
+                )
+        return list(self.output_mapping) if self.output_mapping else list(outputs)
+
+    def _check_map_over(
+        self, map_over: str | Sequence[str] | None, to_outer: dict[str, str]
+    ) -> tuple[str, ...] | None:
+        if map_over is None:
+            return None
+        names = []
+        for name in normalize_map_over(map_over):
+            # Outer names are the contract; an inner name that is mapped is accepted too.
+            outer = name if name in self.inputs else to_outer.get(name)
+            if outer is None or outer not in self.inputs:
+                raise PipelineDefinitionError(
+                    f"map_over names {name!r}, which is not an input of nested pipeline "
+                    f"{self.name!r}; its inputs are {', '.join(map(repr, self.inputs))}"
+                )
+            names.append(outer)
+        return tuple(names)
+
+    def __repr__(self) -> str:
+        mapped = f" map_over={list(self.map_over)}" if self.map_over else ""
+        return (
+            f"<PipelineNode {self.name}({', '.join(self.inputs)}) -> {self.outputs!r}"
+            f"{mapped} pipeline={self.pipeline.name!r}>"
+        )
+
+    def _call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call the nested pipeline directly, with outer names; returns outer outputs."""
+        from .bridge import run_sync
+        from .config import effective_engine
+
+        values = dict(zip(self.inputs, args, strict=False))
+        values.update(kwargs)
+        inputs = {self._to_inner.get(k, k): v for k, v in values.items()}
+        engine = self.engine_override or effective_engine(self.pipeline)
+        result = run_sync(self._dispatch(engine, inputs, None))
+        return dict(zip(self.outputs, result, strict=True))
+
+    def copy(self, **changes: Any) -> Node:
+        """A copy with a different ``name`` (other node options do not apply)."""
+        unsupported = set(changes) - {"name"}
+        if unsupported:
+            raise TypeError(f"a PipelineNode can only be renamed, not given {sorted(unsupported)}")
+        return self.pipeline.as_node(
+            input_mapping=self.input_mapping,
+            output_mapping=self.output_mapping,
+            map_over=self.map_over,
+            map_mode=self.map_mode,
+            name=changes.get("name", self.name),
+            engine=self.engine_override,
+            cache=self.cache_override,
+            callbacks=self.callbacks_override,
+        )
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run_nested(self, args: tuple[Any, ...], scope: Scope) -> tuple[Any, ...]:
+        """Run the inner pipeline for one call from the outer scheduler.
+
+        Raises:
+            NodeError: A node inside failed; its path names this node.
+        """
+        values = dict(zip(self.inputs, args, strict=True))
+        inner = self.pipeline
+        engine = self.engine_override or inner.engine or scope.engine
+        return await self._execute(values, engine, scope)
+
+    async def _execute(
+        self, values: dict[str, Any], engine: Engine, scope: Scope
+    ) -> tuple[Any, ...]:
+        inner = self.pipeline
+        to_inner = self._to_inner
+        inputs = {to_inner.get(k, k): v for k, v in values.items()}
+        cache = self._resolve_cache(scope)
+        dispatcher = self._resolve_callbacks(scope)
+        parent_ctx = scope.context
+        context = None
+        if dispatcher is not None:
+            kind = "map" if self.map_over else "nested"
+            context = (
+                parent_ctx.child(kind, inner.name, node=self.name)
+                if parent_ctx is not None
+                else CallbackContext(kind, inner.name, node=self.name)
+            )
+        parent = Parent(scope=scope, cache=cache, callbacks=dispatcher, context=context)
+        d = dispatcher
+        if d is not None and d.on_nested_pipeline_start:
+            d.emit(d.on_nested_pipeline_start, context=context, node=self, pipeline=inner)
+        started = perf_counter()
+        error: BaseException | None = None
+        try:
+            return await self._dispatch(engine, inputs, parent)
+        except NodeError as err:
+            error = err.__cause__ or err
+            if err.frames:
+                first = err.frames[0]
+                err.frames = (PathFrame(first.pipeline, self.name, first.item), *err.frames[1:])
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if d is not None and d.on_nested_pipeline_end:
+                d.emit(
+                    d.on_nested_pipeline_end,
+                    context=context,
+                    node=self,
+                    pipeline=inner,
+                    duration=perf_counter() - started,
+                    error=error,
+                )
+
+    async def _dispatch(
+        self, engine: Engine, inputs: dict[str, Any], parent: Parent | None
+    ) -> tuple[Any, ...]:
+        inner_outputs = self._inner_outputs
+        if self.map_over is None:
+            result = await engine.arun(self.pipeline, inputs, list(inner_outputs), _parent=parent)
+            return tuple(result[n] for n in inner_outputs)
+        to_inner = self._to_inner
+        mapped = [to_inner.get(n, n) for n in self.map_over]
+        results = await engine.amap(
+            self.pipeline, inputs, mapped, self.map_mode, list(inner_outputs), _parent=parent
+        )
+        return tuple([r[n] for r in results] for n in inner_outputs)
+
+    def _resolve_cache(self, scope: Scope) -> Any:
+        from .cache.runtime import CacheRuntime
+
+        if self.cache_override is not ...:
+            return CacheRuntime.create(self.cache_override)
+        own = self.pipeline.own_cache
+        if own is not UNSET:
+            return CacheRuntime.create(own)
+        return scope.cache
+
+    def _resolve_callbacks(self, scope: Scope) -> Dispatcher | None:
+        if self.callbacks_override is not ...:
+            return Dispatcher.create(self.callbacks_override)
+        own = self.pipeline.own_callbacks
+        if own is not UNSET:
+            return Dispatcher.create(own)
+        return scope.callbacks

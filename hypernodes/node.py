@@ -1,0 +1,235 @@
+"""Node and ``@node``: a function with named inputs and outputs, classified once.
+
+Everything the scheduler needs to know about a node (its inputs, defaults, outputs,
+whether it is async) is computed here, when the node is built; the scheduler only reads
+these attributes. This module must not import the pipeline, the scheduler or asyncio.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+__all__ = ["Node", "node"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NO_DEFAULT: Any = inspect.Parameter.empty
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns an awaitable coroutine (functions, partials, objects)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - we want the class attribute
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+class Node:
+    """A function in a pipeline: its inputs are its parameter names, its outputs are named.
+
+    Build nodes with the :func:`node` decorator. A ``Node`` is still callable like the
+    function it wraps, so it stays easy to unit-test.
+
+    Attributes:
+        func: The wrapped callable.
+        name: The node's name (unique within a pipeline).
+        output_name: The output name, or a tuple of names for a node whose returned tuple
+            is unpacked.
+        outputs: The output names as a tuple (one element for a single output).
+        inputs: Every parameter name, in signature order.
+        defaults: Parameter defaults; a parameter with a default is an optional input.
+        is_async: Whether the node must be awaited (decided once, here).
+        cache: Whether the node may be cached.
+        retries: How many times a failed call is retried.
+        timeout: Seconds allowed per attempt, or ``None``.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "call_keyword",
+        "call_positional",
+        "cache",
+        "defaults",
+        "func",
+        "inputs",
+        "is_async",
+        "name",
+        "output_name",
+        "outputs",
+        "retries",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        output_name: str | tuple[str, ...] | list[str] | None = None,
+        name: str | None = None,
+        cache: bool = True,
+        retries: int = 0,
+        timeout: float | None = None,
+    ) -> None:
+        if isinstance(func, Node):
+            func = func.func
+        if not callable(func):
+            raise TypeError(
+                f"node() needs a function, got {type(func).__name__} {func!r}; if you wrote "
+                "node(f()), pass the function itself: node(f)"
+            )
+        fname = _callable_name(func)
+        self.func = func
+        self.name = name if name is not None else fname
+        if not self.name.isidentifier() and name is None:
+            raise ValueError(f"cannot name a node after {func!r}; pass node(..., name='...')")
+        self.output_name, self.outputs = _normalize_outputs(output_name, fname)
+        self.cache = bool(cache)
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r} for node {self.name!r}")
+        self.retries = retries
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ValueError(
+                f"timeout must be a number of seconds > 0 or None, got {timeout!r} "
+                f"for node {self.name!r}"
+            )
+        self.timeout = None if timeout is None else float(timeout)
+        self.is_async = is_async_callable(func)
+        self._read_signature(func)
+
+    def _read_signature(self, func: Callable[..., Any]) -> None:
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"cannot read the parameters of {func!r}: {exc}") from exc
+        positional: list[str] = []
+        keyword: list[str] = []
+        defaults: dict[str, Any] = {}
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(
+                    f"node {self.name!r} takes *{p.name}; a node's inputs are its named "
+                    "parameters, so list them explicitly"
+                )
+            if p.kind is p.KEYWORD_ONLY:
+                keyword.append(p.name)
+            else:
+                positional.append(p.name)
+            if p.default is not _NO_DEFAULT:
+                defaults[p.name] = p.default
+        self.call_positional = tuple(positional)
+        self.call_keyword = tuple(keyword)
+        self.inputs = (*positional, *keyword)
+        self.defaults = defaults
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function directly."""
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        kind = "async " if self.is_async else ""
+        ins = ", ".join(self.inputs)
+        return f"<{kind}Node {self.name}({ins}) -> {self.output_name!r}>"
+
+    def copy(self, **changes: Any) -> Node:
+        """Return a copy of this node with some options changed (``name``, ``cache``, ...)."""
+        options: dict[str, Any] = {
+            "output_name": self.output_name,
+            "name": self.name,
+            "cache": self.cache,
+            "retries": self.retries,
+            "timeout": self.timeout,
+        }
+        options.update(changes)
+        return Node(self.func, **options)
+
+
+def _callable_name(func: Callable[..., Any]) -> str:
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__name__", None)
+    return name if isinstance(name, str) else type(func).__name__
+
+
+def _normalize_outputs(
+    output_name: str | tuple[str, ...] | list[str] | None, default: str
+) -> tuple[str | tuple[str, ...], tuple[str, ...]]:
+    if output_name is None:
+        output_name = default
+    if isinstance(output_name, str):
+        if not output_name:
+            raise ValueError("output_name must be a non-empty string")
+        return output_name, (output_name,)
+    if isinstance(output_name, tuple | list) and output_name:
+        names = tuple(output_name)
+        bad = [n for n in names if not isinstance(n, str) or not n]
+        if bad:
+            raise ValueError(f"output names must be non-empty strings, got {bad!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"output names repeat in {names!r}")
+        return names, names
+    raise TypeError(f"output_name must be a str or a tuple of str, got {output_name!r}")
+
+
+@overload
+def node(func: F, /) -> Node: ...
+
+
+@overload
+def node(
+    func: None = None,
+    /,
+    *,
+    output_name: str | tuple[str, ...] | list[str] | None = None,
+    name: str | None = None,
+    cache: bool = True,
+    retries: int = 0,
+    timeout: float | None = None,
+) -> Callable[[F], Node]: ...
+
+
+def node(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    output_name: str | tuple[str, ...] | list[str] | None = None,
+    name: str | None = None,
+    cache: bool = True,
+    retries: int = 0,
+    timeout: float | None = None,
+) -> Node | Callable[[Callable[..., Any]], Node]:
+    """Turn a function into a pipeline :class:`Node`.
+
+    Use it bare (``@node``; the output is named after the function) or with options
+    (``@node(output_name="y")``, ``@node(output_name=("a", "b"))`` to unpack a returned
+    tuple). Parameters with defaults are optional inputs.
+
+    Args:
+        func: The function (when used bare or called directly).
+        output_name: The output name, or a tuple of names to unpack a returned tuple.
+        name: The node's name; defaults to the function's name.
+        cache: ``False`` keeps this node out of any cache.
+        retries: Retry a failed call this many times.
+        timeout: Seconds allowed per attempt.
+
+    Returns:
+        A ``Node``, or a decorator that makes one.
+
+    Raises:
+        TypeError: ``func`` is not callable, or takes ``*args`` / ``**kwargs``.
+        ValueError: An option is out of range.
+    """
+    options: dict[str, Any] = {
+        "output_name": output_name,
+        "name": name,
+        "cache": cache,
+        "retries": retries,
+        "timeout": timeout,
+    }
+    if func is None:
+        return lambda f: Node(f, **options)
+    return Node(func, **options)

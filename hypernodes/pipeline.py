@@ -1,0 +1,397 @@
+"""Pipeline: the user's object: nodes, configuration, run/arun/map/amap, as_node."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .config import UNSET, effective_engine
+from .engines.base import Engine, MapMode, OutputName
+from .errors import InvalidInputError, MissingInputError
+from .graph import Graph
+from .node import Node
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from .callbacks import PipelineCallback
+    from .nested import PipelineNode
+    from .scheduler import Plan
+
+__all__ = ["Pipeline"]
+
+
+class Pipeline:
+    """A validated graph of nodes, and how to run it.
+
+    The graph is built and validated once, here; runs never rebuild it.
+
+    Args:
+        nodes: The nodes (``@node`` functions and nested ``PipelineNode``s).
+        engine: How to run it; inherits (or uses the global default) when ``None``.
+        cache: A cache store; inherits (or uses the global default) when ``None``.
+        callbacks: Callbacks; inherit (or use the global default) when ``None``.
+        name: A name for paths, errors and pictures (default ``"pipeline"``).
+
+    Raises:
+        TypeError: An element of ``nodes`` is not a node, or ``engine`` is not an Engine.
+        DuplicateOutputError: Two nodes produce the same output.
+        CycleError: The nodes form a cycle.
+        PipelineDefinitionError: Two nodes share a name or disagree on a default.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        engine: Engine | None = None,
+        cache: Any = None,
+        callbacks: Sequence[PipelineCallback] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(nodes, Node) or not isinstance(nodes, Iterable):
+            raise TypeError(f"nodes must be a list of nodes, got {nodes!r}")
+        self._graph = Graph(list(nodes))
+        self.name = name or "pipeline"
+        self.engine: Engine | None = None
+        self.with_engine(engine)
+        self.own_cache: Any = UNSET if cache is None else cache
+        self.own_callbacks: tuple[PipelineCallback, ...] | Any = (
+            UNSET if callbacks is None else tuple(callbacks)
+        )
+        self._bound: dict[str, Any] = {}
+        self._plans: dict[tuple[Any, frozenset[str]], Plan] = {}
+        self._nx: nx.DiGraph | None = None
+
+    # -- introspection ------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """The nodes, in the order given."""
+        return self._graph.nodes
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """A networkx view of the graph: ``Node``s and root-input names (``str``)."""
+        if self._nx is None:
+            self._nx = self._graph.to_networkx()
+        return self._nx
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Required root inputs (no default, not bound), in first-use order."""
+        g = self._graph
+        return tuple(n for n in g.root_inputs if n not in g.defaults and n not in self._bound)
+
+    @property
+    def optional_inputs(self) -> dict[str, Any]:
+        """Root inputs with a default (not bound), with that default."""
+        return {k: v for k, v in self._graph.defaults.items() if k not in self._bound}
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every output name, in node order."""
+        return tuple(self._graph.producer)
+
+    @property
+    def known_names(self) -> frozenset[str]:
+        """Every name a run accepts as input: root inputs and (as overrides) outputs."""
+        return frozenset(self._graph.consumers) | frozenset(self._graph.producer)
+
+    @property
+    def bound(self) -> Mapping[str, Any]:
+        """Inputs fixed with :meth:`bind` (read-only view)."""
+        return MappingProxyType(self._bound)
+
+    @property
+    def cache(self) -> Any:
+        """The pipeline's own cache store, or ``None`` when it has none of its own."""
+        return None if self.own_cache is UNSET else self.own_cache
+
+    @property
+    def callbacks(self) -> tuple[PipelineCallback, ...]:
+        """The pipeline's own callbacks (empty when it has none of its own)."""
+        own = self.own_callbacks
+        return () if own is UNSET else own  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        nodes = ", ".join(n.name for n in self.nodes)
+        return (
+            f"<Pipeline {self.name!r} nodes=[{nodes}] inputs={list(self.inputs)} "
+            f"outputs={list(self.outputs)}>"
+        )
+
+    # -- configuration (fluent: mutate and return self) ---------------------------------
+
+    def with_engine(self, engine: Engine | None) -> Pipeline:
+        """Use ``engine`` for this pipeline (``None``: inherit).
+
+        Raises:
+            TypeError: ``engine`` is not an Engine instance.
+        """
+        if engine is not None and not isinstance(engine, Engine):
+            hint = ""
+            if isinstance(engine, type) and issubclass(engine, Engine):
+                hint = f"; pass an instance: {engine.__name__}()"
+            elif isinstance(engine, str):
+                hint = f"; pass HyperNodesEngine(node_executor={engine!r})"
+            raise TypeError(f"engine must be an Engine instance, got {engine!r}{hint}")
+        self.engine = engine
+        return self
+
+    def with_cache(self, cache: Any) -> Pipeline:
+        """Use ``cache`` for this pipeline; ``None`` turns caching off for it."""
+        self.own_cache = cache
+        return self
+
+    def with_callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> Pipeline:
+        """Use these callbacks for this pipeline; ``None`` or ``[]`` turns them off."""
+        self.own_callbacks = tuple(callbacks or ())
+        return self
+
+    def with_name(self, name: str) -> Pipeline:
+        """Rename the pipeline."""
+        self.name = name
+        return self
+
+    def bind(self, **values: Any) -> Pipeline:
+        """Fix input values, so runs need not supply them (run inputs still win).
+
+        Raises:
+            InvalidInputError: A name is not an input of the pipeline.
+        """
+        for name in values:
+            if name not in self._graph.consumers or name in self._graph.producer:
+                raise InvalidInputError(
+                    f"cannot bind {name!r}: it is not an input of pipeline {self.name!r}"
+                    + _suggest(name, self._graph.root_inputs)
+                )
+        self._bound.update(values)
+        self._plans.clear()
+        return self
+
+    def unbind(self, *names: str) -> Pipeline:
+        """Remove bound values.
+
+        Raises:
+            InvalidInputError: A name is not bound.
+        """
+        for name in names:
+            if name not in self._bound:
+                raise InvalidInputError(
+                    f"cannot unbind {name!r}: it is not bound; bound inputs are "
+                    f"{', '.join(map(repr, self._bound)) or 'none'}"
+                )
+        for name in names:
+            del self._bound[name]
+        self._plans.clear()
+        return self
+
+    # -- plans --------------------------------------------------------------------------
+
+    def plan(self, output_name: OutputName, provided: Iterable[str]) -> Plan:
+        """The compiled plan for ``output_name`` given ``provided`` input names (cached).
+
+        Raises:
+            InvalidInputError: Unknown input or output names.
+            MissingInputError: Required inputs are neither provided nor bound.
+        """
+        names = frozenset(provided)
+        out_key = output_name if output_name is None or isinstance(output_name, str) else tuple(output_name)
+        key = (out_key, names)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._compile(out_key, names)
+        return plan
+
+    def _compile(self, out_key: Any, names: frozenset[str]) -> Plan:
+        from .scheduler import compile_plan
+
+        g = self._graph
+        unknown = [n for n in names if n not in g.consumers and n not in g.producer]
+        if unknown:
+            listed = ", ".join(repr(n) + _suggest(n, self.known_names) for n in sorted(unknown))
+            raise InvalidInputError(
+                f"pipeline {self.name!r} got inputs it does not use: {listed}; its inputs are "
+                f"{', '.join(map(repr, g.root_inputs)) or 'none'}"
+            )
+        if out_key is None:
+            outputs = tuple(g.producer)
+        else:
+            outputs = (out_key,) if isinstance(out_key, str) else out_key
+            bad = [o for o in outputs if o not in g.producer and o not in g.consumers]
+            if bad or not outputs:
+                raise InvalidInputError(
+                    f"pipeline {self.name!r} has no output {', '.join(map(repr, bad)) or '()'}"
+                    f"{_suggest(bad[0], g.producer) if bad else ''}; its outputs are "
+                    f"{', '.join(map(repr, g.producer))}"
+                )
+        provided = names | frozenset(self._bound)
+        selection = g.select(outputs, provided)
+        missing = {k: v for k, v in selection.required.items()}
+        for o in outputs:  # an output asked for by name that is only a root input
+            if o not in g.producer and o not in provided:
+                missing.setdefault(o, ())
+        if missing:
+            raise MissingInputError(
+                {k: [g.nodes[i].name for i in v] or ["the output list"] for k, v in missing.items()},
+                pipeline=self.name,
+            )
+        return compile_plan(g, selection, outputs)
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(
+        self, inputs: Mapping[str, Any] | None = None, output_name: OutputName = None
+    ) -> dict[str, Any]:
+        """Run the pipeline once and return ``{output name: value}``.
+
+        Works with or without a running event loop (see ``hypernodes.bridge``).
+
+        Args:
+            inputs: Input values by name; a value for an intermediate output overrides it.
+            output_name: An output name or a list of them; all outputs when ``None``. Only
+                the nodes these need run.
+
+        Raises:
+            MissingInputError: Required inputs are missing (all are listed).
+            InvalidInputError: Unknown input or output names.
+            NodeError: A node failed; the user's exception is its ``__cause__``.
+        """
+        return effective_engine(self).run(self, _inputs(inputs), output_name)
+
+    async def arun(
+        self, inputs: Mapping[str, Any] | None = None, output_name: OutputName = None
+    ) -> dict[str, Any]:
+        """Async twin of :meth:`run`; never blocks the caller's event loop.
+
+        Raises:
+            MissingInputError: Required inputs are missing (all are listed).
+            InvalidInputError: Unknown input or output names.
+            NodeError: A node failed; the user's exception is its ``__cause__``.
+        """
+        return await effective_engine(self).arun(self, _inputs(inputs), output_name)
+
+    def map(
+        self,
+        inputs: Mapping[str, Any],
+        map_over: str | Sequence[str],
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+    ) -> list[dict[str, Any]]:
+        """Run the pipeline once per item; one result dict per item, in input order.
+
+        Args:
+            inputs: Input values; the ``map_over`` ones are lists (sized iterables).
+            map_over: The input name(s) to map over.
+            map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination.
+            output_name: As for :meth:`run`.
+
+        Raises:
+            InvalidInputError: Bad ``map_over`` / ``map_mode`` / list lengths.
+            MissingInputError: Required inputs are missing.
+            NodeError: A node failed in some item (the item index is on the error).
+        """
+        return effective_engine(self).map(self, _inputs(inputs), map_over, map_mode, output_name)
+
+    async def amap(
+        self,
+        inputs: Mapping[str, Any],
+        map_over: str | Sequence[str],
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+    ) -> list[dict[str, Any]]:
+        """Async twin of :meth:`map`.
+
+        Raises:
+            InvalidInputError: Bad ``map_over`` / ``map_mode`` / list lengths.
+            MissingInputError: Required inputs are missing.
+            NodeError: A node failed in some item (the item index is on the error).
+        """
+        engine = effective_engine(self)
+        return await engine.amap(self, _inputs(inputs), map_over, map_mode, output_name)
+
+    # -- composition --------------------------------------------------------------------
+
+    def as_node(
+        self,
+        input_mapping: Mapping[str, str] | None = None,
+        output_mapping: Mapping[str, str] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: MapMode = "zip",
+        name: str | None = None,
+        engine: Engine | None = None,
+        cache: Any = ...,
+        callbacks: Sequence[PipelineCallback] | None = ...,  # type: ignore[assignment]
+    ) -> PipelineNode:
+        """Wrap this pipeline as a node of another pipeline.
+
+        Args:
+            input_mapping: ``{outer_name: inner_name}`` renames inputs.
+            output_mapping: ``{inner_name: outer_name}``; only these outputs are exposed
+                when given (all outputs otherwise).
+            map_over: Outer input names that carry lists: the inner pipeline runs once per
+                item and each exposed output becomes a list.
+            map_mode: ``"zip"`` or ``"product"``.
+            name: The node's name (default: the pipeline's name).
+            engine: Overrides the engine for this node.
+            cache: Overrides the cache (``None`` turns it off); inherited when omitted.
+            callbacks: Overrides the callbacks; inherited when omitted.
+
+        Raises:
+            PipelineDefinitionError: A mapping or ``map_over`` names something unknown.
+        """
+        from .nested import PipelineNode
+
+        return PipelineNode(
+            self,
+            input_mapping=input_mapping,
+            output_mapping=output_mapping,
+            map_over=map_over,
+            map_mode=map_mode,
+            name=name,
+            engine=engine,
+            cache=cache,
+            callbacks=callbacks,
+        )
+
+    def stripped(self) -> Pipeline:
+        """A copy without engine, cache and callbacks (what ships to remote workers)."""
+        clone = Pipeline.__new__(Pipeline)
+        clone.__setstate__(self.__getstate__())
+        clone._bound = dict(self._bound)
+        clone.engine = None
+        clone.own_cache = None
+        clone.own_callbacks = ()
+        return clone
+
+    def visualize(self, filename: str | None = None, **options: Any) -> Any:
+        """A picture of the graph; see :func:`hypernodes.viz.visualize`."""
+        from .viz import visualize
+
+        return visualize(self, filename=filename, **options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        state["_nx"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def _inputs(inputs: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise TypeError(
+            f"inputs must be a dict of input name -> value, got {type(inputs).__name__}"
+        )
+    return inputs
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,11 @@
+"""ProgressCallback (placeholder: being written)."""
+
+from __future__ import annotations
+
+from .callbacks import PipelineCallback
+
+__all__ = ["ProgressCallback"]
+
+
+class ProgressCallback(PipelineCallback):
+    """Placeholder."""
