@@ -77,9 +77,13 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     Raises:
         BaseException: Whatever ``coro`` raises, unchanged.
     """
+    running: asyncio.AbstractEventLoop | None
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
+        running = None
+    # Run outside the except block, so the caller's errors carry no stray context.
+    if running is None:
         runner: _ThreadRunner | None = getattr(_local, "runner", None)
         if runner is None or runner.loop.is_closed():
             runner = _local.runner = _ThreadRunner()

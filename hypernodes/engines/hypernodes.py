@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
 from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
 from ..errors import ConfigError, NodeError, PathFrame
-from ..executors.remote import Shipped, run_shipped_item
+from ..executors.remote import Shipped, run_shipped_item, unwrap
 from ..executors.workers import Lane, PoolSet, cpu_count, resolve_lane, validate_executor
 from ..mapping import Expansion, expand, run_items
 from ..scheduler import Plan, Scope, run_plan, run_sync_steps
@@ -381,7 +381,7 @@ class HyperNodesEngine(Engine):
         async def run_one(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
             mapped = dict(zip(names, item, strict=True))
             future = executor.submit(run_shipped_item, shipped, mapped, outputs)
-            result: dict[str, Any] = await asyncio.wrap_future(future)
+            result: dict[str, Any] = unwrap(await asyncio.wrap_future(future))
             return result
 
         return await run_items(exp.items(), exp.count, 2 * lane.width, run_one)
@@ -407,7 +407,7 @@ async def _map_plain(
     chunks = iter(lambda: list(itertools.islice(numbered, size)), [])
     names, pipeline = exp.names, scope.pipeline
 
-    def run_chunk(index: int, chunk: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def run_chunk(index: int, chunk: tuple[Any, ...]) -> Awaitable[Any]:
         args = (plan, names, base, iter(chunk[0]), results, size, pipeline)
         return scope.body.call(_run_plain_items, args)
 

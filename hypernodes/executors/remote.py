@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
-__all__ = ["Shipped", "call_shipped", "run_shipped_item"]
+__all__ = ["RemoteFailure", "Shipped", "call_shipped", "run_shipped_item", "unwrap"]
 
 _CACHE_LIMIT = 256
 _loaded: dict[bytes, Any] = {}
@@ -54,25 +55,62 @@ def _rebuild_shipped(blob: bytes, digest: bytes) -> Shipped:
     return shipped
 
 
+class RemoteFailure:
+    """An exception raised in a worker, sent back as a value.
+
+    Executors that re-raise worker exceptions themselves may rewrite them (the standard
+    process pool replaces ``__cause__`` with its traceback text), which would lose the
+    user's exception behind a ``NodeError``. Returned as a value, it arrives intact; the
+    worker's traceback travels as text and is attached as a note.
+    """
+
+    __slots__ = ("error", "traceback")
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.traceback = "".join(traceback.format_exception(error))
+
+    def reraise(self) -> NoReturn:
+        """Raise the worker's exception here, with the worker's traceback as a note."""
+        self.error.add_note(f"Traceback in the worker:\n{self.traceback.rstrip()}")
+        raise self.error
+
+
 def call_shipped(fn: Shipped, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run a shipped sync callable in a worker."""
+    """Run a shipped sync callable in a worker (failures come back as ``RemoteFailure``)."""
     func: Callable[..., Any] = fn.load()
-    return func(*args, **kwargs)
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:
+        return RemoteFailure(exc)
+
+
+def unwrap(result: Any) -> Any:
+    """A worker's result, re-raising a ``RemoteFailure``."""
+    if type(result) is RemoteFailure:
+        result.reraise()
+    return result
 
 
 def run_shipped_item(
-    pipeline: Shipped, inputs: dict[str, Any], output_name: tuple[str, ...] | None
+    bundle: Shipped, mapped: dict[str, Any], output_name: tuple[str, ...] | None
 ) -> dict[str, Any]:
-    """Run one map item's whole sub-run of a shipped pipeline in a worker.
+    """Run one map item's whole sub-run in a worker.
 
-    The sub-run is sequential inside the worker (nested maps too), so a worker never
-    waits on another worker: the pool's size bounds the work, at any nesting depth.
+    ``bundle`` is the shipped ``(pipeline, shared inputs)`` pair, unpickled once per
+    worker; ``mapped`` holds this item's own values. The sub-run is sequential inside the
+    worker (nested maps too), so a worker never waits on another worker: the pool's size
+    bounds the work, at any nesting depth.
     """
     from ..bridge import run_sync
 
-    pipe = pipeline.load()
-    engine = _worker_engine()
-    return run_sync(engine.arun(pipe, inputs, list(output_name) if output_name else None))
+    pipe, shared = bundle.load()
+    inputs = {**shared, **mapped}
+    names = list(output_name) if output_name else None
+    try:
+        return run_sync(_worker_engine().arun(pipe, inputs, names))  # type: ignore[no-any-return]
+    except Exception as exc:
+        return RemoteFailure(exc)  # type: ignore[return-value]
 
 
 _engine: Any = None

@@ -18,13 +18,13 @@ import multiprocessing
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import InvalidExecutorError
 from .async_executor import AsyncExecutor
-from .remote import Shipped, call_shipped
+from .remote import Shipped, call_shipped, unwrap
 
 __all__ = ["ALIASES", "Lane", "PoolSet", "resolve_lane", "validate_executor"]
 
@@ -99,8 +99,8 @@ class Lane:
 
     def call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], shipped: Shipped | None = None
-    ) -> asyncio.Future[Any]:
-        """Start ``fn(*args)`` on this lane's executor; return an awaitable future.
+    ) -> Awaitable[Any]:
+        """Start ``fn(*args)`` on this lane's executor; return an awaitable for its result.
 
         Must be called from a running event loop. For a remote lane, ``shipped`` (the
         cloudpickled ``fn``) is sent instead of ``fn`` when given.
@@ -109,10 +109,14 @@ class Lane:
         assert executor is not None, "a lane without an executor cannot offload"
         if self.kind == "remote":
             payload = shipped if shipped is not None else Shipped(fn)
-            return asyncio.wrap_future(executor.submit(call_shipped, payload, args, {}))
+            return _remote(executor.submit(call_shipped, payload, args, {}))
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         return loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
+
+
+async def _remote(future: concurrent.futures.Future[Any]) -> Any:
+    return unwrap(await asyncio.wrap_future(future))
 
 
 class PoolSet:
