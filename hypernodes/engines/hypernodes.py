@@ -374,7 +374,11 @@ class HyperNodesEngine(Engine):
         # Ship the pipeline and the shared inputs once; each item sends only its values.
         executor = lane.executor
         assert executor is not None
-        shipped = Shipped((pipeline.stripped(), exp.shared))
+        shipped: Any = Shipped((pipeline.stripped(), exp.shared))
+        # Executors that can place data on their workers once (Dask's scatter) say so.
+        share = getattr(executor, "hypernodes_share", None)
+        if callable(share):
+            shipped = share(shipped)
         names = exp.names
         outputs = plan.outputs
 
