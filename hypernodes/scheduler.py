@@ -31,7 +31,16 @@ from .graph import Graph, Selection
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Plan", "Scope", "Step", "compile_plan", "raise_first", "run_plan", "run_sync_steps"]
+__all__ = [
+    "Plan",
+    "Scope",
+    "Step",
+    "compile_plan",
+    "raise_first",
+    "run_plan",
+    "run_plan_sync",
+    "run_sync_steps",
+]
 
 logger = logging.getLogger("hypernodes")
 
@@ -275,6 +284,19 @@ def run_sync_steps(steps: Iterable[Step], values: dict[str, Any]) -> None:
             values[step.out] = result
         else:
             step.store(result, values)
+
+
+def run_plan_sync(plan: Plan, values: dict[str, Any], pipeline: str) -> None:
+    """Run a ``simple`` plan in the calling thread (nothing in it can suspend).
+
+    Raises:
+        NodeError: The first node that failed, with the pipeline's frame on its path.
+    """
+    try:
+        run_sync_steps(plan.steps, values)
+    except NodeError as err:
+        err._prepend(PathFrame(pipeline))
+        raise
 
 
 async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:

@@ -15,7 +15,7 @@ from ..errors import ConfigError, NodeError, PathFrame
 from ..executors.remote import Shipped, run_shipped_item, unwrap
 from ..executors.workers import Lane, PoolSet, cpu_count, resolve_lane, validate_executor
 from ..mapping import Expansion, expand, run_items
-from ..scheduler import Plan, Scope, run_plan, run_sync_steps
+from ..scheduler import Plan, Scope, run_plan, run_plan_sync, run_sync_steps
 from .base import Engine, MapMode, OutputName, Parent
 
 if TYPE_CHECKING:
@@ -210,6 +210,63 @@ class HyperNodesEngine(Engine):
         return cache, dispatcher, context
 
     # -- run ----------------------------------------------------------------------------
+
+    def _direct(self, pipeline: Pipeline, map_too: bool) -> bool:
+        """Whether a sync call may skip the event loop (the plan decides the rest).
+
+        With no loop running in this thread, a sequential run without cache or callbacks
+        whose nodes are all plain sync calls can never suspend: running it in the calling
+        thread is exactly what the loop would do inline, minus the loop's ~100 µs per call.
+        """
+        if self.node_executor != "sequential" or (map_too and self.map_executor != "sequential"):
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            return False
+        if effective_cache(pipeline) is not None:
+            return False
+        return Dispatcher.create(effective_callbacks(pipeline)) is None
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any] | None = None,
+        output_name: OutputName = None,
+    ) -> dict[str, Any]:
+        """Run ``pipeline`` once from sync code; see :meth:`Pipeline.run`."""
+        if self._direct(pipeline, map_too=False):
+            inputs = {} if inputs is None else inputs
+            plan = pipeline.plan(output_name, inputs)
+            if plan.simple:
+                values = {**plan.optional, **pipeline.bound, **inputs}
+                run_plan_sync(plan, values, pipeline.name)
+                return plan.collect(values)
+        return super().run(pipeline, inputs, output_name)
+
+    def map(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any],
+        map_over: str | Sequence[str],
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+    ) -> list[dict[str, Any]]:
+        """Run ``pipeline`` once per item from sync code; see :meth:`Pipeline.map`."""
+        if self._direct(pipeline, map_too=True):
+            exp = expand(
+                inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name
+            )
+            plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
+            if plan.simple:
+                base = {**plan.optional, **pipeline.bound, **exp.shared}
+                results: list[Any] = [None] * exp.count
+                numbered = enumerate(exp.items())
+                _run_plain_items(plan, exp.names, base, numbered, results, exp.count, pipeline.name)
+                return results
+        return super().map(pipeline, inputs, map_over, map_mode, output_name)
 
     async def arun(
         self,
