@@ -48,7 +48,8 @@ class Graph:
         consumers: Maps every name (input or output) to the indices of nodes reading it.
         order: All node indices in topological order (ties broken by declaration order).
         root_inputs: Names read by some node and produced by none, in first-use order.
-        defaults: Default values of root inputs that have one.
+        defaults: Default values of the optional root inputs (those every reader of
+            which has a default).
     """
 
     __slots__ = ("consumers", "defaults", "nodes", "order", "producer", "root_inputs")
@@ -132,12 +133,16 @@ class Graph:
         raise CycleError([self.nodes[k].name for k in loop], via)
 
     def _root_defaults(self) -> dict[str, Any]:
+        # A root input is optional only when every node reading it has a default: if one
+        # reader has none, a whole run needs the value (``select`` agrees per selection).
         defaults: dict[str, Any] = {}
         owner: dict[str, str] = {}
+        required: set[str] = set()
         for name in self.root_inputs:
             for i in self.consumers[name]:
                 node = self.nodes[i]
                 if name not in node.defaults:
+                    required.add(name)
                     continue
                 value = node.defaults[name]
                 if name in defaults and not _same(defaults[name], value):
@@ -148,7 +153,7 @@ class Graph:
                     )
                 defaults.setdefault(name, value)
                 owner.setdefault(name, node.name)
-        return defaults
+        return {k: v for k, v in defaults.items() if k not in required}
 
     def select(self, outputs: Iterable[str], provided: frozenset[str]) -> Selection:
         """The nodes needed to compute ``outputs`` when the names in ``provided`` are given.
