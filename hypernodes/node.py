@@ -92,7 +92,10 @@ class Node:
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {retries!r} for node {self.name!r}")
         self.retries = retries
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        # `not timeout > 0` (rather than `timeout <= 0`) also rejects NaN.
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0
+        ):
             raise ValueError(
                 f"timeout must be a number of seconds > 0 or None, got {timeout!r} "
                 f"for node {self.name!r}"
