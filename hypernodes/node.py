@@ -87,7 +87,9 @@ class Node:
         self.name = name if name is not None else fname
         if not self.name.isidentifier() and name is None:
             raise ValueError(f"cannot name a node after {func!r}; pass node(..., name='...')")
-        self.output_name, self.outputs = _normalize_outputs(output_name, fname)
+        # A lambda (or other unnamed callable) given name= is named, and outputs, by it.
+        default_output = fname if fname.isidentifier() else self.name
+        self.output_name, self.outputs = _normalize_outputs(output_name, default_output)
         self.cache = bool(cache)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {retries!r} for node {self.name!r}")
