@@ -78,10 +78,11 @@ class Node:
         if isinstance(func, Node):
             func = func.func
         if not callable(func):
-            raise TypeError(
-                f"node() needs a function, got {type(func).__name__} {func!r}; if you wrote "
-                "node(f()), pass the function itself: node(f)"
-            )
+            if isinstance(func, str | tuple | list):
+                fix = f"to name the output, write @node(output_name={func!r})"
+            else:
+                fix = "if you wrote node(f()), pass the function itself: node(f)"
+            raise TypeError(f"node() needs a function, got {type(func).__name__} {func!r}; {fix}")
         fname = _callable_name(func)
         self.func = func
         self.name = name if name is not None else fname
