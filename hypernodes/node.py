@@ -139,7 +139,16 @@ class Node:
     def __repr__(self) -> str:
         kind = "async " if self.is_async else ""
         ins = ", ".join(self.inputs)
-        return f"<{kind}Node {self.name}({ins}) -> {self.output_name!r}>"
+        options = "".join(
+            f" {key}={value!r}"
+            for key, value, default in (
+                ("cache", self.cache, True),
+                ("retries", self.retries, 0),
+                ("timeout", self.timeout, None),
+            )
+            if value != default
+        )
+        return f"<{kind}Node {self.name}({ins}) -> {self.output_name!r}{options}>"
 
     def copy(self, **changes: Any) -> Node:
         """Return a copy of this node with some options changed (``name``, ``cache``, ...)."""
