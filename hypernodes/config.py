@@ -15,7 +15,7 @@ from __future__ import annotations
 import atexit
 import difflib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,6 +30,9 @@ __all__ = [
     "ENGINE_KEYS",
     "UNSET",
     "DefaultConfig",
+    "check_cache",
+    "check_callbacks",
+    "check_engine",
     "get_default_config",
     "merge_engine_config",
     "reset_default_config",
@@ -87,19 +90,87 @@ def set_default_config(
     """Set process-wide defaults; arguments left as ``None`` keep their current value.
 
     Raises:
-        TypeError: ``engine`` is not an ``Engine``.
+        TypeError: ``engine`` is not an ``Engine`` instance, ``cache`` is not a ``Cache``
+            instance, or ``callbacks`` is not a list of ``PipelineCallback`` instances.
     """
     global _defaults
-    from .engines.base import Engine
-
-    if engine is not None and not isinstance(engine, Engine):
-        raise TypeError(f"engine must be an Engine instance, got {engine!r}")
+    check_engine(engine)
+    check_cache(cache)
+    checked = None if callbacks is None else check_callbacks(callbacks)
     with _lock:
         _defaults = DefaultConfig(
             engine=engine if engine is not None else _defaults.engine,
             cache=cache if cache is not None else _defaults.cache,
-            callbacks=tuple(callbacks) if callbacks is not None else _defaults.callbacks,
+            callbacks=checked if checked is not None else _defaults.callbacks,
         )
+
+
+def check_engine(engine: object) -> None:
+    """Check that ``engine`` is an ``Engine`` instance or ``None``.
+
+    Raises:
+        TypeError: It is not, with the fix (an instance, not the class; an alias goes in
+            ``HyperNodesEngine(node_executor=...)``).
+    """
+    from .engines.base import Engine
+
+    if engine is None or isinstance(engine, Engine):
+        return
+    hint = ""
+    if isinstance(engine, type) and issubclass(engine, Engine):
+        hint = f"; pass an instance: {engine.__name__}()"
+    elif isinstance(engine, str):
+        hint = f"; pass HyperNodesEngine(node_executor={engine!r})"
+    raise TypeError(f"engine must be an Engine instance, got {engine!r}{hint}")
+
+
+def check_cache(cache: object) -> None:
+    """Check that ``cache`` is a ``Cache`` instance or ``None``.
+
+    Raises:
+        TypeError: It is not (with the fix when a class was passed).
+    """
+    from .cache.base import Cache
+
+    if cache is None or isinstance(cache, Cache):
+        return
+    hint = ""
+    if isinstance(cache, type) and issubclass(cache, Cache):
+        hint = f"; pass an instance: {cache.__name__}(...)"
+    raise TypeError(
+        f"cache must be a Cache instance (MemoryCache(), DiskCache(path)) or None, "
+        f"got {cache!r}{hint}"
+    )
+
+
+def check_callbacks(callbacks: object) -> tuple[PipelineCallback, ...]:
+    """``callbacks`` as a tuple of ``PipelineCallback`` instances.
+
+    Raises:
+        TypeError: It is a single callback (not a list), or holds something that is not a
+            ``PipelineCallback`` instance (with the fix when a class was passed).
+    """
+    from .callbacks import PipelineCallback
+
+    if isinstance(callbacks, PipelineCallback) or not isinstance(callbacks, Iterable):
+        hint = (
+            f"; wrap a single callback in a list: callbacks=[{type(callbacks).__name__}()]"
+            if isinstance(callbacks, PipelineCallback)
+            else ""
+        )
+        raise TypeError(
+            f"callbacks must be a list of PipelineCallback instances, got {callbacks!r}{hint}"
+        )
+    checked = tuple(callbacks)
+    for cb in checked:
+        if not isinstance(cb, PipelineCallback):
+            hint = (
+                f"; pass an instance: {cb.__name__}()"
+                if isinstance(cb, type) and issubclass(cb, PipelineCallback)
+                else ""
+            )
+            raise TypeError(f"callbacks must be PipelineCallback instances, got {cb!r}{hint}")
+    return checked
 
 
 def get_default_config() -> DefaultConfig:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .config import UNSET, effective_engine
+from .config import UNSET, check_cache, check_callbacks, check_engine, effective_engine
 from .engines.base import Engine, MapMode, OutputName
 from .errors import InvalidInputError, MissingInputError
 from .graph import Graph
@@ -36,7 +36,8 @@ class Pipeline:
         name: A name for paths, errors and pictures (default ``"pipeline"``).
 
     Raises:
-        TypeError: An element of ``nodes`` is not a node, or ``engine`` is not an Engine.
+        TypeError: An element of ``nodes`` is not a node, ``engine`` is not an Engine,
+            ``cache`` is not a Cache, or ``callbacks`` is not a list of callbacks.
         DuplicateOutputError: Two nodes produce the same output.
         CycleError: The nodes form a cycle.
         PipelineDefinitionError: Two nodes share a name or disagree on a default.
@@ -56,9 +57,10 @@ class Pipeline:
         self.name = name or "pipeline"
         self.engine: Engine | None = None
         self.with_engine(engine)
+        check_cache(cache)
         self.own_cache: Any = UNSET if cache is None else cache
         self.own_callbacks: tuple[PipelineCallback, ...] | Any = (
-            UNSET if callbacks is None else tuple(callbacks)
+            UNSET if callbacks is None else check_callbacks(callbacks)
         )
         self._bound: dict[str, Any] = {}
         self._plans: dict[tuple[Any, frozenset[str]], Plan] = {}
@@ -130,24 +132,27 @@ class Pipeline:
         Raises:
             TypeError: ``engine`` is not an Engine instance.
         """
-        if engine is not None and not isinstance(engine, Engine):
-            hint = ""
-            if isinstance(engine, type) and issubclass(engine, Engine):
-                hint = f"; pass an instance: {engine.__name__}()"
-            elif isinstance(engine, str):
-                hint = f"; pass HyperNodesEngine(node_executor={engine!r})"
-            raise TypeError(f"engine must be an Engine instance, got {engine!r}{hint}")
+        check_engine(engine)
         self.engine = engine
         return self
 
     def with_cache(self, cache: Any) -> Pipeline:
-        """Use ``cache`` for this pipeline; ``None`` turns caching off for it."""
+        """Use ``cache`` for this pipeline; ``None`` turns caching off for it.
+
+        Raises:
+            TypeError: ``cache`` is not a ``Cache`` instance or ``None``.
+        """
+        check_cache(cache)
         self.own_cache = cache
         return self
 
     def with_callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> Pipeline:
-        """Use these callbacks for this pipeline; ``None`` or ``[]`` turns them off."""
-        self.own_callbacks = tuple(callbacks or ())
+        """Use these callbacks for this pipeline; ``None`` or ``[]`` turns them off.
+
+        Raises:
+            TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances.
+        """
+        self.own_callbacks = () if callbacks is None else check_callbacks(callbacks)
         return self
 
     def with_name(self, name: str) -> Pipeline:
