@@ -225,11 +225,16 @@ class Pipeline:
             outputs = tuple(g.producer)
         else:
             outputs = (out_key,) if isinstance(out_key, str) else out_key
-            bad = [o for o in outputs if o not in g.producer and o not in g.consumers]
-            if bad or not outputs:
+            if not outputs:
                 raise InvalidInputError(
-                    f"pipeline {self.name!r} has no output {', '.join(map(repr, bad)) or '()'}"
-                    f"{_suggest(bad[0], g.producer) if bad else ''}; its outputs are "
+                    "output_name is an empty list; name one or more outputs, or pass None "
+                    f"for all of them: {', '.join(map(repr, g.producer))}"
+                )
+            bad = [o for o in outputs if o not in g.producer and o not in g.consumers]
+            if bad:
+                raise InvalidInputError(
+                    f"pipeline {self.name!r} has no output {', '.join(map(repr, bad))}"
+                    f"{_suggest(bad[0], g.producer)}; its outputs are "
                     f"{', '.join(map(repr, g.producer))}"
                 )
         provided = names | frozenset(self._bound)
