@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 from collections.abc import Coroutine
@@ -56,10 +57,8 @@ class _ThreadRunner:
 
     def __del__(self) -> None:
         # Runs when the thread's locals die with the thread.
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
 
 _runners: set[_ThreadRunner] = set()
@@ -121,9 +120,7 @@ class _BackgroundLoop:
                     loop.call_soon(started.set)
                     loop.run_forever()
 
-                self._thread = threading.Thread(
-                    target=serve, name="hypernodes-loop", daemon=True
-                )
+                self._thread = threading.Thread(target=serve, name="hypernodes-loop", daemon=True)
                 self._thread.start()
                 started.wait()
                 self.loop = loop
@@ -227,4 +224,3 @@ def _disable_nested_loops() -> None:
 def nested_loops_enabled() -> bool:
     """Whether ``enable_nested_loops()`` was called."""
     return _nested_loops
-

@@ -54,7 +54,9 @@ class PipelineCallback:
     ) -> None:
         """A top-level run finished (``error`` is set when it failed)."""
 
-    def on_node_start(self, *, context: CallbackContext, node: Node, inputs: dict[str, Any]) -> None:
+    def on_node_start(
+        self, *, context: CallbackContext, node: Node, inputs: dict[str, Any]
+    ) -> None:
         """A node is about to run."""
 
     def on_node_end(
@@ -62,7 +64,9 @@ class PipelineCallback:
     ) -> None:
         """A node finished; ``duration`` is seconds, including retries."""
 
-    def on_node_cached(self, *, context: CallbackContext, node: Node, outputs: dict[str, Any]) -> None:
+    def on_node_cached(
+        self, *, context: CallbackContext, node: Node, outputs: dict[str, Any]
+    ) -> None:
         """A node's outputs came from the cache instead of running it."""
 
     def on_node_error(
@@ -216,7 +220,9 @@ class Dispatcher:
                 )
         self._disabled: set[int] = set()
         for hook in HOOKS:
-            setattr(self, hook, [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)])
+            setattr(
+                self, hook, [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)]
+            )
 
     @classmethod
     def create(cls, callbacks: Sequence[PipelineCallback] | None) -> Dispatcher | None:

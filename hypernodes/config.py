@@ -214,7 +214,7 @@ def effective_callbacks(pipeline: Pipeline) -> tuple[PipelineCallback, ...]:
     own = pipeline.own_callbacks
     if own is UNSET:
         return _defaults.callbacks or ()
-    return own  # type: ignore[return-value]
+    return own
 
 
 def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -241,8 +241,7 @@ def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
                 close = difflib.get_close_matches(str(key), ENGINE_KEYS, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(
-                    f"unknown engine setting {key!r}{hint}; valid keys are "
-                    f"{', '.join(ENGINE_KEYS)}"
+                    f"unknown engine setting {key!r}{hint}; valid keys are {', '.join(ENGINE_KEYS)}"
                 )
             merged[key] = value
     for key in ("node_executor", "map_executor"):
@@ -250,7 +249,9 @@ def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
             validate_executor(merged[key], key)
     for key in ("max_workers", "max_concurrent"):
         value = merged.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
             raise ConfigError(f"{key} must be an integer >= 1 or null, got {value!r}")
     address = merged.get("address")
     if address is not None and not isinstance(address, str):

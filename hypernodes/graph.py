@@ -11,6 +11,7 @@ asyncio: it answers questions about structure only.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,7 @@ class Graph:
         loop = walk[seen[i] :][::-1]  # parent walk reversed: producer -> consumer order
         loop.append(loop[0])
         via = []
-        for a, b in zip(loop, loop[1:], strict=False):
+        for a, b in itertools.pairwise(loop):
             shared = [o for o in self.nodes[a].outputs if o in self.nodes[b].inputs]
             via.append(shared[0])
         raise CycleError([self.nodes[k].name for k in loop], via)
@@ -168,9 +169,11 @@ class Graph:
             if i in needed:
                 continue
             needed.add(i)
-            for name in self.nodes[i].inputs:
-                if name not in provided and name in self.producer:
-                    stack.append(self.producer[name])
+            stack.extend(
+                self.producer[name]
+                for name in self.nodes[i].inputs
+                if name not in provided and name in self.producer
+            )
         order = tuple(i for i in self.order if i in needed)
         required: dict[str, list[int]] = {}
         optional: dict[str, Any] = {}
@@ -201,7 +204,7 @@ class Graph:
         for n in self.nodes:
             kind = "pipeline" if getattr(n, "pipeline", None) is not None else "node"
             g.add_node(n, kind=kind)
-        for i, n in enumerate(self.nodes):
+        for n in self.nodes:
             for name in n.inputs:
                 src: Any = self.nodes[self.producer[name]] if name in self.producer else name
                 g.add_edge(src, n, name=name)

@@ -69,9 +69,7 @@ class PipelineNode(Node):
         self.output_name = self.outputs
         to_outer = {inner: outer for outer, inner in self.input_mapping.items()}
         self.inputs = tuple(to_outer.get(n, n) for n in inner_inputs)
-        self.defaults = {
-            to_outer.get(n, n): v for n, v in pipeline.optional_inputs.items()
-        }
+        self.defaults = {to_outer.get(n, n): v for n, v in pipeline.optional_inputs.items()}
         self.map_over = self._check_map_over(map_over, to_outer)
         self.call_positional = self.inputs
         self.call_keyword = ()
@@ -173,7 +171,7 @@ class PipelineNode(Node):
         inner = self.pipeline
         to_inner = self._to_inner
         inputs = {to_inner.get(k, k): v for k, v in values.items()}
-        cache = self._resolve_cache(scope)
+        cache = self.cache_for(scope)
         dispatcher = self._resolve_callbacks(scope)
         parent_ctx = scope.context
         context = None
@@ -226,7 +224,9 @@ class PipelineNode(Node):
         )
         return tuple([r[n] for r in results] for n in inner_outputs)
 
-    def _resolve_cache(self, scope: Scope) -> Any:
+    def cache_for(self, scope: Scope) -> Any:
+        """The cache runtime of the nested level (the ``as_node`` override, the inner
+        pipeline's own cache, or the enclosing level's)."""
         from .cache.runtime import CacheRuntime
 
         if self.cache_override is not ...:

@@ -51,9 +51,9 @@ class Node:
 
     __slots__ = (
         "__dict__",
+        "cache",
         "call_keyword",
         "call_positional",
-        "cache",
         "defaults",
         "func",
         "inputs",
@@ -64,6 +64,19 @@ class Node:
         "retries",
         "timeout",
     )
+
+    func: Callable[..., Any]
+    name: str
+    output_name: str | tuple[str, ...]
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...]
+    defaults: dict[str, Any]
+    is_async: bool
+    cache: bool
+    retries: int
+    timeout: float | None
+    call_positional: tuple[str, ...]
+    call_keyword: tuple[str, ...]
 
     def __init__(
         self,

@@ -115,7 +115,7 @@ class Pipeline:
     def callbacks(self) -> tuple[PipelineCallback, ...]:
         """The pipeline's own callbacks (empty when it has none of its own)."""
         own = self.own_callbacks
-        return () if own is UNSET else own  # type: ignore[no-any-return]
+        return () if own is UNSET else own
 
     def __repr__(self) -> str:
         nodes = ", ".join(n.name for n in self.nodes)
@@ -203,7 +203,11 @@ class Pipeline:
             MissingInputError: Required inputs are neither provided nor bound.
         """
         names = frozenset(provided)
-        out_key = output_name if output_name is None or isinstance(output_name, str) else tuple(output_name)
+        out_key = (
+            output_name
+            if output_name is None or isinstance(output_name, str)
+            else tuple(output_name)
+        )
         key = (out_key, names)
         plan = self._plans.get(key)
         if plan is None:
@@ -245,7 +249,10 @@ class Pipeline:
                 missing.setdefault(o, ())
         if missing:
             raise MissingInputError(
-                {k: [g.nodes[i].name for i in v] or ["the output list"] for k, v in missing.items()},
+                {
+                    k: [g.nodes[i].name for i in v] or ["the output list"]
+                    for k, v in missing.items()
+                },
                 pipeline=self.name,
             )
         return compile_plan(g, selection, outputs)

@@ -48,6 +48,8 @@ logger = logging.getLogger("hypernodes")
 class NestedRunner(Protocol):
     """What the scheduler needs from a node that runs a whole pipeline (``PipelineNode``)."""
 
+    def cache_for(self, scope: Scope) -> Any: ...
+
     async def run_nested(self, args: tuple[Any, ...], scope: Scope) -> tuple[Any, ...]: ...
 
 
@@ -55,9 +57,11 @@ class Step:
     """One node of a plan, with everything the hot loop needs precomputed."""
 
     __slots__ = (
+        "_shipped",
         "call",
         "children",
         "fn",
+        "gather",
         "is_async",
         "n_parents",
         "name",
@@ -65,9 +69,7 @@ class Step:
         "node",
         "out",
         "outputs",
-        "gather",
         "simple",
-        "_shipped",
     )
 
     def __init__(self, node: Node, names: Sequence[str]) -> None:
@@ -111,8 +113,7 @@ class Step:
                 detail=f"declares {len(outs)} outputs {outs!r} but returned {got}; return a "
                 f"tuple of {len(outs)} values",
             )
-        for name, value in zip(outs, parts, strict=True):
-            values[name] = value
+        values.update(zip(outs, parts, strict=True))
 
 
 def _positional(node: Node) -> Callable[..., Any]:
@@ -383,11 +384,7 @@ async def run_step(
     """
     args = step.gather(values)
     if step.nested is not None:
-        # Nested pipelines are coroutines on this loop and never hold a slot: only the
-        # nodes inside them do, so nesting cannot exhaust a limit and deadlock.
-        results = await step.nested.run_nested(args, scope)
-        for name, value in zip(step.outputs, results, strict=True):
-            values[name] = value
+        await _run_nested_step(step, step.nested, args, values, scope)
         return
     cache = scope.cache
     key = None
@@ -436,6 +433,29 @@ async def run_step(
         )
 
 
+async def _run_nested_step(
+    step: Step, nested: NestedRunner, args: tuple[Any, ...], values: dict[str, Any], scope: Scope
+) -> None:
+    # Nested pipelines are coroutines on this loop and never hold a slot: only the nodes
+    # inside them do, so nesting cannot exhaust a limit and deadlock. They are cached as
+    # a whole (and their inner nodes one by one) by the cache their level uses.
+    cache = nested.cache_for(scope)
+    key = None
+    if cache is not None:
+        key, hit = await cache.lookup(step, args, values, scope)
+        if hit is not None:
+            values.update(zip(step.outputs, hit[0], strict=True))
+            d = scope.callbacks
+            if d is not None and d.on_node_cached:
+                outs = {n: values[n] for n in step.outputs}
+                d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
+            return
+    results = await nested.run_nested(args, scope)
+    values.update(zip(step.outputs, results, strict=True))
+    if key is not None and cache is not None:
+        await cache.save(step, key, results, values, scope)
+
+
 async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
     attempts = step.node.retries + 1
     for attempt in range(1, attempts + 1):
@@ -457,7 +477,9 @@ async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
             continue
         error = NodeError(step.name, detail=detail, abandoned=detail is not None)
         if attempts > 1:
-            error.detail = f"{detail or f'{type(failure).__name__}: {failure}'} (after {attempts} attempts)"
+            error.detail = (
+                f"{detail or f'{type(failure).__name__}: {failure}'} (after {attempts} attempts)"
+            )
         raise error from failure
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -1,25 +1,205 @@
-"""How a run uses a cache store: keys per node, lookups and writes by the orchestrator."""
+"""How a run uses a cache store: a key per node run, lookups and writes by the orchestrator.
+
+The key of a node run is a pure function of the node's code identity (its source and the
+helpers it calls, see ``code.py``), its structure (inputs, outputs) and one *version* per
+input: the fingerprint of a root input's value, or, for a value another node produced,
+a version derived from that node's key. So keys never depend on memory addresses or
+``repr``, editing a node changes its key and, through the versions, every key downstream,
+and keys can be computed before upstream values exist (which remote executors use).
+
+Versions live in the run's own values dict under ``(VERSION, name)`` keys, which can never
+clash with input names (strings) and never reach results (only outputs are collected).
+A value that cannot be fingerprinted makes the nodes reading it uncached for that run,
+with one warning naming the node and the type.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import warnings
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CacheRuntime"]
+from .base import MISSING, Cache
+
+if TYPE_CHECKING:
+    from ..scheduler import Scope, Step
+
+__all__ = ["VERSION", "CacheRuntime", "node_identity"]
+
+VERSION = "\x00version"
+"""First element of the ``(VERSION, name)`` keys that hold versions in a values dict."""
+
+
+class _Unversioned:
+    """Marks a value that could not be fingerprinted (and why), so we warn only when used."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def node_identity(node: Any) -> str:
+    """The identity of a node: its code (and helpers') plus its structure.
+
+    For a nested pipeline node, the identities of every inner node, the inner pipeline's
+    bound values and the node's mappings: stable across processes, never an address.
+
+    Raises:
+        UnfingerprintableError: The code or a bound value cannot be fingerprinted.
+    """
+    from .code import code_identity
+    from .fingerprint import fingerprint
+
+    inner = getattr(node, "pipeline", None)
+    if inner is None:
+        return _digest(
+            "node",
+            code_identity(node.func),
+            repr(node.output_name),
+            ",".join(node.inputs),
+        )
+    parts = ["pipeline", repr(node.outputs), ",".join(node.inputs)]
+    parts.append(repr(sorted(node.input_mapping.items())))
+    parts.append(repr(sorted(node.output_mapping.items())))
+    parts.append(repr((node.map_over, node.map_mode)))
+    parts.extend(node_identity(n) for n in inner.nodes)
+    parts.extend(f"{k}={fingerprint(v)}" for k, v in sorted(inner.bound.items()))
+    return _digest(*parts)
 
 
 class CacheRuntime:
-    """Placeholder until the cache lands: a run with no store has no runtime."""
+    """One store as used by runs: computes keys, reads hits, writes results.
 
-    def __init__(self, store: Any) -> None:
+    Args:
+        store: The cache store.
+
+    Raises:
+        TypeError: ``store`` is not a :class:`~hypernodes.cache.Cache`.
+    """
+
+    __slots__ = ("_identities", "blocking", "store")
+
+    def __init__(self, store: Cache) -> None:
+        if not isinstance(store, Cache):
+            hint = " (pass an instance, not the class)" if isinstance(store, type) else ""
+            raise TypeError(f"cache must be a hypernodes Cache store, got {store!r}{hint}")
         self.store = store
+        # Stores doing I/O are read and written off the event loop (their aget/aput).
+        self.blocking = bool(getattr(store, "blocking_io", False))
+        # Node identities for the life of this runtime (one top-level run): code cannot
+        # change meaningfully within a run, and a map looks each node up once per item.
+        # Keyed by id() only while the run holds the nodes, never part of a key.
+        self._identities: dict[int, tuple[Any, str]] = {}
 
     @classmethod
-    def create(cls, store: Any) -> CacheRuntime | None:
+    def create(cls, store: Cache | None) -> CacheRuntime | None:
         """A runtime for ``store``, or ``None`` when there is no store."""
         return None if store is None else cls(store)
 
-    async def lookup(self, step: Any, args: Any, values: Any, scope: Any) -> tuple[Any, Any]:
-        return None, None
+    def version(self, values: dict[Any, Any], name: str) -> str | _Unversioned | None:
+        """The version of ``values[name]``: its upstream-derived version or fingerprint
+        (``None`` when the value does not exist yet and has no version)."""
+        from .fingerprint import UnfingerprintableError, fingerprint
 
-    async def save(self, step: Any, key: Any, result: Any, values: Any, scope: Any) -> None:
-        return None
+        slot = (VERSION, name)
+        version = values.get(slot)
+        if version is None:
+            if name not in values:
+                return None
+            try:
+                version = fingerprint(values[name])
+            except UnfingerprintableError:
+                version = _Unversioned(type(values[name]).__qualname__)
+            values[slot] = version
+        return version  # type: ignore[no-any-return]
+
+    def prime(self, values: dict[Any, Any], names: Any) -> None:
+        """Fingerprint shared values once (e.g. a map's shared inputs, before copying)."""
+        for name in names:
+            if name in values:
+                self.version(values, name)
+
+    def key(self, step: Step, values: dict[Any, Any], *, missing_ok: bool = False) -> str | None:
+        """The key of ``step`` on ``values``, or ``None`` when it cannot be cached this run.
+
+        Also records the versions of the step's outputs in ``values``. With
+        ``missing_ok``, an input that has neither a value nor a version yet (the output of
+        an uncached upstream node, before it ran) gives ``None`` silently.
+        """
+        from .fingerprint import UnfingerprintableError
+
+        node = step.node
+        known = self._identities.get(id(node))
+        if known is not None and known[0] is node:
+            identity = known[1]
+        else:
+            try:
+                identity = node_identity(node)
+            except UnfingerprintableError as exc:
+                _warn_uncached(node.name, str(exc))
+                return None
+            self._identities[id(node)] = (node, identity)
+        parts = [identity]
+        for name in node.inputs:
+            version = self.version(values, name)
+            if version is None:
+                if missing_ok:
+                    return None
+                raise KeyError(name)
+            if isinstance(version, _Unversioned):
+                _warn_uncached(
+                    node.name,
+                    f"its input {name!r} is a {version.type_name}, which cannot be "
+                    "fingerprinted reliably",
+                    hint=f"register one with hypernodes.cache.register_fingerprint({version.type_name})",
+                )
+                return None
+            parts.append(version)
+        key = _digest(*parts)
+        for name in node.outputs:
+            values[(VERSION, name)] = _digest(key, name)
+        return key
+
+    async def lookup(
+        self, step: Step, args: tuple[Any, ...], values: dict[Any, Any], scope: Scope
+    ) -> tuple[str | None, tuple[Any] | None]:
+        """``(key, (value,))`` on a hit, ``(key, None)`` on a miss, ``(None, None)`` when
+        the step cannot be cached this run."""
+        key = self.key(step, values)
+        if key is None:
+            return None, None
+        return key, await self.lookup_key(key)
+
+    async def lookup_key(self, key: str) -> tuple[Any] | None:
+        """``(value,)`` when ``key`` is in the store, else ``None``."""
+        store = self.store
+        value = await store.aget(key) if self.blocking else store.get(key)
+        return None if value is MISSING else (value,)
+
+    async def save(
+        self, step: Step, key: str, result: Any, values: dict[Any, Any], scope: Scope
+    ) -> None:
+        """Store a node's result under ``key``; a value that cannot be stored is skipped
+        with a warning (the run goes on)."""
+        store = self.store
+        try:
+            if self.blocking:
+                await store.aput(key, result)
+            else:
+                store.put(key, result)
+        except Exception as exc:
+            _warn_uncached(step.name, f"its result could not be stored: {exc}")
+
+
+def _warn_uncached(node: str, why: str, hint: str | None = None) -> None:
+    from .base import CacheWarning
+
+    message = f"node {node!r} is not cached in this run: {why}"
+    if hint:
+        message += f"; {hint}"
+    warnings.warn(message, CacheWarning, stacklevel=2)

@@ -86,7 +86,7 @@ class Engine(ABC):
         """Sync twin of :meth:`amap`."""
         return run_sync(self.amap(pipeline, inputs, map_over, map_mode, output_name))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: engines without resources
         """Release what the engine owns (pools, clusters). Idempotent."""
 
     async def aclose(self) -> None:

@@ -12,11 +12,11 @@ from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
 from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
 from ..errors import ConfigError, NodeError, PathFrame
-from ..executors.remote import Shipped, run_shipped_item, unwrap
 from ..executors.workers import Lane, PoolSet, cpu_count, resolve_lane, validate_executor
 from ..mapping import Expansion, expand, run_items
 from ..scheduler import Plan, Scope, run_plan, run_plan_sync, run_sync_steps
 from .base import Engine, MapMode, OutputName, Parent
+from .shipping import map_remote
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -327,13 +327,13 @@ class HyperNodesEngine(Engine):
         _parent: Parent | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item; see :meth:`Pipeline.amap`."""
-        exp = expand(
-            inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name
-        )
+        exp = expand(inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name)
         plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
         base = {**plan.optional, **pipeline.bound, **exp.shared}
         cache, dispatcher, context = self._resolve(pipeline, _parent, "map")
         scope = self._scope(pipeline, _parent, cache, dispatcher, context)
+        if cache is not None:
+            cache.prime(base, list(base))  # shared inputs: fingerprinted once, not per item
         d = dispatcher
         if d is not None and d.on_map_start:
             d.emit(
@@ -379,9 +379,9 @@ class HyperNodesEngine(Engine):
         if exp.count == 0:
             return []
         node, lane, _ = self.lanes
-        if lane.kind == "remote" and scope.plain:
-            return await self._map_remote(pipeline, plan, exp, lane)
-        if lane.kind == "sequential" or lane.kind == "remote":
+        if lane.kind == "remote":
+            return await map_remote(pipeline, plan, exp, base, scope, lane)
+        if lane.kind == "sequential":
             item_scope, width = scope, 1
         else:
             width = lane.width
@@ -424,28 +424,6 @@ class HyperNodesEngine(Engine):
             return plan.collect(values)
 
         return await run_items(exp.items(), exp.count, width, run_one)
-
-    async def _map_remote(
-        self, pipeline: Pipeline, plan: Plan, exp: Expansion, lane: Lane
-    ) -> list[dict[str, Any]]:
-        # Ship the pipeline and the shared inputs once; each item sends only its values.
-        executor = lane.executor
-        assert executor is not None
-        shipped: Any = Shipped((pipeline.stripped(), exp.shared))
-        # Executors that can place data on their workers once (Dask's scatter) say so.
-        share = getattr(executor, "hypernodes_share", None)
-        if callable(share):
-            shipped = share(shipped)
-        names = exp.names
-        outputs = plan.outputs
-
-        async def run_one(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
-            mapped = dict(zip(names, item, strict=True))
-            future = executor.submit(run_shipped_item, shipped, mapped, outputs)
-            result: dict[str, Any] = unwrap(await asyncio.wrap_future(future))
-            return result
-
-        return await run_items(exp.items(), exp.count, 2 * lane.width, run_one)
 
 
 async def _map_plain(

@@ -64,10 +64,11 @@ class RemoteFailure:
     worker's traceback travels as text and is attached as a note.
     """
 
-    __slots__ = ("error", "traceback")
+    __slots__ = ("error", "records", "traceback")
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, records: list[Any] | None = None) -> None:
         self.error = error
+        self.records = records
         self.traceback = "".join(traceback.format_exception(error))
 
     def reraise(self) -> NoReturn:
@@ -93,24 +94,42 @@ def unwrap(result: Any) -> Any:
 
 
 def run_shipped_item(
-    bundle: Shipped, mapped: dict[str, Any], output_name: tuple[str, ...] | None
-) -> dict[str, Any]:
+    bundle: Shipped,
+    mapped: dict[str, Any],
+    output_name: tuple[str, ...] | None,
+    observe: bool = False,
+) -> Any:
     """Run one map item's whole sub-run in a worker.
 
     ``bundle`` is the shipped ``(pipeline, shared inputs)`` pair, unpickled once per
-    worker; ``mapped`` holds this item's own values. The sub-run is sequential inside the
-    worker (nested maps too), so a worker never waits on another worker: the pool's size
-    bounds the work, at any nesting depth.
+    worker; ``mapped`` holds this item's own values (and any cached values the
+    orchestrator already has). The sub-run is sequential inside the worker (nested maps
+    too), so a worker never waits on another worker: the pool's size bounds the work, at
+    any nesting depth.
+
+    Returns:
+        The outputs dict; with ``observe``, ``(outputs, records)`` where ``records`` are
+        the node events to replay on the orchestrator (see ``Recorder``). Failures come
+        back as a ``RemoteFailure``.
     """
     from ..bridge import run_sync
 
     pipe, shared = bundle.load()
     inputs = {**shared, **mapped}
     names = list(output_name) if output_name else None
+    recorder = None
+    if observe:
+        from ..engines.shipping import Recorder
+
+        recorder = Recorder()
+        pipe = pipe.stripped().with_callbacks([recorder])
     try:
-        return run_sync(_worker_engine().arun(pipe, inputs, names))  # type: ignore[no-any-return]
+        outputs = run_sync(_worker_engine().arun(pipe, inputs, names))
     except Exception as exc:
-        return RemoteFailure(exc)  # type: ignore[return-value]
+        if recorder is not None:
+            return RemoteFailure(exc, recorder.records)
+        return RemoteFailure(exc)
+    return outputs if recorder is None else (outputs, recorder.records)
 
 
 _engine: Any = None

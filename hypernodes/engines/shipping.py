@@ -1,0 +1,269 @@
+"""Map items shipped whole to remote executors (process pools, Dask, Ray, loky, ...).
+
+The pipeline and the shared inputs are cloudpickled once per map; each item sends only
+its own values. Caching and callbacks stay with the orchestrator, as on local executors:
+
+- before shipping an item, its node keys are computed here (keys need versions, not
+  values) and the cache is read; only the nodes that missed are run remotely, with the
+  cached values passed in as overrides;
+- the worker records its node events (``Recorder``) and returns every value it produced;
+  here the results are written to the cache under the keys computed before, and the
+  events are replayed on the loop thread with the item's callback contexts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
+from ..executors.remote import RemoteFailure, Shipped, run_shipped_item
+from ..mapping import Expansion, run_items
+
+if TYPE_CHECKING:
+    from ..executors.workers import Lane
+    from ..node import Node
+    from ..pipeline import Pipeline
+    from ..scheduler import Plan, Scope, Step
+
+__all__ = ["Recorder", "map_remote"]
+
+# One context level below the item: (kind, pipeline name, nested node name, item index).
+Level = tuple[str, str, str | None, int | None]
+Record = tuple[str, tuple[Level, ...], dict[str, Any]]
+
+_NAMED = {"node", "pipeline"}
+
+
+class Recorder(PipelineCallback):
+    """Runs in the worker: records every event of an item's sub-run for replay.
+
+    Objects (nodes, pipelines) are recorded by name and inputs/outputs are dropped, so
+    records stay small and picklable; the orchestrator resolves names back to objects.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+
+def _recording_hook(hook: str) -> Any:
+    def record(self: Recorder, **event: Any) -> None:
+        context: CallbackContext = event.pop("context")
+        levels: list[Level] = []
+        ctx: CallbackContext | None = context
+        while ctx is not None and ctx.parent is not None:
+            levels.append((ctx.kind, ctx.pipeline, ctx.node, ctx.index))
+            ctx = ctx.parent
+        fields = {k: (v.name if k in _NAMED else v) for k, v in event.items()}
+        for drop in ("inputs", "outputs"):
+            if drop in fields:
+                fields[drop] = {}
+        self.records.append((hook, tuple(reversed(levels)), fields))
+
+    record.__name__ = hook
+    return record
+
+
+for _hook in HOOKS:
+    if _hook not in ("on_pipeline_start", "on_pipeline_end"):
+        setattr(Recorder, _hook, _recording_hook(_hook))
+
+
+def replay(
+    records: Sequence[Record],
+    dispatcher: Dispatcher,
+    item: CallbackContext,
+    pipeline: Pipeline,
+    values: dict[Any, Any],
+) -> None:
+    """Emit a worker's recorded events under the item's context, on this thread.
+
+    Events of the item's own nodes get their inputs and outputs back from ``values``
+    (the orchestrator has them); deeper levels' come with empty dicts.
+    """
+    contexts: dict[tuple[Level, ...], CallbackContext] = {(): item}
+    pipelines: dict[tuple[Level, ...], Pipeline] = {(): pipeline}
+    for hook, path, fields in records:
+        context = _context(path, contexts, pipelines)
+        where = pipelines[path]
+        event = dict(fields)
+        if "node" in event:
+            owner = pipelines[path[:-1]] if hook.startswith("on_nested") and path else where
+            event["node"] = _node_named(owner, event["node"])
+        if "pipeline" in event:
+            event["pipeline"] = where
+        node = event.get("node")
+        if not path and node is not None and not isinstance(node, str):
+            for field, names in (("inputs", node.inputs), ("outputs", node.outputs)):
+                if field in event:
+                    event[field] = {n: values[n] for n in names if n in values}
+        dispatcher.emit(getattr(dispatcher, hook), context=context, **event)
+
+
+def _context(
+    path: tuple[Level, ...],
+    contexts: dict[tuple[Level, ...], CallbackContext],
+    pipelines: dict[tuple[Level, ...], Pipeline],
+) -> CallbackContext:
+    found = contexts.get(path)
+    if found is not None:
+        return found
+    parent = _context(path[:-1], contexts, pipelines)
+    kind, name, node, index = path[-1]
+    outer = pipelines[path[:-1]]
+    inner = outer
+    if node is not None and kind in ("nested", "map"):
+        inner = getattr(_node_named(outer, node), "pipeline", outer)
+    context = parent.child(kind, name, node=node, index=index)  # type: ignore[arg-type]
+    contexts[path] = context
+    pipelines[path] = inner
+    return context
+
+
+def _node_named(pipeline: Pipeline, name: str) -> Node | str:
+    for node in pipeline.nodes:
+        if node.name == name:
+            return node
+    return name
+
+
+def _steps_to_run(plan: Plan, hits: dict[int, Any]) -> list[int]:
+    """Indices of the steps that must run for the plan's outputs, given cache hits."""
+    needed = set(plan.outputs)
+    run: list[int] = []
+    for k in range(len(plan.steps) - 1, -1, -1):
+        step = plan.steps[k]
+        if not needed.intersection(step.outputs):
+            continue
+        if k in hits:
+            continue
+        run.append(k)
+        needed.update(step.node.inputs)
+    run.reverse()
+    return run
+
+
+async def _cached(
+    scope: Scope, plan: Plan, values: dict[Any, Any]
+) -> tuple[dict[int, str], dict[int, Any]]:
+    cache = scope.cache
+    keys: dict[int, str] = {}
+    hits: dict[int, Any] = {}
+    if cache is None:
+        return keys, hits
+    for k, step in enumerate(plan.steps):
+        if not step.node.cache or step.nested is not None:
+            continue
+        key = cache.key(step, values, missing_ok=True)
+        if key is None:
+            continue
+        keys[k] = key
+        hit = await cache.lookup_key(key)
+        if hit is not None:
+            hits[k] = hit[0]
+    return keys, hits
+
+
+async def map_remote(
+    pipeline: Pipeline,
+    plan: Plan,
+    exp: Expansion,
+    base: dict[Any, Any],
+    scope: Scope,
+    lane: Lane,
+) -> list[dict[str, Any]]:
+    """Run every item of a map as one task on a remote lane; results in item order."""
+    executor = lane.executor
+    assert executor is not None
+    bundle: Any = Shipped((pipeline.stripped(), exp.shared))
+    # Executors that can place data on their workers once (Dask's scatter) say so.
+    share = getattr(executor, "hypernodes_share", None)
+    if callable(share):
+        bundle = share(bundle)
+    names = exp.names
+    steps = plan.steps
+    d = scope.callbacks
+    observe = d is not None
+
+    async def ship(provided: dict[str, Any], wanted: tuple[str, ...]) -> Any:
+        future = executor.submit(run_shipped_item, bundle, provided, wanted, observe)
+        return await asyncio.wrap_future(future)
+
+    if scope.plain:
+
+        async def run_plain(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
+            result = await ship(dict(zip(names, item, strict=True)), plan.outputs)
+            if type(result) is RemoteFailure:
+                result.reraise()
+            return result  # type: ignore[no-any-return]
+
+        return await run_items(exp.items(), exp.count, 2 * lane.width, run_plain)
+
+    async def run_observed(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
+        mapped = dict(zip(names, item, strict=True))
+        values = base.copy()
+        values.update(mapped)
+        context = scope.context
+        ctx = context.child("item", context.pipeline, index=index) if context else None
+        if d is not None and d.on_map_item_start:
+            d.emit(d.on_map_item_start, context=ctx, index=index)
+        started = perf_counter()
+        error: BaseException | None = None
+        try:
+            await _run_item(values, mapped, ctx)
+        except BaseException as exc:
+            error = exc.__cause__ if exc.__cause__ is not None else exc
+            raise
+        finally:
+            if d is not None and d.on_map_item_end:
+                duration = perf_counter() - started
+                d.emit(d.on_map_item_end, context=ctx, index=index, duration=duration, error=error)
+        return plan.collect(values)
+
+    async def _run_item(
+        values: dict[Any, Any], mapped: dict[str, Any], ctx: CallbackContext | None
+    ) -> None:
+        keys, hits = await _cached(scope, plan, values)
+        to_run = _steps_to_run(plan, hits)
+        for k, hit in hits.items():
+            step = steps[k]
+            step.store(hit, values)
+            if d is not None and d.on_node_cached:
+                outs = {n: values[n] for n in step.outputs}
+                d.emit(d.on_node_cached, context=ctx, node=step.node, outputs=outs)
+        if not to_run:
+            return
+        running = [steps[k] for k in to_run]
+        produced = {o for s in running for o in s.outputs}
+        cached = {o for k in hits for o in steps[k].outputs}
+        provided = dict(mapped)  # plus the cached values the remote nodes read
+        for s in running:
+            for name in s.node.inputs:
+                if name in cached:
+                    provided[name] = values[name]
+        wanted = tuple(dict.fromkeys([*produced, *(o for o in plan.outputs if o not in values)]))
+        result = await ship(provided, wanted)
+        if type(result) is RemoteFailure:
+            if d is not None and ctx is not None and result.records:
+                replay(result.records, d, ctx, pipeline, values)
+            result.reraise()
+        outputs, records = result if observe else (result, ())
+        values.update(outputs)
+        if d is not None and ctx is not None:
+            replay(records, d, ctx, pipeline, values)
+        cache = scope.cache
+        if cache is not None:
+            for k in to_run:
+                if k in keys:
+                    await cache.save(steps[k], keys[k], _packed(steps[k], values), values, scope)
+
+    return await run_items(exp.items(), exp.count, 2 * lane.width, run_observed)
+
+
+def _packed(step: Step, values: dict[Any, Any]) -> Any:
+    """A step's result as the node returned it (a tuple for tuple outputs)."""
+    if step.out is not None:
+        return values[step.out]
+    return tuple(values[name] for name in step.outputs)
