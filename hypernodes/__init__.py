@@ -1,12 +1,19 @@
-"""HyperNodes: an asyncio-native execution kernel for pipelines of Python functions."""
+"""HyperNodes: an asyncio-native execution kernel for pipelines of Python functions.
+
+Names that need asyncio or I/O (the engine, the bridge, the cache stores) are re-exported
+lazily, on first access: defining nodes and pipelines never pays for importing asyncio
+(about half of a cold ``import hypernodes`` otherwise).
+"""
 
 from __future__ import annotations
 
-from .bridge import enable_nested_loops
-from .cache import Cache, DiskCache, MemoryCache
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .cache.base import Cache
 from .callbacks import CallbackContext, PipelineCallback
 from .config import get_default_config, reset_default_config, set_default_config
-from .engines import Engine, HyperNodesEngine
+from .engines.base import Engine
 from .errors import (
     ConfigError,
     CycleError,
@@ -53,3 +60,29 @@ __all__ = [
 ]
 
 __version__ = "0.5.0.dev0"
+
+if TYPE_CHECKING:
+    from .bridge import enable_nested_loops
+    from .cache.disk import DiskCache
+    from .cache.memory import MemoryCache
+    from .engines.hypernodes import HyperNodesEngine
+
+_LAZY = {
+    "DiskCache": ".cache.disk",
+    "HyperNodesEngine": ".engines.hypernodes",
+    "MemoryCache": ".cache.memory",
+    "enable_nested_loops": ".bridge",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

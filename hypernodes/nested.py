@@ -14,7 +14,6 @@ from .callbacks import CallbackContext, Dispatcher
 from .config import UNSET
 from .engines.base import Engine, MapMode, Parent
 from .errors import NodeError, PathFrame, PipelineDefinitionError
-from .mapping import normalize_map_over
 from .node import Node
 
 if TYPE_CHECKING:
@@ -105,6 +104,8 @@ class PipelineNode(Node):
     ) -> tuple[str, ...] | None:
         if map_over is None:
             return None
+        from .mapping import normalize_map_over  # deferred: mapping needs asyncio
+
         names = []
         for name in normalize_map_over(map_over):
             # Outer names are the contract; an inner name that is mapped is accepted too.

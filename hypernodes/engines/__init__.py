@@ -1,17 +1,27 @@
-"""Engines: ``Engine`` (the interface), ``HyperNodesEngine`` and ``DaftEngine``."""
+"""Engines: ``Engine`` (the interface), ``HyperNodesEngine`` and ``DaftEngine``.
+
+``HyperNodesEngine`` (which needs asyncio) and ``DaftEngine`` (which needs the optional
+``daft`` extra) are imported on first access, so defining pipelines stays light.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Engine
-from .hypernodes import HyperNodesEngine
+
+if TYPE_CHECKING:
+    from .daft import DaftEngine
+    from .hypernodes import HyperNodesEngine
 
 __all__ = ["DaftEngine", "Engine", "HyperNodesEngine"]
 
 
 def __getattr__(name: str) -> Any:
-    # DaftEngine needs the optional `daft` extra: import it only when asked for.
+    if name == "HyperNodesEngine":
+        from .hypernodes import HyperNodesEngine
+
+        return HyperNodesEngine
     if name == "DaftEngine":
         from .daft import DaftEngine
 

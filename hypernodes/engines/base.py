@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..bridge import run_sync
-
 if TYPE_CHECKING:
     from ..callbacks import CallbackContext, Dispatcher
     from ..pipeline import Pipeline
@@ -73,6 +71,8 @@ class Engine(ABC):
         output_name: OutputName = None,
     ) -> dict[str, Any]:
         """Sync twin of :meth:`arun`."""
+        from ..bridge import run_sync  # deferred: asyncio is not needed to define pipelines
+
         return run_sync(self.arun(pipeline, inputs, output_name))
 
     def map(
@@ -84,6 +84,8 @@ class Engine(ABC):
         output_name: OutputName = None,
     ) -> list[dict[str, Any]]:
         """Sync twin of :meth:`amap`."""
+        from ..bridge import run_sync
+
         return run_sync(self.amap(pipeline, inputs, map_over, map_mode, output_name))
 
     def close(self) -> None:  # noqa: B027 - optional hook: engines without resources
