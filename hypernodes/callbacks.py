@@ -15,6 +15,7 @@ passed down the run (not globals), so concurrent runs and items never mix.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -35,8 +36,16 @@ class PipelineCallback:
     """Base class for callbacks: override the hooks you need, all keyword-only.
 
     A hook that raises is logged once (with the callback's name) and that callback is
-    disabled for the rest of the run; the run itself is unaffected.
+    disabled for the rest of the run; the run itself is unaffected. Hooks are plain
+    functions called on the event loop thread: keep them quick, and hand slow work to a
+    thread or a queue of your own.
+
+    Attributes:
+        enabled: Read when a run starts; a callback that is not enabled is left out of that
+            run entirely and costs nothing (``ProgressCallback(disable=True)`` uses it).
     """
+
+    enabled: bool = True
 
     def on_pipeline_start(
         self, *, context: CallbackContext, pipeline: Pipeline, inputs: dict[str, Any]
@@ -150,8 +159,8 @@ class CallbackContext:
         self.parent = parent
         self.node = node
         self.index = index
-        self.depth = 0 if parent is None else parent.depth + 1
-        self.run_id = next(_run_ids) if parent is None else parent.run_id
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self.run_id: int = next(_run_ids) if parent is None else parent.run_id
         self.data: dict[str, Any] = {}
 
     def child(
@@ -205,7 +214,11 @@ def _overrides(callback: PipelineCallback, hook: str) -> bool:
 class Dispatcher:
     """The callbacks of one run, as one listener list per hook (empty lists cost nothing).
 
-    A listener that raises is logged once and disabled for the rest of the run.
+    A listener that raises is logged once and disabled for the rest of the run. Callbacks
+    whose ``enabled`` is false when the run starts are left out.
+
+    Raises:
+        TypeError: A callback is not a ``PipelineCallback`` instance, or a hook is async.
     """
 
     __slots__ = (*HOOKS, "_disabled", "callbacks")
@@ -219,14 +232,25 @@ class Dispatcher:
                     + (" (pass an instance, not the class)" if isinstance(cb, type) else "")
                 )
         self._disabled: set[int] = set()
+        listening = [cb for cb in self.callbacks if cb.enabled]
         for hook in HOOKS:
-            setattr(
-                self, hook, [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)]
-            )
+            listeners = [getattr(cb, hook) for cb in listening if _overrides(cb, hook)]
+            for listener in listeners:
+                if inspect.iscoroutinefunction(listener):
+                    raise TypeError(
+                        f"{type(listener.__self__).__name__}.{hook} is async; callback hooks "
+                        "are plain functions called on the event loop: define it with `def` "
+                        "(and start a task from it if it must await)"
+                    )
+            setattr(self, hook, listeners)
 
     @classmethod
     def create(cls, callbacks: Sequence[PipelineCallback] | None) -> Dispatcher | None:
-        """A dispatcher, or ``None`` when no callback overrides any hook."""
+        """A dispatcher, or ``None`` when no enabled callback overrides any hook.
+
+        Raises:
+            TypeError: A callback is not a ``PipelineCallback`` instance, or a hook is async.
+        """
         if not callbacks:
             return None
         dispatcher = cls(callbacks)
