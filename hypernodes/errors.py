@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "ConfigError",
@@ -61,16 +62,22 @@ class DuplicateOutputError(PipelineDefinitionError):
             f"producer: rename one of them, e.g. @node(output_name={output + '_2'!r})"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (remote workers); rebuild from our arguments.
+        return (type(self), (self.output, self.nodes), self.__dict__)
+
 
 class CycleError(PipelineDefinitionError):
     """The nodes depend on each other in a cycle.
 
     Attributes:
         cycle: The node names along the cycle, first node repeated at the end.
+        via: The value names passed along each hop of the cycle.
     """
 
     def __init__(self, cycle: Sequence[str], via: Sequence[str]) -> None:
         self.cycle = tuple(cycle)
+        self.via = tuple(via)
         arrows = "".join(f"{a!r} --{v}--> " for a, v in zip(cycle, via, strict=False))
         spelled = arrows + repr(cycle[-1])
         super().__init__(
@@ -78,16 +85,21 @@ class CycleError(PipelineDefinitionError):
             "directly or through other nodes"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.cycle, self.via), self.__dict__)
+
 
 class MissingInputError(HyperNodesError, ValueError):
     """Inputs that the requested outputs need were not supplied.
 
     Attributes:
         missing: Mapping of each missing input name to the nodes that need it.
+        pipeline: The name of the pipeline that was run, if known.
     """
 
     def __init__(self, missing: Mapping[str, Sequence[str]], pipeline: str | None = None) -> None:
         self.missing = {k: tuple(v) for k, v in missing.items()}
+        self.pipeline = pipeline
         parts = ", ".join(
             f"{name!r} (needed by {', '.join(repr(n) for n in needers)})"
             for name, needers in self.missing.items()
@@ -97,6 +109,9 @@ class MissingInputError(HyperNodesError, ValueError):
             f"missing inputs{where}: {parts}; pass them in inputs= or fix them with "
             "pipeline.bind(...)"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.missing, self.pipeline), self.__dict__)
 
 
 class InvalidInputError(HyperNodesError, ValueError):
