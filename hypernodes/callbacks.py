@@ -223,6 +223,20 @@ class Dispatcher:
 
     __slots__ = (*HOOKS, "_disabled", "callbacks")
 
+    # One listener list per hook (set in __init__), spelled out for type checkers.
+    on_pipeline_start: list[Callable[..., None]]
+    on_pipeline_end: list[Callable[..., None]]
+    on_node_start: list[Callable[..., None]]
+    on_node_end: list[Callable[..., None]]
+    on_node_cached: list[Callable[..., None]]
+    on_node_error: list[Callable[..., None]]
+    on_nested_pipeline_start: list[Callable[..., None]]
+    on_nested_pipeline_end: list[Callable[..., None]]
+    on_map_start: list[Callable[..., None]]
+    on_map_end: list[Callable[..., None]]
+    on_map_item_start: list[Callable[..., None]]
+    on_map_item_end: list[Callable[..., None]]
+
     def __init__(self, callbacks: Iterable[PipelineCallback]) -> None:
         self.callbacks = tuple(callbacks)
         for cb in self.callbacks:

@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidInputError, NodeError
-from .scheduler import raise_first
+from .errors import InvalidInputError, NodeError, PathFrame
+from .plan import Plan, run_sync_steps
+from .scheduler import Scope, raise_first
 
-__all__ = ["Expansion", "expand", "run_items"]
+__all__ = ["Expansion", "expand", "map_plain", "run_items", "run_plain_items"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +179,68 @@ async def run_items(
     except BaseExceptionGroup as group_error:
         raise_first(group_error, failures)
     return results
+
+
+# At most this many items of a plain map go to a worker thread in one hop.
+_CHUNK = 512
+
+
+async def map_plain(
+    plan: Plan, exp: Expansion, base: dict[str, Any], scope: Scope, width: int
+) -> list[dict[str, Any]]:
+    """A map whose every node is a plain sync call: whole items in one synchronous loop.
+
+    Inline on a loop HyperNodes owns; otherwise in chunks of items, each chunk one hop to a
+    worker thread (``width`` chunks in flight), so the caller's loop is never blocked.
+    """
+    results: list[Any] = [None] * exp.count
+    numbered = enumerate(exp.items())
+    if scope.inline:
+        run_plain_items(plan, exp.names, base, numbered, results, exp.count, scope.pipeline)
+        return results
+    # Chunks of items are the units of work; the iterator is only advanced on the loop.
+    # Small chunks keep every worker busy (16 blocking items on 8 threads: 1 per hop);
+    # big ones amortise the hop when items are trivial.
+    size = max(1, min(_CHUNK, exp.count // (8 * width)))
+    chunks = iter(lambda: list(itertools.islice(numbered, size)), [])
+    names, pipeline = exp.names, scope.pipeline
+
+    def run_chunk(index: int, chunk: tuple[Any, ...]) -> Awaitable[Any]:
+        args = (plan, names, base, iter(chunk[0]), results, size, pipeline)
+        return scope.body.call(run_plain_items, args)
+
+    await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk)
+    return results
+
+
+def run_plain_items(
+    plan: Plan,
+    names: tuple[str, ...],
+    base: dict[str, Any],
+    numbered: Iterator[tuple[int, tuple[Any, ...]]],
+    results: list[Any],
+    limit: int,
+    pipeline: str,
+) -> None:
+    steps = plan.steps
+    outputs = plan.outputs
+    index = -1
+    try:
+        if len(names) == 1 and len(outputs) == 1:
+            (name,) = names
+            (out,) = outputs
+            for index, (value,) in itertools.islice(numbered, limit):
+                values = base.copy()
+                values[name] = value
+                run_sync_steps(steps, values)
+                results[index] = {out: values[out]}
+            return
+        for index, item in itertools.islice(numbered, limit):
+            values = base.copy()
+            values.update(zip(names, item, strict=True))
+            run_sync_steps(steps, values)
+            results[index] = {o: values[o] for o in outputs}
+    except NodeError as err:
+        err._prepend(PathFrame(pipeline))
+        err._mark_item(index)
+        raise

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Literal
 
 from .callbacks import CallbackContext, Dispatcher
 from .config import UNSET
@@ -46,7 +47,7 @@ class PipelineNode(Node):
         name: str | None = None,
         engine: Engine | None = None,
         cache: Any = ...,
-        callbacks: Sequence[PipelineCallback] | None = ...,  # type: ignore[assignment]
+        callbacks: Sequence[PipelineCallback] | None | EllipsisType = ...,
     ) -> None:
         self.pipeline = pipeline
         self.input_mapping = dict(input_mapping or {})
@@ -55,7 +56,9 @@ class PipelineNode(Node):
             raise TypeError(f"as_node(engine=...) must be an Engine, got {engine!r}")
         self.engine_override = engine
         self.cache_override = cache
-        self.callbacks_override = callbacks if callbacks is ... else tuple(callbacks or ())
+        self.callbacks_override: tuple[PipelineCallback, ...] | EllipsisType = (
+            ... if isinstance(callbacks, EllipsisType) else tuple(callbacks or ())
+        )
         if map_mode not in ("zip", "product"):
             raise ValueError(f"map_mode must be 'zip' or 'product', got {map_mode!r}")
         self.map_mode: MapMode = map_mode
@@ -177,7 +180,7 @@ class PipelineNode(Node):
         parent_ctx = scope.context
         context = None
         if dispatcher is not None:
-            kind = "map" if self.map_over else "nested"
+            kind: Literal["map", "nested"] = "map" if self.map_over else "nested"
             context = (
                 parent_ctx.child(kind, inner.name, node=self.name)
                 if parent_ctx is not None
@@ -238,8 +241,9 @@ class PipelineNode(Node):
         return scope.cache
 
     def _resolve_callbacks(self, scope: Scope) -> Dispatcher | None:
-        if self.callbacks_override is not ...:
-            return Dispatcher.create(self.callbacks_override)
+        override = self.callbacks_override
+        if not isinstance(override, EllipsisType):
+            return Dispatcher.create(override)
         own = self.pipeline.own_callbacks
         if own is not UNSET:
             return Dispatcher.create(own)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from types import MappingProxyType
+from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .config import UNSET, check_cache, check_callbacks, check_engine, effective_engine
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .callbacks import PipelineCallback
     from .nested import PipelineNode
-    from .scheduler import Plan
+    from .plan import Plan
 
 __all__ = ["Pipeline"]
 
@@ -215,7 +215,7 @@ class Pipeline:
         return plan
 
     def _compile(self, out_key: Any, names: frozenset[str]) -> Plan:
-        from .scheduler import compile_plan
+        from .plan import compile_plan
 
         g = self._graph
         unknown = [n for n in names if n not in g.consumers and n not in g.producer]
@@ -340,7 +340,7 @@ class Pipeline:
         name: str | None = None,
         engine: Engine | None = None,
         cache: Any = ...,
-        callbacks: Sequence[PipelineCallback] | None = ...,  # type: ignore[assignment]
+        callbacks: Sequence[PipelineCallback] | None | EllipsisType = ...,
     ) -> PipelineNode:
         """Wrap this pipeline as a node of another pipeline.
 

@@ -107,7 +107,7 @@ class CacheRuntime:
         from .fingerprint import UnfingerprintableError, fingerprint
 
         slot = (VERSION, name)
-        version = values.get(slot)
+        version: str | _Unversioned | None = values.get(slot)
         if version is None:
             if name not in values:
                 return None
@@ -116,7 +116,7 @@ class CacheRuntime:
             except UnfingerprintableError:
                 version = _Unversioned(type(values[name]).__qualname__)
             values[slot] = version
-        return version  # type: ignore[no-any-return]
+        return version
 
     def prime(self, values: dict[Any, Any], names: Any) -> None:
         """Fingerprint shared values once (e.g. a map's shared inputs, before copying)."""

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
 from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
-from ..errors import ConfigError, NodeError, PathFrame
+from ..errors import ConfigError, NodeError
 from ..executors.workers import Lane, PoolSet, cpu_count, resolve_lane, validate_executor
-from ..mapping import Expansion, expand, run_items
-from ..scheduler import Plan, Scope, run_plan, run_plan_sync, run_sync_steps
+from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
+from ..scheduler import Plan, Scope, run_plan, run_plan_sync
 from .base import Engine, MapMode, OutputName, Parent
 from .shipping import map_remote
 
@@ -24,9 +23,6 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
 
 __all__ = ["HyperNodesEngine"]
-
-# At most this many items of a plain map go to a worker thread in one hop.
-_CHUNK = 512
 
 
 class HyperNodesEngine(Engine):
@@ -264,7 +260,7 @@ class HyperNodesEngine(Engine):
                 base = {**plan.optional, **pipeline.bound, **exp.shared}
                 results: list[Any] = [None] * exp.count
                 numbered = enumerate(exp.items())
-                _run_plain_items(plan, exp.names, base, numbered, results, exp.count, pipeline.name)
+                run_plain_items(plan, exp.names, base, numbered, results, exp.count, pipeline.name)
                 return results
         return super().map(pipeline, inputs, map_over, map_mode, output_name)
 
@@ -391,7 +387,7 @@ class HyperNodesEngine(Engine):
                 body = lane if lane.kind == "threads" else scope.body
                 item_scope = scope.derive(inline=False, body=body)
         if plan.simple and item_scope.plain and not item_scope.concurrent:
-            return await _map_plain(plan, exp, base, item_scope, width)
+            return await map_plain(plan, exp, base, item_scope, width)
         names = exp.names
         d = scope.callbacks
         context = scope.context
@@ -424,67 +420,6 @@ class HyperNodesEngine(Engine):
             return plan.collect(values)
 
         return await run_items(exp.items(), exp.count, width, run_one)
-
-
-async def _map_plain(
-    plan: Plan, exp: Expansion, base: dict[str, Any], scope: Scope, width: int
-) -> list[dict[str, Any]]:
-    """A map whose every node is a plain sync call: whole items in one synchronous loop.
-
-    Inline on a loop HyperNodes owns; otherwise in chunks of items, each chunk one hop to a
-    worker thread (``width`` chunks in flight), so the caller's loop is never blocked.
-    """
-    results: list[Any] = [None] * exp.count
-    numbered = enumerate(exp.items())
-    if scope.inline:
-        _run_plain_items(plan, exp.names, base, numbered, results, exp.count, scope.pipeline)
-        return results
-    # Chunks of items are the units of work; the iterator is only advanced on the loop.
-    # Small chunks keep every worker busy (16 blocking items on 8 threads: 1 per hop);
-    # big ones amortise the hop when items are trivial.
-    size = max(1, min(_CHUNK, exp.count // (8 * width)))
-    chunks = iter(lambda: list(itertools.islice(numbered, size)), [])
-    names, pipeline = exp.names, scope.pipeline
-
-    def run_chunk(index: int, chunk: tuple[Any, ...]) -> Awaitable[Any]:
-        args = (plan, names, base, iter(chunk[0]), results, size, pipeline)
-        return scope.body.call(_run_plain_items, args)
-
-    await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk)
-    return results
-
-
-def _run_plain_items(
-    plan: Plan,
-    names: tuple[str, ...],
-    base: dict[str, Any],
-    numbered: Iterator[tuple[int, tuple[Any, ...]]],
-    results: list[Any],
-    limit: int,
-    pipeline: str,
-) -> None:
-    steps = plan.steps
-    outputs = plan.outputs
-    index = -1
-    try:
-        if len(names) == 1 and len(outputs) == 1:
-            (name,) = names
-            (out,) = outputs
-            for index, (value,) in itertools.islice(numbered, limit):
-                values = base.copy()
-                values[name] = value
-                run_sync_steps(steps, values)
-                results[index] = {out: values[out]}
-            return
-        for index, item in itertools.islice(numbered, limit):
-            values = base.copy()
-            values.update(zip(names, item, strict=True))
-            run_sync_steps(steps, values)
-            results[index] = {o: values[o] for o in outputs}
-    except NodeError as err:
-        err._prepend(PathFrame(pipeline))
-        err._mark_item(index)
-        raise
 
 
 def _user_error(exc: BaseException) -> BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -53,7 +54,7 @@ class AsyncExecutor(concurrent.futures.Executor):
         state = "shutdown" if self._shutdown else "running"
         return f"AsyncExecutor(max_concurrent={self.max_concurrent}) <{state}>"
 
-    def submit(  # type: ignore[override]  # the base declares fn positional-only too
+    def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     ) -> concurrent.futures.Future[T]:
         """Schedule ``fn(*args, **kwargs)`` and return a future for its result.
@@ -70,8 +71,9 @@ class AsyncExecutor(concurrent.futures.Executor):
                         self.max_concurrent, thread_name_prefix="hypernodes-async"
                     )
                 ctx = contextvars.copy_context()
-                return self._threads.submit(ctx.run, fn, *args, **kwargs)
-        coro = fn(*args, **kwargs)
+                call = functools.partial(fn, *args, **kwargs)
+                return self._threads.submit(ctx.run, call)
+        coro: Coroutine[Any, Any, Any] = fn(*args, **kwargs)  # type: ignore[assignment]
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
             loop = asyncio.get_running_loop()

@@ -1,0 +1,220 @@
+"""Compiled plans: what to run for some outputs, with everything the hot loop needs.
+
+A ``Plan`` is compiled once per (requested outputs, provided names) and reused by every
+run and map item. ``run_sync_steps`` is the innermost loop of every sequential run.
+This module must not await anything: the scheduler does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import NodeError, PathFrame
+from .graph import Graph, Selection
+
+if TYPE_CHECKING:
+    from .executors.remote import Shipped
+    from .node import Node
+    from .scheduler import Scope
+
+__all__ = ["NestedRunner", "Plan", "Step", "compile_plan", "run_plan_sync", "run_sync_steps"]
+
+
+class NestedRunner(Protocol):
+    """What the scheduler needs from a node that runs a whole pipeline (``PipelineNode``)."""
+
+    def cache_for(self, scope: Scope) -> Any: ...
+
+    async def run_nested(self, args: tuple[Any, ...], scope: Scope) -> tuple[Any, ...]: ...
+
+
+class Step:
+    """One node of a plan, with everything the hot loop needs precomputed."""
+
+    __slots__ = (
+        "_shipped",
+        "call",
+        "children",
+        "fn",
+        "gather",
+        "is_async",
+        "n_parents",
+        "name",
+        "nested",
+        "node",
+        "out",
+        "outputs",
+        "simple",
+    )
+
+    def __init__(self, node: Node, names: Sequence[str]) -> None:
+        self.node = node
+        self.name = node.name
+        self.fn = _positional(node)
+        self.outputs = node.outputs
+        self.out = node.outputs[0] if isinstance(node.output_name, str) else None
+        self.is_async = node.is_async
+        self.nested: NestedRunner | None = node if hasattr(node, "run_nested") else None  # type: ignore[assignment]
+        self.simple = (
+            not self.is_async and self.nested is None and not node.retries and not node.timeout
+        )
+        self.gather = _gatherer(names)
+        self.call = _caller(self.fn, names)
+        self.children: tuple[int, ...] = ()
+        self.n_parents = 0
+        self._shipped: Shipped | None = None
+
+    @property
+    def shipped(self) -> Shipped:
+        """The node's callable, cloudpickled once for remote executors."""
+        if self._shipped is None:
+            from .executors.remote import Shipped  # deferred: cloudpickle
+
+            self._shipped = Shipped(self.fn)
+        return self._shipped
+
+    def store(self, result: Any, values: dict[str, Any]) -> None:
+        """Put a node's return value into ``values`` (unpacking tuple outputs)."""
+        if self.out is not None:
+            values[self.out] = result
+            return
+        outs = self.outputs
+        try:
+            parts = tuple(result)
+        except TypeError:
+            parts = None
+        if parts is None or len(parts) != len(outs):
+            got = f"{len(parts)} values" if parts is not None else type(result).__name__
+            raise NodeError(
+                self.name,
+                detail=f"declares {len(outs)} outputs {outs!r} but returned {got}; return a "
+                f"tuple of {len(outs)} values",
+            )
+        values.update(zip(outs, parts, strict=True))
+
+
+def _positional(node: Node) -> Callable[..., Any]:
+    """The node's callable, taking every input positionally (keyword-only ones included)."""
+    fn = node.func
+    kw = node.call_keyword
+    if not kw:
+        return fn
+    n = len(node.call_positional)
+
+    def call(*args: Any) -> Any:
+        return fn(*args[:n], **dict(zip(kw, args[n:], strict=True)))
+
+    call.__name__ = getattr(fn, "__name__", node.name)
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
+
+
+def _gatherer(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    if not names:
+        return lambda values: ()
+    if len(names) == 1:
+        (only,) = names
+        return lambda values: (values[only],)
+    return itemgetter(*names)
+
+
+def _caller(fn: Callable[..., Any], names: Sequence[str]) -> Callable[[dict[str, Any]], Any]:
+    # Specialised for the common arities: this is the innermost loop of every run.
+    if not names:
+        return lambda v: fn()
+    if len(names) == 1:
+        (a,) = names
+        return lambda v: fn(v[a])
+    if len(names) == 2:
+        a, b = names
+        return lambda v: fn(v[a], v[b])
+    if len(names) == 3:
+        a, b, c = names
+        return lambda v: fn(v[a], v[b], v[c])
+    get = itemgetter(*names)
+    return lambda v: fn(*get(v))
+
+
+class Plan:
+    """What to run for some outputs given some provided names, compiled once.
+
+    Attributes:
+        steps: The nodes to run, in topological order.
+        outputs: The names returned to the caller.
+        optional: Defaults for optional inputs that were not provided.
+        segments: For sequential runs: ``(True, steps)`` for a run of plain sync steps,
+            ``(False, (step,))`` for any other step.
+        roots: Indices of steps whose inputs are all provided.
+        simple: Whether every step is a plain sync call (no async, retries, timeout,
+            nesting), so a whole run can be one synchronous call.
+    """
+
+    __slots__ = ("optional", "outputs", "roots", "segments", "simple", "steps")
+
+    def __init__(self, graph: Graph, selection: Selection, outputs: tuple[str, ...]) -> None:
+        nodes = graph.nodes
+        position = {idx: k for k, idx in enumerate(selection.order)}
+        steps = [Step(nodes[i], nodes[i].inputs) for i in selection.order]
+        children: list[list[int]] = [[] for _ in steps]
+        for k, i in enumerate(selection.order):
+            parents = {position[p] for p in graph.parents(i) if p in position}
+            steps[k].n_parents = len(parents)
+            for p in parents:
+                children[p].append(k)
+        for step, kids in zip(steps, children, strict=True):
+            step.children = tuple(kids)
+        self.steps = tuple(steps)
+        self.outputs = outputs
+        self.optional = selection.optional
+        self.roots = tuple(k for k, s in enumerate(steps) if s.n_parents == 0)
+        self.simple = all(s.simple for s in steps)
+        segments: list[tuple[bool, tuple[Step, ...]]] = []
+        run: list[Step] = []
+        for s in steps:
+            if s.simple:
+                run.append(s)
+                continue
+            if run:
+                segments.append((True, tuple(run)))
+                run = []
+            segments.append((False, (s,)))
+        if run:
+            segments.append((True, tuple(run)))
+        self.segments = tuple(segments)
+
+    def collect(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The result dict of one run."""
+        return {name: values[name] for name in self.outputs}
+
+
+def compile_plan(graph: Graph, selection: Selection, outputs: tuple[str, ...]) -> Plan:
+    """Compile the steps for ``selection``; see :class:`Plan`."""
+    return Plan(graph, selection, outputs)
+
+
+def run_sync_steps(steps: Iterable[Step], values: dict[str, Any]) -> None:
+    """Run plain sync steps in order, in the calling thread."""
+    for step in steps:
+        try:
+            result = step.call(values)
+        except Exception as exc:
+            raise NodeError(step.name) from exc
+        if step.out is not None:
+            values[step.out] = result
+        else:
+            step.store(result, values)
+
+
+def run_plan_sync(plan: Plan, values: dict[str, Any], pipeline: str) -> None:
+    """Run a ``simple`` plan in the calling thread (nothing in it can suspend).
+
+    Raises:
+        NodeError: The first node that failed, with the pipeline's frame on its path.
+    """
+    try:
+        run_sync_steps(plan.steps, values)
+    except NodeError as err:
+        err._prepend(PathFrame(pipeline))
+        raise
