@@ -1,0 +1,415 @@
+"""The ``hypernodes`` command (click): ``run``, ``inspect``, ``viz``; one-line errors, exit codes.
+
+Only this module imports click, and only the console script / ``python -m hypernodes``
+import this module. Results go to stdout, everything else (progress, logs, notes, errors,
+whatever nodes print) to stderr. Exit codes: 0 ok, 1 the pipeline failed, 2 a usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from time import perf_counter
+from typing import Any, NoReturn
+
+import click
+
+from .. import __version__
+from ..config import ENGINE_KEYS, effective_engine, merge_engine_config
+from ..config_files import load_config
+from ..errors import (
+    ConfigError,
+    HyperNodesError,
+    InvalidExecutorError,
+    InvalidInputError,
+    MissingInputError,
+    NodeError,
+)
+from ..executors.workers import ALIASES
+from .encode import dumps
+from .settings import choose_cache, choose_engine, parse_mapping, stdout_to_stderr, with_progress
+from .target import load_target, restored_sys_path
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+PROG = "hypernodes"
+
+_EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  the pipeline failed (a node raised; --traceback shows where)
+  2  usage or configuration error (bad option, JSON, YAML, TARGET, inputs)"""
+
+
+class _Group(click.Group):
+    """A group whose errors are one line on stderr, with the exit codes documented."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = EXIT_OK
+        try:
+            value = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = value if isinstance(value, int) else EXIT_OK
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else PROG
+            _say(f"error: {exc.format_message()} (see '{where} --help')")
+            code = exc.exit_code
+        except click.ClickException as exc:
+            _say(f"error: {exc.format_message()}")
+            code = exc.exit_code
+        except click.Abort:
+            _say("interrupted")
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _say(message: str) -> None:
+    click.echo(f"{PROG}: {message}", err=True)
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=_EXIT_CODES,
+)
+@click.version_option(__version__, "--version", prog_name=PROG)
+def cli() -> None:
+    """Run, inspect and draw HyperNodes pipelines.
+
+    TARGET names a Pipeline (or a function with no arguments that returns one) as
+    path/to/file.py:attr or package.module:attr; without :attr, the module's only
+    Pipeline is used.
+
+    \b
+    Examples:
+      hypernodes run pipelines.py:pipeline --inputs '{"x": 1}'
+      hypernodes inspect mypkg.flows:etl
+      hypernodes viz pipelines.py:pipeline -o graph.svg
+    """
+
+
+@contextlib.contextmanager
+def _reporting(show_traceback: bool) -> Iterator[None]:
+    """Turn errors into one line on stderr and the documented exit code."""
+    try:
+        yield
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    except NodeError as exc:
+        _fail(str(exc), EXIT_FAILED, exc, show_traceback)
+    except MissingInputError as exc:
+        _fail(_missing_message(exc), EXIT_USAGE, exc, show_traceback)
+    except HyperNodesError as exc:
+        _fail(str(exc), EXIT_USAGE, exc, show_traceback)
+    except ImportError as exc:  # an optional extra that is not installed
+        _fail(str(exc), EXIT_USAGE, exc, show_traceback)
+    except Exception as exc:
+        _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, exc, show_traceback)
+
+
+def _fail(message: str, code: int, exc: BaseException, show_traceback: bool) -> NoReturn:
+    if show_traceback:
+        traceback.print_exception(exc, file=sys.stderr)
+    elif code == EXIT_FAILED:
+        message += " (run with --traceback for the full trace)"
+    _say(f"error: {message}")
+    raise click.exceptions.Exit(code)
+
+
+def _missing_message(exc: MissingInputError) -> str:
+    needed = ", ".join(
+        f"{name!r} (needed by {', '.join(map(repr, nodes))})" for name, nodes in exc.missing.items()
+    )
+    example = json.dumps(dict.fromkeys(exc.missing, "..."))
+    return f"missing inputs: {needed}; pass them with --inputs '{example}'"
+
+
+def _names(values: Sequence[str]) -> list[str]:
+    """Repeated and comma-separated names, in order."""
+    return [n.strip() for value in values for n in value.split(",") if n.strip()]
+
+
+_traceback_option = click.option(
+    "--traceback",
+    "show_traceback",
+    is_flag=True,
+    help="On error, print the full Python traceback too.",
+)
+
+_RUN_EXAMPLES = (
+    """\b
+Examples:
+  hypernodes run pipelines.py:pipeline --inputs '{"x": 1, "y": 2}'
+  hypernodes run pipelines.py:pipeline --inputs @inputs.yaml --output-name total
+  hypernodes run mypkg.flows:make_pipeline --inputs '{"x": [1, 2, 3]}' \\
+      --map-over x --map-executor threaded --max-workers 4
+  hypernodes run pipelines.py:pipeline --inputs '{"a": [1, 2], "b": [10, 20]}' \\
+      --map-over a --map-over b --map-mode product
+  hypernodes run pipelines.py:pipeline --engine-cfg '{"node_executor": "async"}'
+  hypernodes run pipelines.py:pipeline --config ci.yaml --cache-dir .cache
+
+\b
+Engine settings, lowest precedence first: library defaults < config file
+(hypernodes.yaml, hypernodes.yml or [tool.hypernodes] in pyproject.toml) < the
+pipeline's own engine < --engine-cfg < the flags. A flag or key you give wins even when
+it equals the default; a flag you leave out changes nothing; "null" in --engine-cfg
+resets that key to its default. The config file's cache_dir applies only to pipelines
+without a cache of their own; --cache-dir always applies.
+
+\b
+Output: one JSON document on stdout (an object for a run, a list of objects for a map).
+Values JSON cannot hold are converted: NaN/Infinity -> null, bytes ->
+{"__bytes__": base64}, other objects -> {"__type__": ..., "__repr__": ...}.
+Whatever the pipeline prints goes to stderr.
+
+"""
+    + _EXIT_CODES
+)
+
+
+@cli.command("run", epilog=_RUN_EXAMPLES)
+@click.argument("target")
+@click.option(
+    "-i",
+    "--inputs",
+    "inputs_arg",
+    metavar="JSON|@FILE",
+    help="Input values: a JSON object, or @file.json, @file.yaml, @- (JSON on stdin).",
+)
+@click.option(
+    "--output-name",
+    "output_names",
+    multiple=True,
+    metavar="NAME",
+    help="Compute only this output (repeatable or comma-separated); default: all outputs.",
+)
+@click.option(
+    "--map-over",
+    multiple=True,
+    metavar="NAME",
+    help="Run once per item of this list input (repeatable); prints a list of results.",
+)
+@click.option(
+    "--map-mode",
+    type=click.Choice(["zip", "product"]),
+    help="With several --map-over inputs: pair them (zip, the default) or combine (product).",
+)
+@click.option(
+    "--engine-cfg",
+    "engine_cfg_arg",
+    metavar="JSON|@FILE",
+    help=f"Engine settings as a JSON object with the keys {', '.join(ENGINE_KEYS)}.",
+)
+@click.option(
+    "--node-executor",
+    metavar="ALIAS",
+    help=f"How independent nodes proceed: {', '.join(ALIASES)}.",
+)
+@click.option("--map-executor", metavar="ALIAS", help="How map items proceed (same aliases).")
+@click.option(
+    "--max-workers", type=click.IntRange(min=1), metavar="N", help="Thread / process pool size."
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Nodes or items in flight at once (async: default 10).",
+)
+@click.option("--address", metavar="ADDRESS", help="Dask scheduler or Ray cluster address.")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    help="Read settings from FILE instead of ./hypernodes.yaml or ./pyproject.toml.",
+)
+@click.option("--cache-dir", metavar="DIR", help="Cache node results on disk in DIR.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on stderr (default: on when stderr is a terminal).",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Print the resolved settings and timing on stderr."
+)
+@_traceback_option
+def run_command(
+    target: str,
+    inputs_arg: str | None,
+    output_names: Sequence[str],
+    map_over: Sequence[str],
+    map_mode: str | None,
+    engine_cfg_arg: str | None,
+    node_executor: str | None,
+    map_executor: str | None,
+    max_workers: int | None,
+    max_concurrent: int | None,
+    address: str | None,
+    config_path: str | None,
+    cache_dir: str | None,
+    progress: bool | None,
+    verbose: bool,
+    show_traceback: bool,
+) -> None:
+    """Run the pipeline TARGET and print its outputs as JSON."""
+    with _reporting(show_traceback):
+        mapped = _names(map_over)
+        if map_mode is not None and not mapped:
+            raise click.UsageError("--map-mode needs --map-over")
+        inputs: dict[str, Any] = {}
+        if inputs_arg is not None:
+            inputs = parse_mapping(inputs_arg, option="--inputs", error=InvalidInputError)
+        engine_cfg = None
+        if engine_cfg_arg is not None:
+            engine_cfg = _checked(parse_mapping(engine_cfg_arg, option="--engine-cfg"))
+        passed = {
+            "node_executor": node_executor,
+            "map_executor": map_executor,
+            "max_workers": max_workers,
+            "max_concurrent": max_concurrent,
+            "address": address,
+        }
+        flags = merge_engine_config({k: v for k, v in passed.items() if v is not None})
+        settings = load_config(config_path)
+        outputs = _names(output_names) or None
+        with restored_sys_path(), stdout_to_stderr(), contextlib.ExitStack() as stack:
+            pipeline = copy.copy(load_target(target))
+            choice = choose_engine(pipeline, settings.engine, engine_cfg, flags)
+            if choice.note is not None:
+                _say(f"note: {choice.note}")
+            if choice.engine is not None:
+                pipeline.with_engine(choice.engine)
+                stack.callback(choice.engine.close)
+            store = choose_cache(pipeline, settings.cache_dir, cache_dir)
+            if store is not None:
+                pipeline.with_cache(store)
+            bars = _progress(pipeline, progress)
+            if verbose:
+                _report_settings(settings.path, pipeline, bars)
+            started = perf_counter()
+            result: Any
+            if mapped:
+                result = pipeline.map(inputs, mapped, map_mode or "zip", outputs)  # type: ignore[arg-type]
+            else:
+                result = pipeline.run(inputs, outputs)
+            if verbose:
+                _say(f"finished in {perf_counter() - started:.3f} s")
+        document = dumps(result)
+    click.echo(document)
+
+
+def _checked(layer: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``--engine-cfg`` on its own, so errors say where the bad key came from."""
+    try:
+        merge_engine_config(layer)
+    except InvalidExecutorError as exc:
+        raise InvalidExecutorError(f"--engine-cfg: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"--engine-cfg: {exc}") from None
+    return layer
+
+
+def _progress(pipeline: Any, wanted: bool | None) -> bool:
+    try:
+        return with_progress(pipeline, wanted)
+    except ImportError as exc:
+        if wanted:
+            raise
+        _say(f"note: no progress bars: {exc}")
+        return False
+
+
+def _report_settings(path: Any, pipeline: Any, bars: bool) -> None:
+    _say(f"config file: {path if path is not None else 'none'}")
+    _say(f"engine: {effective_engine(pipeline)!r}")
+    _say(f"cache: {pipeline.cache!r}")
+    _say(f"progress bars: {'on' if bars else 'off'}")
+    logging.getLogger("hypernodes").setLevel(logging.INFO)
+
+
+_INSPECT_EXAMPLES = (
+    """\b
+Examples:
+  hypernodes inspect pipelines.py:pipeline
+  hypernodes inspect mypkg.flows:etl --json | jq '.inputs'
+
+"""
+    + _EXIT_CODES
+)
+
+
+@cli.command("inspect", epilog=_INSPECT_EXAMPLES)
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
+@_traceback_option
+def inspect_command(target: str, as_json: bool, show_traceback: bool) -> None:
+    """Show the inputs (with types and defaults), outputs, nodes and nested pipelines."""
+    from .describe import describe, render
+
+    with _reporting(show_traceback):
+        with restored_sys_path(), stdout_to_stderr():
+            info = describe(load_target(target))
+        text = dumps(info) if as_json else render(info)
+    click.echo(text)
+
+
+_VIZ_EXAMPLES = (
+    """\b
+Examples:
+  hypernodes viz pipelines.py:pipeline -o graph.svg
+  hypernodes viz pipelines.py:pipeline -o graph.png --orient LR --depth 2
+
+The format follows the file extension (svg, png, pdf, dot, ...); needs the viz extra:
+pip install 'hypernodes[viz]'.
+
+"""
+    + _EXIT_CODES
+)
+
+
+@cli.command("viz", epilog=_VIZ_EXAMPLES)
+@click.argument("target")
+@click.option("-o", "--output", required=True, metavar="FILE", help="Where to write the picture.")
+@click.option(
+    "--depth", type=click.IntRange(min=1), metavar="N", help="Expand nested pipelines N levels."
+)
+@click.option("--orient", type=click.Choice(["TB", "LR", "BT", "RL"]), help="Layout direction.")
+@click.option("--show-types/--no-show-types", default=None, help="Show type annotations.")
+@_traceback_option
+def viz_command(
+    target: str,
+    output: str,
+    depth: int | None,
+    orient: str | None,
+    show_types: bool | None,
+    show_traceback: bool,
+) -> None:
+    """Draw the graph of the pipeline TARGET into a file."""
+    with _reporting(show_traceback):
+        options: dict[str, Any] = {
+            k: v
+            for k, v in (("depth", depth), ("orient", orient), ("show_types", show_types))
+            if v is not None
+        }
+        with restored_sys_path(), stdout_to_stderr():
+            picture = load_target(target).visualize(**options)
+            picture.save(output)
+    _say(f"wrote {output}")
