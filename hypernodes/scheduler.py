@@ -44,7 +44,10 @@ class Scope:
     Attributes:
         pipeline: The name of the pipeline at this level (for error paths).
         concurrent: Whether independent nodes run concurrently.
-        width: How many nodes may run at once when concurrent (``None``: no limit).
+        limiter: Bounds how many nodes run at once (``max_concurrent``), or ``None``.
+            One per top-level run, shared by its nested levels on the same engine: only
+            leaf nodes take a slot (nested pipelines and map items never do), so sharing it
+            cannot deadlock.
         body: Where sync node bodies go when they do not run inline.
         inline: Whether sync bodies may run inline (only on a loop HyperNodes owns).
         cache: The cache runtime of this level, or ``None``.
@@ -63,7 +66,7 @@ class Scope:
         "inline",
         "pipeline",
         "plain",
-        "width",
+        "limiter",
     )
 
     def __init__(
@@ -72,7 +75,7 @@ class Scope:
         engine: Any,
         pipeline: str,
         concurrent: bool,
-        width: int | None,
+        limiter: asyncio.Semaphore | None,
         body: Lane,
         inline: bool,
         cache: Any = None,
@@ -82,7 +85,7 @@ class Scope:
         self.engine = engine
         self.pipeline = pipeline
         self.concurrent = concurrent
-        self.width = width
+        self.limiter = limiter
         self.body = body
         self.inline = inline
         self.cache = cache
@@ -129,7 +132,7 @@ async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> N
 async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
     steps = plan.steps
     pending = [s.n_parents for s in steps]
-    limiter = asyncio.Semaphore(scope.width) if scope.width else None
+    limiter = scope.limiter
     failures: list[BaseException] = []
 
     async def chain(k: int) -> None:

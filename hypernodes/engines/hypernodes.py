@@ -180,11 +180,12 @@ class HyperNodesEngine(Engine):
         else:
             inline = node.kind == "sequential" and is_own_loop(asyncio.get_running_loop())
         width = node.width if node.kind == "async" else self.max_concurrent
+        limiter = asyncio.Semaphore(width) if node.concurrent and width else None
         return Scope(
             engine=self,
             pipeline=pipeline.name,
             concurrent=node.concurrent,
-            width=width,
+            limiter=limiter,
             body=body,
             inline=inline,
             cache=cache,
