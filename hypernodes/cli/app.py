@@ -85,6 +85,7 @@ def _say(message: str) -> None:
 
 
 @click.group(
+    name=PROG,
     cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=_EXIT_CODES,
@@ -120,8 +121,10 @@ def _reporting(show_traceback: bool) -> Iterator[None]:
         _fail(_missing_message(exc), EXIT_USAGE, exc, show_traceback)
     except HyperNodesError as exc:
         _fail(str(exc), EXIT_USAGE, exc, show_traceback)
-    except ImportError as exc:  # an optional extra that is not installed
-        _fail(str(exc), EXIT_USAGE, exc, show_traceback)
+    except ImportError as exc:
+        if (exc.name or "").startswith("hypernodes"):  # our own bug, not a missing extra
+            _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, exc, show_traceback)
+        _fail(str(exc), EXIT_USAGE, exc, show_traceback)  # an optional extra is missing
     except Exception as exc:
         _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, exc, show_traceback)
 
