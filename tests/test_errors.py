@@ -395,3 +395,19 @@ def test_errors_survive_pickling_with_their_attributes(err: HyperNodesError) -> 
     assert str(back) == str(err)
     assert vars(back) == vars(err)
     assert back.__notes__ == ["raised in a worker"]
+
+
+def test_nodes_stuck_behind_a_cycle_are_not_part_of_it() -> None:
+    # `down` is declared first and waits on the cycle, but is not in it.
+    nodes = [out("down", "p"), out("pa", "q", output="p"), out("pb", "p", output="q")]
+    with pytest.raises(CycleError) as info:
+        Pipeline(nodes)
+    assert set(info.value.cycle) == {"pa", "pb"}
+    assert "'down'" not in str(info.value)
+
+
+def test_missing_inputs_of_a_map_are_listed_too() -> None:
+    pipe = Pipeline([out("f", "x", "y"), out("g", "z")], name="p")
+    with pytest.raises(MissingInputError) as info:
+        pipe.map({"x": [1, 2]}, map_over="x")
+    assert info.value.missing == {"y": ("f",), "z": ("g",)}

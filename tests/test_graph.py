@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypernodes import CycleError, Node, Pipeline, node
 from hypernodes.graph import Graph
@@ -259,3 +261,72 @@ def test_select_walks_only_what_the_outputs_need() -> None:
     assert sel.optional == {"k": 2}
     sel = g.select(["c"], frozenset({"k"}))
     assert sel.optional == {}
+
+
+# -- property: random DAGs ------------------------------------------------------------
+
+
+@st.composite
+def random_dags(draw: st.DrawFn) -> tuple[list[list[int]], list[int], list[int]]:
+    """(deps, declaration permutation, requested node indices) for a random DAG.
+
+    ``deps[i]`` lists the earlier nodes node ``i`` reads; every node also reads ``x``.
+    """
+    n = draw(st.integers(1, 25))
+    deps = [sorted(draw(st.sets(st.integers(0, i - 1), max_size=3))) if i else [] for i in range(n)]
+    perm = draw(st.permutations(range(n)))
+    wanted = draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=n))
+    return deps, list(perm), sorted(wanted)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags())
+def test_random_dags_run_correctly_in_the_tie_broken_order(
+    dag: tuple[list[list[int]], list[int], list[int]],
+) -> None:
+    deps, perm, wanted = dag
+    n = len(deps)
+    ran: list[int] = []
+
+    def body(i: int) -> Callable[..., int]:
+        def fn(*args: int) -> int:
+            ran.append(i)
+            return i + sum(args)
+
+        return fn
+
+    made = {i: named(f"n{i}", ["x", *(f"n{d}" for d in deps[i])], body(i)) for i in range(n)}
+    declared = [made[i] for i in perm]
+    pipe = Pipeline(declared)
+
+    # Reference values.
+    value: dict[int, int] = {}
+    for i in range(n):
+        value[i] = i + 1 + sum(value[d] for d in deps[i])  # x = 1
+
+    # Everything: values match, each node runs once, in the tie-broken topological order.
+    result = pipe.run({"x": 1})
+    assert result == {f"n{i}": value[i] for i in perm}
+    position = {node_index: k for k, node_index in enumerate(perm)}
+    expected: list[int] = []
+    done: set[int] = set()
+    while len(expected) < n:
+        ready = [i for i in range(n) if i not in done and all(d in done for d in deps[i])]
+        nxt = min(ready, key=position.__getitem__)
+        expected.append(nxt)
+        done.add(nxt)
+    assert ran == expected
+
+    # A subset: exactly the ancestors of what was asked for run.
+    ran.clear()
+    names = [f"n{i}" for i in wanted]
+    assert pipe.run({"x": 1}, output_name=names) == {f"n{i}": value[i] for i in wanted}
+    needed: set[int] = set()
+    stack = list(wanted)
+    while stack:
+        i = stack.pop()
+        if i not in needed:
+            needed.add(i)
+            stack.extend(deps[i])
+    assert sorted(ran) == sorted(needed)
+    assert ran == [i for i in expected if i in needed]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+import cloudpickle
 import networkx as nx
 import pytest
 
@@ -554,3 +556,50 @@ def test_a_non_callable_in_nodes_is_named() -> None:
 
 def test_nodes_are_node_instances(counted: Counted) -> None:
     assert all(isinstance(n, Node) for n in counted.pipeline.nodes)
+
+
+# -- shipping -------------------------------------------------------------------------
+
+
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def _scale(_inc: int, k: int = 2) -> int:
+    return _inc * k
+
+
+def test_pipeline_and_nodes_pickle_with_the_standard_library() -> None:
+    pipe = Pipeline([node(_inc), node(_scale, retries=1)], name="shipped").bind(k=3)
+    pipe.run({"x": 1})  # compiled plans and the graph view are not part of the state
+    _ = pipe.graph
+    clone = pickle.loads(pickle.dumps(pipe))
+    assert clone is not pipe
+    assert clone.name == "shipped"
+    assert dict(clone.bound) == {"k": 3}
+    assert [n.name for n in clone.nodes] == ["_inc", "_scale"]
+    assert clone.nodes[1].retries == 1
+    assert clone.run({"x": 1}) == {"_inc": 2, "_scale": 6}
+
+
+def test_pipelines_of_decorated_closures_ship_with_cloudpickle(counted: Counted) -> None:
+    pipe = Pipeline(counted.nodes, name="p").bind(x=4)
+    clone = cloudpickle.loads(cloudpickle.dumps(pipe))
+    assert clone.run(output_name="d") == {"d": 6}
+    assert repr(clone) == repr(pipe)
+
+
+def test_stripped_copy_has_no_engine_cache_or_callbacks(counted: Counted) -> None:
+    class Quiet(PipelineCallback):
+        pass
+
+    pipe = Pipeline(counted.nodes, engine=HyperNodesEngine(), callbacks=[Quiet()]).bind(x=1)
+    bare = pipe.stripped()
+    assert bare is not pipe
+    assert (bare.engine, bare.cache, bare.callbacks) == (None, None, ())
+    assert dict(bare.bound) == {"x": 1}
+    assert bare.run(output_name="d") == {"d": 3}
+    # The original keeps its settings, and binding the copy does not touch it.
+    assert pipe.engine is not None and len(pipe.callbacks) == 1
+    bare.bind(x=2)
+    assert dict(pipe.bound) == {"x": 1}
