@@ -199,15 +199,19 @@ class Pipeline:
         """The compiled plan for ``output_name`` given ``provided`` input names (cached).
 
         Raises:
+            TypeError: ``output_name`` is not a str, a list of str or ``None``.
             InvalidInputError: Unknown input or output names.
             MissingInputError: Required inputs are neither provided nor bound.
         """
         names = frozenset(provided)
-        out_key = (
-            output_name
-            if output_name is None or isinstance(output_name, str)
-            else tuple(output_name)
-        )
+        out_key = output_name
+        if not (output_name is None or isinstance(output_name, str)):
+            out_key = tuple(output_name) if isinstance(output_name, Iterable) else (None,)
+            if not all(isinstance(o, str) for o in out_key):
+                raise TypeError(
+                    "output_name must be an output name, a list of output names, or None "
+                    f"(all outputs); got {output_name!r}"
+                )
         key = (out_key, names)
         plan = self._plans.get(key)
         if plan is None:
