@@ -344,7 +344,7 @@ class Pipeline:
         name: str | None = None,
         engine: Engine | None = None,
         cache: Any = ...,
-        callbacks: Sequence[PipelineCallback] | None | EllipsisType = ...,
+        callbacks: Sequence[PipelineCallback] | EllipsisType | None = ...,
     ) -> PipelineNode:
         """Wrap this pipeline as a node of another pipeline.
 
