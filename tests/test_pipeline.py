@@ -185,6 +185,13 @@ def test_unknown_output_in_a_list_is_named(counted: Counted) -> None:
         counted.pipeline.run({"x": 1}, output_name=["a", "sidee"])
 
 
+@pytest.mark.parametrize("bad", [5, [5], ("a", None), [["a"]]])
+def test_output_name_of_the_wrong_type_says_what_is_accepted(counted: Counted, bad: Any) -> None:
+    with pytest.raises(TypeError, match="output_name must be an output name, a list of output"):
+        counted.pipeline.run({"x": 1}, output_name=bad)
+    assert not counted.calls
+
+
 def test_empty_output_list_is_an_error(counted: Counted) -> None:
     with pytest.raises(InvalidInputError, match="output_name is an empty list"):
         counted.pipeline.run({"x": 1}, output_name=[])
