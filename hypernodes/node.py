@@ -91,6 +91,10 @@ class Node:
         if isinstance(func, Node):
             func = func.func
         if not callable(func):
+            if inspect.iscoroutine(func):
+                # node(fetch()) made a coroutine that will never run: close it, so the
+                # user sees this error rather than a "never awaited" warning too.
+                func.close()
             if isinstance(func, str | tuple | list):
                 fix = f"to name the output, write @node(output_name={func!r})"
             else:
