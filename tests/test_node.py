@@ -460,3 +460,22 @@ def test_copy_can_change_options_and_validates_them() -> None:
         n.copy(retries=-1)
     with pytest.raises(TypeError):
         n.copy(colour="red")
+
+
+def test_passing_a_coroutine_teaches_the_fix_without_a_never_awaited_warning() -> None:
+    async def fetch() -> int:
+        return 1
+
+    coro = fetch()
+    with pytest.raises(TypeError, match=r"got coroutine.*node\(f\)"):
+        node(coro)  # type: ignore[call-overload]
+    assert coro.cr_frame is None  # closed: no "never awaited" warning at collection
+
+
+def test_positional_only_parameters_are_inputs() -> None:
+    def f(x: int, /, y: int = 2) -> int:
+        return x * y
+
+    n = node(f)
+    assert n.inputs == ("x", "y")
+    assert Pipeline([n]).run({"x": 3}) == {"f": 6}
