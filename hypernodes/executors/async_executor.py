@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import threading
@@ -29,6 +30,10 @@ class AsyncExecutor(concurrent.futures.Executor):
     ``max_concurrent`` submissions run at once per loop (and in the thread pool). This
     works inside Jupyter, where a loop is already running.
 
+    Cancelling the future of a coroutine that has not finished cancels its task.
+    ``shutdown`` follows ``concurrent.futures``: ``wait=False`` returns at once while
+    submitted work still completes; ``cancel_futures=True`` cancels what has not finished.
+
     Args:
         max_concurrent: How many submitted calls may run at once.
 
@@ -37,7 +42,11 @@ class AsyncExecutor(concurrent.futures.Executor):
     """
 
     def __init__(self, max_concurrent: int = 10) -> None:
-        if not isinstance(max_concurrent, int) or max_concurrent < 1:
+        if (
+            not isinstance(max_concurrent, int)
+            or isinstance(max_concurrent, bool)
+            or max_concurrent < 1
+        ):
             raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
         self.max_concurrent = max_concurrent
         self._lock = threading.Lock()
@@ -48,7 +57,10 @@ class AsyncExecutor(concurrent.futures.Executor):
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
-        self._pending: set[concurrent.futures.Future[Any]] = set()
+        # Futures of coroutines not finished yet, with the loop each one runs on.
+        self._pending: dict[concurrent.futures.Future[Any], asyncio.AbstractEventLoop] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()  # the tasks running them
+        self._finalizer: weakref.finalize[Any, AsyncExecutor] | None = None
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
@@ -73,16 +85,32 @@ class AsyncExecutor(concurrent.futures.Executor):
                 ctx = contextvars.copy_context()
                 call = functools.partial(fn, *args, **kwargs)
                 return self._threads.submit(ctx.run, call)
-        coro: Coroutine[Any, Any, Any] = fn(*args, **kwargs)  # type: ignore[assignment]
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            try:
+                loop = asyncio.get_running_loop()
+                from_loop = True
+            except RuntimeError:
+                loop = self._background_loop()
+                from_loop = False
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            future.add_done_callback(_notify_cancelled)
+            # Registered before it starts, so a shutdown right now still sees it.
+            self._pending[future] = loop
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = self._background_loop()
-            loop.call_soon_threadsafe(self._start, loop, coro, future)
-        else:
+            coro: Coroutine[Any, Any, Any] = fn(*args, **kwargs)  # type: ignore[assignment]
+        except BaseException as exc:  # a bad call fails its future, as in other executors
+            self._forget(future)
+            future.set_exception(exc)
+            return future
+        if from_loop:
             self._start(loop, coro, future)
+        else:
+            # The handle captures this thread's context, so the task inherits it.
+            loop.call_soon_threadsafe(self._start, loop, coro, future)
         return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._pending.pop(future, None)
 
     def _start(
         self,
@@ -94,14 +122,14 @@ class AsyncExecutor(concurrent.futures.Executor):
         # shutdown(cancel_futures=True)) cancels the task, as with asyncio futures.
         if future.cancelled():
             coro.close()
+            self._forget(future)
             return
         task = loop.create_task(self._limited(loop, coro))
-        with self._lock:
-            self._pending.add(future)
+        self._tasks.add(task)
 
         def relay(t: asyncio.Task[Any]) -> None:
-            with self._lock:
-                self._pending.discard(future)
+            self._tasks.discard(t)
+            self._forget(future)
             if future.done():
                 return
             if t.cancelled():
@@ -112,8 +140,9 @@ class AsyncExecutor(concurrent.futures.Executor):
                 future.set_result(t.result())
 
         task.add_done_callback(relay)
+
         def cancel_task(f: concurrent.futures.Future[Any]) -> None:
-            if f.cancelled() and not loop.is_closed():
+            if f.cancelled() and not task.done() and not loop.is_closed():
                 loop.call_soon_threadsafe(task.cancel)
 
         future.add_done_callback(cancel_task)
@@ -126,40 +155,91 @@ class AsyncExecutor(concurrent.futures.Executor):
             return await coro
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def serve() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self._loop_thread = threading.Thread(
-                    target=serve, name="hypernodes-async-loop", daemon=True
-                )
-                self._loop_thread.start()
-                ready.wait()
-                self._loop = loop
-            return self._loop
+        # Called with self._lock held.
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(
+                target=_serve, args=(loop, ready), name="hypernodes-async-loop", daemon=True
+            )
+            thread.start()
+            ready.wait()
+            self._loop, self._loop_thread = loop, thread
+            # An executor dropped without shutdown() must not leave its loop thread behind.
+            self._finalizer = weakref.finalize(self, _stop_when_idle, loop, self._tasks)
+        return self._loop
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting work; optionally wait for, or cancel, what was submitted."""
+        """Stop accepting work; optionally wait for, or cancel, what was submitted.
+
+        Args:
+            wait: Block until submitted work has finished (work running on the loop of
+                the calling thread is not waited for: that would deadlock it).
+            cancel_futures: Cancel every submission that has not finished.
+        """
         with self._lock:
             self._shutdown = True
-            pending = list(self._pending)
-            threads, self._threads = self._threads, None
-            loop, self._loop = self._loop, None
+            pending = dict(self._pending)
+            threads = self._threads
+            self._loop = None
             thread, self._loop_thread = self._loop_thread, None
+            finalizer, self._finalizer = self._finalizer, None
         if cancel_futures:
-            for f in pending:
-                f.cancel()
+            for future in pending:
+                future.cancel()
         if threads is not None:
             threads.shutdown(wait=wait, cancel_futures=cancel_futures)
-        if wait:
-            concurrent.futures.wait(pending)
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
+        if finalizer is not None:
+            finalizer()  # the background loop stops once its work is done
+        if not wait:
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        concurrent.futures.wait([f for f, on in pending.items() if on is not running])
+        if thread is not None and thread is not threading.current_thread():
             thread.join()
-            loop.close()
+
+
+def _notify_cancelled(future: concurrent.futures.Future[Any]) -> None:
+    # The future never enters RUNNING (so that it stays cancellable); a cancelled one must
+    # still be marked notified, or concurrent.futures.wait() / as_completed() never see it.
+    if future.cancelled():
+        future.set_running_or_notify_cancel()
+
+
+def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    """The background loop thread: run until stopped, then close the loop here."""
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    try:
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _stop_when_idle(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) -> None:
+    """Stop ``loop`` (from any thread) once the submitted work on it has finished.
+
+    Tasks that submitted coroutines left behind on the loop are cancelled then.
+    """
+
+    async def drain() -> None:
+        while mine := [t for t in list(tasks) if t.get_loop() is loop and not t.done()]:
+            await asyncio.wait(mine)
+        current = asyncio.current_task()
+        strays = [t for t in asyncio.all_tasks(loop) if t is not current]
+        for stray in strays:
+            stray.cancel()
+        await asyncio.gather(*strays, return_exceptions=True)
+        loop.stop()
+
+    def start() -> None:
+        loop.create_task(drain())
+
+    if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # closed in the meantime
+            loop.call_soon_threadsafe(start)
