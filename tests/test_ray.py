@@ -1,0 +1,300 @@
+"""The Ray executor on a local Ray: the "ray" alias, the concurrent.futures adapter."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from hypernodes import HyperNodesEngine, NodeError, Pipeline, PipelineCallback, node
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ray = pytest.importorskip("ray")
+
+from hypernodes.executors.ray import ENV_ADDRESS, RayExecutor  # noqa: E402
+
+# Ray workers cannot import this test module: ship its functions by value (as for
+# functions defined in __main__ or a notebook).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TEST_PID = os.getpid()
+
+pytestmark = pytest.mark.skipif(
+    ray.is_initialized(), reason="Ray is already running in this process"
+)
+
+
+@pytest.fixture(scope="module")
+def ray_engine() -> Iterator[HyperNodesEngine]:
+    """The engine that starts the module's local Ray (2 CPUs) and shuts it down."""
+    engine = HyperNodesEngine(map_executor="ray", max_workers=2)
+    engine.lanes  # noqa: B018 - starts Ray now, not inside the first test
+    assert ray.is_initialized()
+    yield engine
+    engine.close()
+    assert not ray.is_initialized(), "the engine that started Ray shuts it down"
+
+
+@pytest.fixture
+def executor(ray_engine: HyperNodesEngine) -> Iterator[RayExecutor]:
+    ex = RayExecutor()
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)
+
+
+# -- pipelines ---------------------------------------------------------------------------
+
+
+@node(output_name="doubled")
+def double(x: int) -> int:
+    return 2 * x
+
+
+@node(output_name=("total", "where"))
+def add(doubled: int, offset: int = 10) -> tuple[int, int]:
+    return doubled + offset, os.getpid()
+
+
+def basic() -> Pipeline:
+    return Pipeline([double, add], name="basic")
+
+
+class Rejected(ValueError):
+    """A user's own exception type."""
+
+
+@node(output_name="checked")
+def check(x: int) -> int:
+    if x == 3:
+        raise Rejected(f"bad item {x}")
+    return x
+
+
+# -- the alias ---------------------------------------------------------------------------
+
+
+def test_map_matches_the_local_engine_and_runs_in_ray_workers(
+    ray_engine: HyperNodesEngine,
+) -> None:
+    inputs = {"x": list(range(6)), "offset": 100}
+    local = basic().map(inputs, map_over="x", output_name="total")
+    results = basic().with_engine(ray_engine).map(inputs, map_over="x")
+    assert [{"total": r["total"]} for r in results] == local
+    assert TEST_PID not in {r["where"] for r in results}
+    lane = ray_engine.lanes[1]
+    assert lane.kind == "remote" and lane.width == 2
+
+
+def test_identical_calls_are_separate_tasks(ray_engine: HyperNodesEngine) -> None:
+    @node(output_name="token")
+    def token(x: int) -> str:
+        return uuid.uuid4().hex
+
+    results = Pipeline([token], engine=ray_engine).map({"x": [0, 0, 0]}, map_over="x")
+    assert len({r["token"] for r in results}) == 3
+
+
+def test_node_executor_ray_runs_sync_bodies_in_workers(ray_engine: HyperNodesEngine) -> None:
+    @node(output_name="a")
+    def left(x: int) -> tuple[int, int]:
+        return x + 1, os.getpid()
+
+    @node(output_name="b")
+    def right(x: int) -> tuple[int, int]:
+        return x + 2, os.getpid()
+
+    @node(output_name="both")
+    async def both(a: tuple[int, int], b: tuple[int, int]) -> int:
+        return a[0] + b[0]
+
+    with HyperNodesEngine(node_executor="ray") as engine:
+        result = Pipeline([left, right, both], engine=engine).run({"x": 1})
+    assert result["both"] == 5
+    assert TEST_PID not in {result["a"][1], result["b"][1]}
+    assert ray.is_initialized(), "an engine that joined a running Ray leaves it up"
+
+
+def test_nested_pipelines_inside_map_items(ray_engine: HyperNodesEngine) -> None:
+    @node(output_name="sq")
+    def square(v: int) -> int:
+        return v * v
+
+    inner = Pipeline([square], name="inner")
+
+    @node(output_name="vs")
+    def spread(x: int) -> list[int]:
+        return [x, x + 1]
+
+    @node(output_name="summary")
+    def summary(sq: list[int], one: int) -> tuple[int, int]:
+        return sum(sq), one
+
+    outer = Pipeline(
+        [
+            spread,
+            inner.as_node(input_mapping={"vs": "v"}, map_over="vs", name="each"),
+            inner.as_node(input_mapping={"x": "v"}, output_mapping={"sq": "one"}, name="once"),
+            summary,
+        ],
+        name="outer",
+    )
+    local = outer.map({"x": [1, 2]}, map_over="x", output_name="summary")
+    remote = outer.with_engine(ray_engine).map({"x": [1, 2]}, map_over="x", output_name="summary")
+    assert remote == local == [{"summary": (5, 1)}, {"summary": (13, 4)}]
+
+
+def test_item_errors_name_node_and_index_with_the_users_exception(
+    ray_engine: HyperNodesEngine,
+) -> None:
+    pipe = Pipeline([check], engine=ray_engine, name="checks")
+    with pytest.raises(NodeError) as info:
+        pipe.map({"x": [0, 1, 2, 3]}, map_over="x")
+    assert info.value.node == "check"
+    assert info.value.item_index == 3
+    assert type(info.value.__cause__) is Rejected
+    assert str(info.value.__cause__) == "bad item 3"
+
+
+def test_node_executor_errors_keep_the_users_exception(ray_engine: HyperNodesEngine) -> None:
+    engine = HyperNodesEngine(node_executor="ray")
+    with engine, pytest.raises(NodeError) as info:
+        Pipeline([check], engine=engine).run({"x": 3})
+    assert type(info.value.__cause__) is Rejected
+
+
+def test_first_failure_interrupts_running_ray_tasks(
+    ray_engine: HyperNodesEngine, tmp_path: Path
+) -> None:
+    @node(output_name="out")
+    def slow(x: int, folder: str) -> int:
+        Path(folder, f"start-{x}").touch()
+        if x == 0:
+            time.sleep(0.5)
+            raise Rejected("first")
+        time.sleep(2.0)
+        Path(folder, f"end-{x}").touch()
+        return x
+
+    pipe = Pipeline([slow], engine=ray_engine)
+    with pytest.raises(NodeError) as info:
+        pipe.map({"x": list(range(6)), "folder": str(tmp_path)}, map_over="x")
+    assert info.value.item_index == 0
+    time.sleep(2.5)  # a running item that was not cancelled would have finished by now
+    started = {p.name for p in tmp_path.glob("start-*")}
+    assert "start-0" in started
+    assert list(tmp_path.glob("end-*")) == [], "cancelled Ray tasks are interrupted"
+
+
+class Recorder(PipelineCallback):
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.nodes: list[str] = []
+
+    def on_map_item_end(self, *, context: Any, index: int, duration: float, error: Any) -> None:
+        self.items.append(index)
+
+    def on_node_end(
+        self, *, context: Any, node: Any, outputs: dict[str, Any], duration: float
+    ) -> None:
+        self.nodes.append(node.name)
+
+
+def test_callbacks_fire_for_items_that_ran_in_workers(ray_engine: HyperNodesEngine) -> None:
+    recorder = Recorder()
+    pipe = basic().with_engine(ray_engine).with_callbacks([recorder])
+    results = pipe.map({"x": [1, 2, 3]}, map_over="x")
+    assert TEST_PID not in {r["where"] for r in results}
+    assert sorted(recorder.items) == [0, 1, 2]
+    assert sorted(recorder.nodes) == ["add"] * 3 + ["double"] * 3
+
+
+def test_cluster_address_from_the_environment(
+    ray_engine: HyperNodesEngine, run_python: Callable[..., Any]
+) -> None:
+    address = ray.get_runtime_context().gcs_address
+    env = {ENV_ADDRESS: address, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = run_python(
+        f"""
+        import os
+        os.environ.update({env!r})
+        import ray
+        from hypernodes import HyperNodesEngine, Pipeline, node
+
+        @node(output_name="node_id")
+        def where(x):
+            return ray.get_runtime_context().get_node_id()
+
+        engine = HyperNodesEngine(map_executor="ray")
+        results = Pipeline([where], engine=engine).map({{"x": [1, 2]}}, map_over="x")
+        print("NODES", sorted({{r["node_id"] for r in results}}))
+        engine.close()
+        print("CONNECTED_AFTER_CLOSE", ray.is_initialized())
+        """,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"NODES {[ray.get_runtime_context().get_node_id()]}" in proc.stdout
+    assert "CONNECTED_AFTER_CLOSE False" in proc.stdout
+    # The cluster given by address is still running for this process.
+    assert ray.get(ray.remote(lambda: 7).remote(), timeout=60) == 7
+
+
+# -- the executor itself -----------------------------------------------------------------
+
+
+def test_submit_returns_results_and_the_users_exception(executor: RayExecutor) -> None:
+    assert executor.submit(pow, 2, 10).result(timeout=60) == 1024
+
+    def fail(message: str) -> None:
+        raise Rejected(message)
+
+    with pytest.raises(Rejected, match="nope") as info:
+        executor.submit(fail, "nope").result(timeout=60)
+    assert any("Ray task" in note for note in info.value.__notes__)
+
+
+def test_keyword_arguments_and_shared_objects(executor: RayExecutor) -> None:
+    shared = executor.hypernodes_share({"big": [1, 2, 3]})
+    assert executor.hypernodes_share({"big": [1, 2, 3]}) is not shared  # no digest: no reuse
+    assert executor.submit(len, shared).result(timeout=60) == 1
+
+    def pick(*, data: dict[str, list[int]]) -> int:
+        return data["big"][2]
+
+    assert executor.submit(pick, data=shared).result(timeout=60) == 3
+    assert executor.submit(sorted, [3, 1, 2], reverse=True).result(timeout=60) == [3, 2, 1]
+    assert executor.hypernodes_width() == 2
+
+
+def test_cancel_interrupts_the_task(executor: RayExecutor, tmp_path: Path) -> None:
+    def sleeper(folder: str) -> None:
+        Path(folder, "start").touch()
+        time.sleep(3)
+        Path(folder, "end").touch()
+
+    future = executor.submit(sleeper, str(tmp_path))
+    deadline = time.monotonic() + 30
+    while not Path(tmp_path, "start").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert future.cancel()
+    time.sleep(3.5)
+    assert not Path(tmp_path, "end").exists()
+
+
+def test_shutdown_like_the_standard_library(executor: RayExecutor) -> None:
+    slow = [executor.submit(time.sleep, 2) for _ in range(3)]
+    executor.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in slow)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(pow, 2, 2)
+    waited = RayExecutor()
+    quick = waited.submit(pow, 2, 3)
+    waited.shutdown(wait=True)
+    assert quick.done() and quick.result() == 8
