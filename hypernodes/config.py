@@ -200,7 +200,9 @@ def library_engine() -> Engine:
 
 def effective_engine(pipeline: Pipeline) -> Engine:
     """The engine a top-level run of ``pipeline`` uses."""
-    return pipeline.engine or _defaults.engine or library_engine()
+    if pipeline.engine is not None:
+        return pipeline.engine
+    return _defaults.engine if _defaults.engine is not None else library_engine()
 
 
 def effective_cache(pipeline: Pipeline) -> Any:

@@ -259,7 +259,7 @@ class Pipeline:
                 },
                 pipeline=self.name,
             )
-        return compile_plan(g, selection, outputs)
+        return compile_plan(g, selection, outputs, provided)
 
     # -- running ------------------------------------------------------------------------
 

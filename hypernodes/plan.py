@@ -7,7 +7,7 @@ This module must not await anything: the scheduler does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +40,7 @@ class Step:
         "fn",
         "gather",
         "is_async",
+        "keep",
         "n_parents",
         "name",
         "nested",
@@ -49,12 +50,17 @@ class Step:
         "simple",
     )
 
-    def __init__(self, node: Node, names: Sequence[str]) -> None:
+    def __init__(
+        self, node: Node, names: Sequence[str], provided: frozenset[str] = frozenset()
+    ) -> None:
         self.node = node
+        # Outputs the caller supplied: a multi-output node that must still run (for its
+        # other outputs) does not overwrite them.
+        self.keep = provided.intersection(node.outputs)
         self.name = node.name
         self.fn = _positional(node)
         self.outputs = node.outputs
-        self.out = node.outputs[0] if isinstance(node.output_name, str) else None
+        self.out = node.outputs[0] if isinstance(node.output_name, str) and not self.keep else None
         self.is_async = node.is_async
         self.nested: NestedRunner | None = node if hasattr(node, "run_nested") else None  # type: ignore[assignment]
         self.simple = (
@@ -81,10 +87,13 @@ class Step:
             values[self.out] = result
             return
         outs = self.outputs
-        try:
-            parts = tuple(result)
-        except TypeError:
-            parts = None
+        parts = None
+        # A str, bytes or mapping is one value, not a tuple to unpack into characters/keys.
+        if not isinstance(result, str | bytes | bytearray | Mapping):
+            try:
+                parts = tuple(result)
+            except TypeError:
+                parts = None
         if parts is None or len(parts) != len(outs):
             got = f"{len(parts)} values" if parts is not None else type(result).__name__
             raise NodeError(
@@ -92,7 +101,16 @@ class Step:
                 detail=f"declares {len(outs)} outputs {outs!r} but returned {got}; return a "
                 f"tuple of {len(outs)} values",
             )
-        values.update(zip(outs, parts, strict=True))
+        self.put(parts, values)
+
+    def put(self, parts: Sequence[Any], values: dict[str, Any]) -> None:
+        """Store one value per output, except those the caller supplied (``keep``)."""
+        if self.keep:
+            values.update(
+                (n, v) for n, v in zip(self.outputs, parts, strict=True) if n not in self.keep
+            )
+        else:
+            values.update(zip(self.outputs, parts, strict=True))
 
 
 def _positional(node: Node) -> Callable[..., Any]:
@@ -153,10 +171,16 @@ class Plan:
 
     __slots__ = ("optional", "outputs", "roots", "segments", "simple", "steps")
 
-    def __init__(self, graph: Graph, selection: Selection, outputs: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        selection: Selection,
+        outputs: tuple[str, ...],
+        provided: frozenset[str] = frozenset(),
+    ) -> None:
         nodes = graph.nodes
         position = {idx: k for k, idx in enumerate(selection.order)}
-        steps = [Step(nodes[i], nodes[i].inputs) for i in selection.order]
+        steps = [Step(nodes[i], nodes[i].inputs, provided) for i in selection.order]
         children: list[list[int]] = [[] for _ in steps]
         for k, i in enumerate(selection.order):
             parents = {position[p] for p in graph.parents(i) if p in position}
@@ -189,9 +213,14 @@ class Plan:
         return {name: values[name] for name in self.outputs}
 
 
-def compile_plan(graph: Graph, selection: Selection, outputs: tuple[str, ...]) -> Plan:
-    """Compile the steps for ``selection``; see :class:`Plan`."""
-    return Plan(graph, selection, outputs)
+def compile_plan(
+    graph: Graph,
+    selection: Selection,
+    outputs: tuple[str, ...],
+    provided: frozenset[str] = frozenset(),
+) -> Plan:
+    """Compile the steps for ``selection`` given the ``provided`` names; see :class:`Plan`."""
+    return Plan(graph, selection, outputs, provided)
 
 
 def run_sync_steps(steps: Iterable[Step], values: dict[str, Any]) -> None:

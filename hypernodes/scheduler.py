@@ -244,14 +244,14 @@ async def _run_nested_step(
     if cache is not None:
         key, hit = await cache.lookup(step, args, values, scope)
         if hit is not None:
-            values.update(zip(step.outputs, hit[0], strict=True))
+            step.put(hit[0], values)
             d = scope.callbacks
             if d is not None and d.on_node_cached:
                 outs = {n: values[n] for n in step.outputs}
                 d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
             return
     results = await nested.run_nested(args, scope)
-    values.update(zip(step.outputs, results, strict=True))
+    step.put(results, values)
     if key is not None and cache is not None:
         await cache.save(step, key, results, values, scope)
 

@@ -115,11 +115,6 @@ def test_wrong_number_or_type_of_values_is_a_node_error(returned: Any, got: str)
 
 
 @pytest.mark.parametrize("returned", ["ab", b"ab", {"a": 1, "b": 2}])
-@pytest.mark.xfail(
-    reason="kernel bug: scheduler.Step.store unpacks any iterable of the right length, so a "
-    "str/bytes/dict returned by a 2-output node is silently split into characters/keys",
-    strict=True,
-)
 def test_a_string_or_mapping_is_not_unpacked_into_tuple_outputs(returned: Any) -> None:
     @node(output_name=("a", "b"))
     def bad(x: int) -> Any:

@@ -147,12 +147,6 @@ def test_an_overridden_output_asked_for_comes_back_as_given(counted: Counted) ->
     assert not counted.calls
 
 
-@pytest.mark.xfail(
-    reason="kernel bug: overriding one output of a multi-output node that must still run "
-    "(for its other output) is silently replaced by the computed value "
-    "(scheduler.Step.store writes every output, even provided ones)",
-    strict=True,
-)
 def test_override_of_one_output_of_a_multi_output_node_wins() -> None:
     @node(output_name=("s", "t"))
     def st(x: int) -> tuple[int, int]:

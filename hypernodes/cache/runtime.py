@@ -162,7 +162,8 @@ class CacheRuntime:
             parts.append(version)
         key = _digest(*parts)
         for name in node.outputs:
-            values[(VERSION, name)] = _digest(key, name)
+            if name not in step.keep:  # a supplied value keeps its own fingerprint
+                values[(VERSION, name)] = _digest(key, name)
         return key
 
     async def lookup(

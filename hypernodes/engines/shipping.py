@@ -154,7 +154,9 @@ async def _cached(
     if cache is None:
         return keys, hits
     for k, step in enumerate(plan.steps):
-        if not step.node.cache or step.nested is not None:
+        # (A step with supplied outputs is not cached here: what comes back for it is
+        # partly the caller's values, not the node's result.)
+        if not step.node.cache or step.nested is not None or step.keep:
             continue
         key = cache.key(step, values, missing_ok=True)
         if key is None:
