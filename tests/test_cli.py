@@ -445,6 +445,18 @@ def test_script_with_sibling_import(project: Path) -> None:
     assert str(sub) not in sys.path  # restored after the command
 
 
+def test_script_named_like_a_stdlib_module_does_not_shadow_it(project: Path) -> None:
+    import json as stdlib_json
+
+    (project / "json.py").write_text(
+        "from hypernodes import Pipeline, node\n"
+        "@node(output_name='y')\ndef f(x: int) -> int:\n    return -x\n"
+        "flow = Pipeline([f])\n"
+    )
+    assert ok("run", "json.py:flow", "-i", '{"x": 1}') == {"y": -1}
+    assert sys.modules["json"] is stdlib_json
+
+
 @pytest.mark.parametrize(
     ("target", "match"),
     [
@@ -564,6 +576,21 @@ def test_every_flag_reaches_the_engine(project: Path) -> None:
         address="tcp://h:8786",
     )
     assert json.loads(result.stdout) == {"total": 3, "doubled": 6}
+
+
+def test_verbose_shows_library_info_logs(project: Path) -> None:
+    (project / "logs.py").write_text(
+        "import logging\nfrom hypernodes import Pipeline, node\n"
+        "@node(output_name='y')\ndef f(x: int) -> int:\n"
+        "    logging.getLogger('hypernodes.probe').info('info from a node')\n    return x\n"
+        "flow = Pipeline([f])\n"
+    )
+    quiet = invoke("run", "logs.py:flow", "-i", '{"x": 1}')
+    loud = invoke("run", "logs.py:flow", "-i", '{"x": 1}', "-v")
+    assert "info from a node" not in quiet.stderr
+    assert "hypernodes: INFO hypernodes.probe: info from a node" in loud.stderr
+    assert "hypernodes: finished in " in loud.stderr
+    assert json.loads(loud.stdout) == {"y": 1}
 
 
 def test_engine_cfg_from_a_file(project: Path) -> None:
@@ -982,14 +1009,32 @@ def test_viz_writes_the_file(project: Path, fake_viz: list[dict[str, Any]]) -> N
 
 
 def test_viz_passes_the_options(project: Path, fake_viz: list[dict[str, Any]]) -> None:
-    args = ("viz", "flows.py:pipeline", "-o", "g.png", "--depth", "2", "--orient", "LR")
-    assert invoke(*args, "--show-types").exit_code == 0
-    assert invoke(*args, "--no-show-types").exit_code == 0
+    args = ("viz", "flows.py:pipeline", "-o", "g.png", "--orient", "LR")
+    assert invoke(*args, "--depth", "2", "--show-types", "--renderer", "builtin").exit_code == 0
+    assert invoke(*args, "--depth", "all", "--no-show-types").exit_code == 0
     assert fake_viz[0] == {
         "pipeline": "math", "filename": None, "depth": 2, "orient": "LR",
-        "show_types": True, "saved": "g.png",
+        "show_types": True, "renderer": "builtin", "saved": "g.png",
     }  # fmt: skip
-    assert fake_viz[1]["show_types"] is False
+    assert fake_viz[1]["depth"] is None and fake_viz[1]["show_types"] is False
+    assert "renderer" not in fake_viz[1]
+
+
+def test_viz_bad_depth(project: Path) -> None:
+    line = fails(2, "viz", "flows.py:pipeline", "-o", "g.svg", "--depth", "0")
+    assert "Invalid value for '--depth': '0' is not a positive integer or 'all'" in line
+
+
+def test_viz_draws_a_real_svg(project: Path) -> None:
+    result = invoke("viz", "flows.py:pipeline", "-o", "graph.svg", "--renderer", "builtin")
+    assert result.exit_code == 0, result.stderr
+    svg = (project / "graph.svg").read_text()
+    assert "<svg" in svg and "double" in svg
+
+
+def test_viz_file_without_suffix_is_a_usage_error(project: Path) -> None:
+    line = fails(2, "viz", "flows.py:pipeline", "-o", "graph", "--renderer", "builtin")
+    assert "give it a suffix" in line
 
 
 def test_viz_needs_an_output(project: Path) -> None:

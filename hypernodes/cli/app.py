@@ -307,6 +307,7 @@ def run_command(
             bars = _progress(pipeline, progress)
             if verbose:
                 _report_settings(settings.path, pipeline, bars)
+                stack.enter_context(_info_logs())
             started = perf_counter()
             result: Any
             if mapped:
@@ -345,7 +346,22 @@ def _report_settings(path: Any, pipeline: Any, bars: bool) -> None:
     _say(f"engine: {effective_engine(pipeline)!r}")
     _say(f"cache: {pipeline.cache!r}")
     _say(f"progress bars: {'on' if bars else 'off'}")
-    logging.getLogger("hypernodes").setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def _info_logs() -> Iterator[None]:
+    """Show the library's INFO logs on stderr meanwhile."""
+    logger = logging.getLogger("hypernodes")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 _INSPECT_EXAMPLES = (
@@ -378,10 +394,11 @@ _VIZ_EXAMPLES = (
     """\b
 Examples:
   hypernodes viz pipelines.py:pipeline -o graph.svg
-  hypernodes viz pipelines.py:pipeline -o graph.png --orient LR --depth 2
+  hypernodes viz pipelines.py:pipeline -o graph.html --orient LR --depth all
+  hypernodes viz pipelines.py:pipeline -o graph.png --renderer graphviz --show-types
 
-The format follows the file extension (svg, png, pdf, dot, ...); needs the viz extra:
-pip install 'hypernodes[viz]'.
+The format follows the file extension: .svg, .html and .dot always work; .png, .pdf and
+the other Graphviz formats need Graphviz's dot program.
 
 """
     + _EXIT_CODES
@@ -392,27 +409,52 @@ pip install 'hypernodes[viz]'.
 @click.argument("target")
 @click.option("-o", "--output", required=True, metavar="FILE", help="Where to write the picture.")
 @click.option(
-    "--depth", type=click.IntRange(min=1), metavar="N", help="Expand nested pipelines N levels."
+    "--depth",
+    metavar="N|all",
+    help="Levels of nested pipelines to open (default 1: nested pipelines are single boxes).",
 )
 @click.option("--orient", type=click.Choice(["TB", "LR", "BT", "RL"]), help="Layout direction.")
 @click.option("--show-types/--no-show-types", default=None, help="Show type annotations.")
+@click.option(
+    "--renderer",
+    type=click.Choice(["auto", "builtin", "graphviz"]),
+    help="Drawing engine (default auto: Graphviz when installed, else the built-in one).",
+)
 @_traceback_option
 def viz_command(
     target: str,
     output: str,
-    depth: int | None,
+    depth: str | None,
     orient: str | None,
     show_types: bool | None,
+    renderer: str | None,
     show_traceback: bool,
 ) -> None:
     """Draw the graph of the pipeline TARGET into a file."""
     with _reporting(show_traceback):
         options: dict[str, Any] = {
             k: v
-            for k, v in (("depth", depth), ("orient", orient), ("show_types", show_types))
+            for k, v in (("orient", orient), ("show_types", show_types), ("renderer", renderer))
             if v is not None
         }
+        if depth is not None:
+            options["depth"] = _depth(depth)
         with restored_sys_path(), stdout_to_stderr():
             picture = load_target(target).visualize(**options)
-            picture.save(output)
+            try:
+                picture.save(output)
+            except ValueError as exc:  # e.g. a file name without a suffix
+                raise click.UsageError(str(exc)) from None
     _say(f"wrote {output}")
+
+
+def _depth(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise click.BadParameter(
+            f"{text!r} is not a positive integer or 'all'",
+            ctx=click.get_current_context(),
+            param_hint="'--depth'",
+        )
+    return int(text)

@@ -30,7 +30,6 @@ __all__ = [
     "EngineChoice",
     "choose_cache",
     "choose_engine",
-    "describe_engine",
     "parse_mapping",
     "stdout_to_stderr",
     "with_progress",
@@ -208,8 +207,3 @@ def stdout_to_stderr() -> Iterator[None]:
         if saved is not None:
             os.dup2(saved, fd)
             os.close(saved)
-
-
-def describe_engine(engine: Any) -> str:
-    """A short description of an engine for ``--verbose`` output."""
-    return "the library default (HyperNodesEngine())" if engine is None else repr(engine)
