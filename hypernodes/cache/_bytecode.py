@@ -1,0 +1,198 @@
+"""What one code object contributes to a code identity: its source and bytecode digest,
+and the global names (with attribute chains and imports) it refers to.
+
+Both are computed once per code object and kept (code objects are immutable). Which
+modules count as the user's (followed) or as libraries (named only) is decided here too.
+"""
+
+from __future__ import annotations
+
+import dis
+import inspect
+import os
+import site
+import sys
+import sysconfig
+import threading
+import types
+from typing import Any
+
+from ._hashing import digest128
+from .fingerprint import fingerprint_digest
+
+__all__ = ["GlobalRef", "code_digest", "global_refs", "is_user_module", "library_version"]
+
+GlobalRef = tuple[str, tuple[str, ...]]
+"""``("global", ("helpers", "scale"))`` for ``helpers.scale``; ``("import", (module,
+level, name...))`` for an import inside the function."""
+
+_CODE_DIGESTS: dict[int, tuple[types.CodeType, bytes]] = {}
+_GLOBAL_REFS: dict[int, tuple[types.CodeType, tuple[GlobalRef, ...]]] = {}
+_MAX_CACHED = 50_000  # code objects are small, but a process exec'ing code forever must not grow
+_LOCK = threading.Lock()
+
+
+def _remember(
+    cache: dict[int, tuple[types.CodeType, Any]], code: types.CodeType, value: Any
+) -> None:
+    with _LOCK:
+        if len(cache) >= _MAX_CACHED:
+            cache.clear()
+        cache[id(code)] = (code, value)  # the code object is kept so its id stays unique
+
+
+def _source(code: types.CodeType) -> str | None:
+    try:
+        lines, _ = inspect.getsourcelines(code)
+    except (OSError, TypeError, IndexError):  # no file, exec'd, or built without source
+        return None
+    return "".join(lines)
+
+
+def _bytecode(code: types.CodeType) -> bytes:
+    """Everything that decides behaviour; nothing positional (file, line numbers)."""
+    consts = tuple(
+        (b"code", _bytecode(c)) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return fingerprint_digest(
+        (
+            code.co_code,
+            consts,
+            code.co_names,
+            code.co_varnames,
+            code.co_freevars,
+            code.co_cellvars,
+            code.co_argcount,
+            code.co_posonlyargcount,
+            code.co_kwonlyargcount,
+            code.co_flags,
+            getattr(code, "co_exceptiontable", b""),
+            code.co_name,
+        )
+    )
+
+
+def code_digest(code: types.CodeType) -> bytes:
+    """The digest of a code object's source (when it can be found) and its bytecode.
+
+    Both count: the source so that an edit is seen even where bytecode would not differ
+    (it always differs when behaviour does), the bytecode so that a file edited on disk
+    but not yet re-imported never gives the *running* code the identity of the new text.
+    """
+    hit = _CODE_DIGESTS.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    source = _source(code)
+    digest = digest128(
+        (b"S" + source.encode("utf-8", "surrogatepass") if source is not None else b"-")
+        + _bytecode(code)
+    )
+    _remember(_CODE_DIGESTS, code, digest)
+    return digest
+
+
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_ATTR_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_CONST_OPS = frozenset({"LOAD_CONST", "LOAD_SMALL_INT"})
+
+
+def _refs_of(code: types.CodeType, out: dict[GlobalRef, None]) -> None:
+    chain: list[str] = []
+    before: list[dis.Instruction] = []  # the two instructions before this one
+    importing: tuple[str, str] | None = None
+    for ins in dis.get_instructions(code):
+        op = ins.opname
+        if op in _ATTR_OPS and chain:
+            chain.append(ins.argval)
+            continue
+        if chain:
+            out[("global", tuple(chain))] = None
+            chain = []
+        if op in _GLOBAL_OPS:
+            chain = [ins.argval]
+        elif op == "IMPORT_NAME":
+            # ``LOAD_CONST level; LOAD_CONST fromlist; IMPORT_NAME module``
+            first = before[0] if len(before) == 2 else None
+            level = first.argval if first is not None and first.opname in _CONST_OPS else 0
+            importing = (ins.argval, str(level if isinstance(level, int) else 0))
+            out[("import", importing)] = None
+        elif op == "IMPORT_FROM" and importing is not None:
+            out[("import", (*importing, ins.argval))] = None
+        before = [*before[-1:], ins]
+    if chain:
+        out[("global", tuple(chain))] = None
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _refs_of(const, out)
+
+
+def global_refs(code: types.CodeType) -> tuple[GlobalRef, ...]:
+    """The global names the code (and its nested code) loads, with the attribute chains
+    that follow them (``helpers.scale`` -> ``("helpers", "scale")``), and its imports, in
+    order of first appearance."""
+    hit = _GLOBAL_REFS.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    out: dict[GlobalRef, None] = {}
+    _refs_of(code, out)
+    refs = tuple(out)
+    _remember(_GLOBAL_REFS, code, refs)
+    return refs
+
+
+# -- user code versus libraries ------------------------------------------------------------
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    paths: set[str] = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        value = sysconfig.get_paths().get(key)
+        if value:
+            paths.add(value)
+    try:
+        paths.update(site.getsitepackages())
+        paths.add(site.getusersitepackages())
+    except AttributeError:  # some embedded / old virtualenv site modules
+        pass
+    real = {os.path.realpath(p) for p in paths}
+    return tuple(sorted(p.rstrip(os.sep) + os.sep for p in real | paths))
+
+
+LIBRARY_PREFIXES: tuple[str, ...] = _library_prefixes()
+"""Directories whose modules are libraries: named by version, never followed."""
+
+_USER: dict[str, bool] = {}
+
+
+def is_user_module(name: str | None) -> bool:
+    """Whether functions of module ``name`` are the user's code (followed into), rather
+    than the standard library, site-packages or HyperNodes itself (named only)."""
+    if name is None or name == "__main__":
+        return True  # exec'd code and notebooks/scripts
+    known = _USER.get(name)
+    if known is not None:
+        return known
+    top = name.partition(".")[0]
+    module = sys.modules.get(name)
+    if top == "hypernodes" or top in sys.stdlib_module_names or name in sys.builtin_module_names:
+        user = False
+    elif module is None:
+        user = True  # made by exec with a module name of its own
+    else:
+        file = getattr(module, "__file__", None)
+        if file is None:
+            user = False  # built-in or namespace package
+        else:
+            path = os.path.realpath(file)
+            user = not any(path.startswith(p) for p in LIBRARY_PREFIXES)
+    _USER[name] = user
+    return user
+
+
+def library_version(module: str | None) -> str:
+    """The version a library reference is tied to (Python's for the standard library)."""
+    top = (module or "builtins").partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return sys.version
+    version = getattr(sys.modules.get(top), "__version__", None)
+    return version if isinstance(version, str) else ""

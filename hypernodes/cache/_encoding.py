@@ -1,0 +1,488 @@
+"""The canonical encoding behind fingerprints: the walk over a value, per-type handlers.
+
+Every value is written as a self-delimiting token stream (a type tag, then lengths and
+content), so two different values can never produce the same stream. Exact built-in types
+are handled through the ``EXACT`` table, everything else through the ``handler``
+singledispatch registry (user registrations and the lazily loaded library handlers of
+``_libraries``), then dataclasses, named tuples and, last, the pickle reduction.
+
+This module must not import numpy, pandas or pydantic.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import functools
+import struct
+import sys
+import types
+from collections.abc import Callable, Iterable
+from enum import Enum
+from typing import Any
+
+from ._hashing import Hasher, digest128, new_hasher
+from .base import UnfingerprintableError
+
+__all__ = [
+    "EXACT",
+    "LAZY",
+    "UNSET",
+    "Writer",
+    "enter",
+    "feed",
+    "feed_bytes",
+    "feed_ref",
+    "handler",
+    "items",
+    "mapping",
+    "object_fields",
+    "qualname",
+    "reduced",
+    "sequence",
+    "type_name",
+]
+
+_FLUSH = 1 << 16  # bytes buffered before they are handed to the hasher
+_DOUBLE = struct.Struct("<d").pack
+
+
+def qualname(obj: Any) -> str:
+    """``module.QualName`` of a class or function (``builtins.`` left out)."""
+    module = getattr(obj, "__module__", None)
+    qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or "?"
+    return qual if module in (None, "builtins") else f"{module}.{qual}"
+
+
+def type_name(value: object) -> str:
+    """The qualified name of the value's type."""
+    return qualname(type(value))
+
+
+def _key_label(key: object) -> str:
+    # Only built-in reprs of str/int keys: a user's __repr__ is never called.
+    if type(key) in (str, int):
+        return f"[{key!r}]"
+    return f"[<{type_name(key)} key>]"
+
+
+class Writer:
+    """The running encoding: a byte buffer flushed into a hasher, plus the containers
+    being visited (for cycles).
+
+    Attributes:
+        b: Bytes not yet handed to the hasher (handlers append to it).
+        h: The hasher, created at the first flush (small values are hashed in one call).
+        active: ``id()`` of each mutable container being visited -> its depth. Used only
+            to spot cycles; ids never reach the digest.
+    """
+
+    __slots__ = ("active", "b", "h")
+
+    def __init__(self, active: dict[int, int] | None = None) -> None:
+        self.b = bytearray()
+        self.h: Hasher | None = None
+        self.active: dict[int, int] = {} if active is None else active
+
+    def flush(self) -> None:
+        """Hand the buffered bytes to the hasher."""
+        if self.h is None:
+            self.h = new_hasher()
+        self.h.update(self.b)
+        self.b.clear()
+
+    def raw(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash a (large) buffer without copying it into the byte buffer."""
+        self.flush()
+        assert self.h is not None
+        self.h.update(data)
+
+    def digest(self) -> bytes:
+        """The 16-byte digest of everything written (the same however it was chunked)."""
+        if self.h is None:
+            return digest128(self.b)
+        self.flush()
+        return self.h.digest()
+
+
+# -- the walk ----------------------------------------------------------------------------
+
+
+def feed(v: Any, w: Writer) -> None:
+    """Write the encoding of ``v``.
+
+    Raises:
+        UnfingerprintableError: ``v`` or something inside it cannot be encoded.
+    """
+    t = type(v)
+    if t is str:
+        data = v.encode("utf-8", "surrogatepass")
+        w.b += b"s%x:%b" % (len(data), data)
+    elif t is int:
+        w.b += b"i%x;" % v  # hex: no int-to-str digit limit, exact for any size
+    elif t is float:
+        w.b += (b"f" + _DOUBLE(v)) if v == v else b"q"  # every NaN is the same NaN
+    elif v is None:
+        w.b += b"N"
+    elif t is bool:
+        w.b += b"T" if v else b"F"
+    elif t is tuple:
+        # Tuples are not tracked for cycles: a cycle always runs through a mutable
+        # container, which is.
+        w.b += b"t%x[" % len(v)
+        try:
+            items(v, w)
+        except UnfingerprintableError as exc:
+            exc.inside(f"[{_index_of(v, exc.child)}]", v)
+            raise
+    elif t is list:
+        sequence(b"l", v, w)
+    elif t is dict:
+        mapping(b"d", v, w)
+    else:
+        exact = EXACT.get(t)
+        if exact is not None:
+            exact(v, w)
+        else:
+            handler.dispatch(t)(v, w)
+    if len(w.b) > _FLUSH:
+        w.flush()
+
+
+def items(v: Any, w: Writer) -> None:
+    """Write the elements of a sequence, each exactly as :func:`feed` would, with a
+    batched path for runs of one scalar type (the common case of long lists)."""
+    if len(v) >= 4:
+        kinds = set(map(type, v))
+        if len(kinds) == 1:
+            t = kinds.pop()
+            if t is int:
+                w.b += b"".join([b"i%x;" % x for x in v])
+                return
+            if t is float:
+                w.b += b"".join([(b"f" + _DOUBLE(x)) if x == x else b"q" for x in v])
+                return
+            if t is str:
+                encoded = [x.encode("utf-8", "surrogatepass") for x in v]
+                w.b += b"".join([b"s%x:%b" % (len(d), d) for d in encoded])
+                return
+    for item in v:
+        feed(item, w)
+
+
+def enter(v: object, w: Writer) -> bool:
+    """Start visiting a container; ``False`` (after writing a back-reference to the depth
+    where it is already being visited) when it contains itself."""
+    depth = w.active.get(id(v))
+    if depth is not None:
+        w.b += b"^%x;" % depth
+        return False
+    w.active[id(v)] = len(w.active)
+    return True
+
+
+def sequence(tag: bytes, v: Any, w: Writer) -> None:
+    """An ordered container: tag, length, elements."""
+    if not enter(v, w):
+        return
+    try:
+        w.b += b"%b%x[" % (tag, len(v))
+        items(v, w)
+    except UnfingerprintableError as exc:
+        exc.inside(f"[{_index_of(v, exc.child)}]", v)
+        raise
+    finally:
+        del w.active[id(v)]
+
+
+def _index_of(container: Iterable[object], child: object) -> str:
+    for i, item in enumerate(container):
+        if item is child:
+            return str(i)
+    return "?"
+
+
+def _sub_digest(w: Writer, *parts: object) -> bytes:
+    s = Writer(w.active)
+    for part in parts:
+        feed(part, s)
+    return s.digest()
+
+
+def mapping(tag: bytes, v: Any, w: Writer) -> None:
+    """An order-insensitive mapping (dict equality ignores order, so must we)."""
+    if not enter(v, w):
+        return
+    try:
+        w.b += b"%b%x" % (tag, len(v))
+        for k in v:
+            if type(k) is not str:
+                break
+        else:
+            # str keys have a total order: sort them, no sub-digests needed.
+            keys = sorted(v)
+            w.b += b"{"
+            items(keys, w)
+            items([v[k] for k in keys], w)
+            return
+        w.b += b"<"
+        for d in sorted([_sub_digest(w, k, val) for k, val in v.items()]):
+            w.b += d
+    except UnfingerprintableError as exc:
+        exc.inside(_mapping_segment(list(v.items()), exc.child), v)
+        raise
+    finally:
+        del w.active[id(v)]
+
+
+def _mapping_segment(pairs: list[tuple[Any, Any]], child: object) -> str:
+    for k, val in pairs:
+        if val is child:
+            return _key_label(k)
+        if k is child:
+            return f"<key {_key_label(k)[1:-1]}>"
+    return "[?]"
+
+
+def _unordered(tag: bytes, v: Any, w: Writer) -> None:
+    """A set: sorted elements when all are str or all int, else sorted sub-digests."""
+    kinds = {type(x) for x in v}
+    if len(kinds) == 1 and kinds <= {str, int}:
+        w.b += b"%b%x[" % (tag, len(v))
+        items(sorted(v), w)
+        return
+    w.b += b"%b%x<" % (tag, len(v))
+    try:
+        digests = sorted(_sub_digest(w, item) for item in v)
+    except UnfingerprintableError as exc:
+        exc.inside("{element}", v)
+        raise
+    for d in digests:
+        w.b += d
+
+
+# -- exact built-in types ----------------------------------------------------------------
+
+
+def _feed_complex(v: complex, w: Writer) -> None:
+    w.b += b"c"
+    feed(v.real, w)
+    feed(v.imag, w)
+
+
+def feed_bytes(tag: bytes, v: bytes | bytearray | memoryview, w: Writer) -> None:
+    """Tag, byte length, bytes (large buffers hashed in place)."""
+    size = v.nbytes if isinstance(v, memoryview) else len(v)
+    w.b += b"%b%x:" % (tag, size)
+    if size > _FLUSH:
+        w.raw(v)
+    else:
+        w.b += v
+
+
+def _feed_memoryview(v: memoryview, w: Writer) -> None:
+    w.b += b"m"
+    feed(v.format, w)
+    feed(v.shape, w)
+    feed_bytes(b"b", v.cast("B") if v.c_contiguous else memoryview(v.tobytes()), w)
+
+
+def feed_ref(obj: Any, w: Writer) -> None:
+    """A class or module-level callable, referred to by its qualified name."""
+    if getattr(obj, "__qualname__", None) is None and getattr(obj, "__name__", None) is None:
+        feed(obj, w)  # not something named: describe the object itself
+    else:
+        feed(qualname(obj), w)
+
+
+def _feed_type(v: type, w: Writer) -> None:
+    w.b += b"y"
+    feed_ref(v, w)
+
+
+def _feed_callable(v: Any, w: Writer) -> None:
+    from .code import code_identity  # code identities fingerprint closures: import late
+
+    w.b += b"@"
+    feed(code_identity(v), w)
+
+
+def _tagged(tag: bytes, *attrs: str) -> Callable[[Any, Writer], None]:
+    def encode(v: Any, w: Writer) -> None:
+        w.b += tag
+        feed(tuple(getattr(v, a) for a in attrs), w)
+
+    return encode
+
+
+def _constant(tag: bytes) -> Callable[[Any, Writer], None]:
+    def encode(v: Any, w: Writer) -> None:
+        w.b += tag
+
+    return encode
+
+
+EXACT: dict[type, Callable[[Any, Writer], None]] = {
+    complex: _feed_complex,
+    bytes: functools.partial(feed_bytes, b"b"),
+    bytearray: functools.partial(feed_bytes, b"B"),
+    memoryview: _feed_memoryview,
+    set: functools.partial(_unordered, b"e"),
+    frozenset: functools.partial(_unordered, b"g"),
+    range: _tagged(b"r", "start", "stop", "step"),
+    slice: _tagged(b"z", "start", "stop", "step"),
+    type: _feed_type,
+    type(...): _constant(b"E"),
+    type(NotImplemented): _constant(b"I"),
+    types.FunctionType: _feed_callable,
+    types.BuiltinFunctionType: _feed_callable,
+    types.MethodType: _feed_callable,
+    functools.partial: _feed_callable,
+}
+"""Handlers of exact types (a subclass never borrows its base's handler); str, int,
+float, bool, None, tuple, list and dict are handled inline by :func:`feed`."""
+
+
+# -- the registry and the generic fallback ----------------------------------------------
+
+LAZY: dict[str, Callable[[Any], None]] = {}
+"""Module name -> function registering its handlers; run once the module is imported."""
+
+
+def _load_lazy() -> bool:
+    loaded = False
+    for name in [m for m in LAZY if m in sys.modules]:
+        LAZY.pop(name)(sys.modules[name])
+        loaded = True
+    return loaded
+
+
+@functools.singledispatch
+def handler(v: object, w: Writer) -> None:
+    """Encode a value no exact handler took (the singledispatch registry's default)."""
+    if _load_lazy():
+        feed(v, w)  # a library was imported since last time: retry with its handlers
+    else:
+        _generic(v, w)
+
+
+def _feed_enum(v: Enum, w: Writer) -> None:
+    w.b += b"n"
+    feed_ref(type(v), w)
+    feed(v._value_, w)
+
+
+handler.register(Enum, _feed_enum)
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""A field that has no value (e.g. a dataclass field with ``init=False`` never set)."""
+
+
+def _generic(v: Any, w: Writer) -> None:
+    t = type(v)
+    if isinstance(v, type):  # a class with a metaclass (Enum classes, pydantic models)
+        _feed_type(v, w)
+    elif isinstance(
+        v, types.FunctionType | types.MethodType | types.BuiltinFunctionType | functools.partial
+    ):
+        _feed_callable(v, w)
+    elif type(fields := getattr(t, "__dataclass_fields__", None)) is dict:
+        object_fields(b"a", v, w, [(name, getattr(v, name, UNSET)) for name in fields])
+    elif isinstance(v, tuple) and type(names := getattr(t, "_fields", None)) is tuple:
+        object_fields(b"k", v, w, list(zip(names, v, strict=False)))
+    else:
+        reduced(v, w)
+
+
+def object_fields(tag: bytes, v: Any, w: Writer, fields: list[tuple[str, Any]]) -> None:
+    """An object described by its type and named fields (in a fixed order)."""
+    if not enter(v, w):
+        return
+    try:
+        w.b += tag
+        feed_ref(type(v), w)
+        w.b += b"%x{" % len(fields)
+        for name, value in fields:
+            feed(name, w)
+            if value is UNSET:
+                w.b += b"U"
+            else:
+                feed(value, w)
+    except UnfingerprintableError as exc:
+        exc.inside(_field_segment(fields, exc.child), v)
+        raise
+    finally:
+        del w.active[id(v)]
+
+
+def _field_segment(fields: list[tuple[str, Any]], child: object) -> str:
+    for name, value in fields:
+        if value is child:
+            return f".{name}"
+    return ".?"
+
+
+def reduced(v: Any, w: Writer) -> None:
+    """Describe ``v`` by what pickle would store to rebuild it.
+
+    Raises:
+        UnfingerprintableError: pickle refuses the object (locks, files, sockets,
+            generators, ...), or something in its reduction cannot be encoded.
+    """
+    t = type(v)
+    try:
+        reducer = copyreg.dispatch_table.get(t)
+        rv = reducer(v) if reducer is not None else v.__reduce_ex__(4)
+    except Exception as exc:
+        err = UnfingerprintableError(
+            type_name(v), f"it cannot be pickled ({type(exc).__name__}: {exc})"
+        )
+        err.child = v
+        raise err from None
+    if isinstance(rv, str):  # a module-level singleton, named
+        w.b += b"G"
+        feed(getattr(v, "__module__", None) or getattr(t, "__module__", ""), w)
+        feed(rv, w)
+        return
+    if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
+        err = UnfingerprintableError(type_name(v), "its __reduce__ returned something unusable")
+        err.child = v
+        raise err
+    if not enter(v, w):
+        return
+    state = rv[2] if len(rv) > 2 else None
+    try:
+        w.b += b"o"
+        feed_ref(rv[0], w)
+        feed(rv[1], w)
+        feed(state, w)
+        list_items = rv[3] if len(rv) > 3 else None
+        feed(None if list_items is None else list(list_items), w)
+        # Dict items in pickle order: order-sensitive, which is right for ordered
+        # mappings and merely conservative for the rest (plain dicts never get here).
+        dict_items = rv[4] if len(rv) > 4 else None
+        feed(None if dict_items is None else [tuple(kv) for kv in dict_items], w)
+    except UnfingerprintableError as exc:
+        exc.inside(_state_segment(state, exc.child), v)
+        raise
+    finally:
+        del w.active[id(v)]
+
+
+def _state_segment(state: object, child: object) -> str:
+    parts = state if isinstance(state, tuple) else (state,)  # (dict, slots) from __getstate__
+    for part in parts:
+        if part is child:
+            return ""
+        if isinstance(part, dict):
+            for k, val in part.items():
+                if val is child:
+                    return f".{k}" if type(k) is str else _key_label(k)
+    return ""

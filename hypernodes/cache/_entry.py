@@ -1,0 +1,116 @@
+"""The on-disk format of one DiskCache entry: header, checksum or HMAC, pickle payload.
+
+Layout (little-endian)::
+
+    magic  b"HNDC"          4 bytes
+    version                 1 byte   (FORMAT_VERSION)
+    kind                    1 byte   0: checksum, 1: HMAC-SHA256 signed
+    algorithm               1 byte   checksum hash (1: xxh3-128, 2: blake2b-128); 0 if signed
+    reserved                1 byte   0
+    payload length          8 bytes
+    digest                  16 bytes (checksum of the payload) or 32 bytes (HMAC of the
+                                     key, the 16 header bytes above and the payload)
+    payload                 pickle protocol 5
+
+Readers check every field: a short file is truncated, a wrong magic is not an entry, a
+bad checksum is corruption, a bad HMAC is tampering (or another secret).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+
+from ._hashing import ALGORITHM, digest128
+
+__all__ = ["FORMAT_VERSION", "CorruptEntry", "decode", "encode_header"]
+
+MAGIC = b"HNDC"
+FORMAT_VERSION = 1
+_HEAD = struct.Struct("<4sBBBBQ")
+_CHECKSUM, _SIGNED = 0, 1
+_ALGORITHMS = {"xxh3-128": 1, "blake2b-128": 2}
+_ALGORITHM_ID = _ALGORITHMS[ALGORITHM]
+_DIGEST_SIZE = {_CHECKSUM: 16, _SIGNED: 32}
+_PLAIN_PREFIX = MAGIC + bytes([FORMAT_VERSION, _CHECKSUM, _ALGORITHM_ID, 0])
+_PLAIN_START = _HEAD.size + 16
+_LENGTH = struct.Struct("<Q")
+
+
+class CorruptEntry(Exception):
+    """An entry that must not be trusted; the message says why (e.g. "is truncated")."""
+
+
+def _mac(secret: bytes, key: str, head: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+    mac = hmac.new(secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    mac.update(head)
+    mac.update(payload)
+    return mac.digest()
+
+
+def encode_header(key: str, payload: bytes, secret: bytes | None) -> bytes:
+    """The bytes to write before ``payload`` for ``key``."""
+    if secret is None:
+        head = _HEAD.pack(MAGIC, FORMAT_VERSION, _CHECKSUM, _ALGORITHM_ID, 0, len(payload))
+        return head + digest128(payload)
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, _SIGNED, 0, 0, len(payload))
+    return head + _mac(secret, key, head, payload)
+
+
+def decode(key: str, data: bytes | bytearray, secret: bytes | None) -> memoryview:
+    """The verified payload of an entry read from disk.
+
+    Raises:
+        CorruptEntry: The entry is empty, truncated, not an entry, from another format
+            version, fails its checksum, or its signature does not match ``secret``.
+    """
+    size = len(data)
+    if (  # the common case, checked with as few Python operations as possible
+        secret is None
+        and data[:8] == _PLAIN_PREFIX
+        and size == _PLAIN_START + _LENGTH.unpack_from(data, 8)[0]
+    ):
+        payload = memoryview(data)[_PLAIN_START:]
+        if data[_HEAD.size : _PLAIN_START] == digest128(payload):
+            return payload
+        raise CorruptEntry("fails its checksum (the file is corrupt)")
+    if size < _HEAD.size:
+        raise CorruptEntry("is empty" if size == 0 else f"is truncated ({size} bytes)")
+    magic, version, kind, algorithm, _, length = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptEntry("is not a HyperNodes cache entry (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise CorruptEntry(
+            f"was written in format version {version}, this reader needs {FORMAT_VERSION}"
+        )
+    digest_size = _DIGEST_SIZE.get(kind)
+    if digest_size is None:
+        raise CorruptEntry(f"has an unknown entry kind {kind}")
+    start = _HEAD.size + digest_size
+    if size != start + length:
+        what = "is truncated" if size < start + length else "has trailing bytes"
+        raise CorruptEntry(f"{what} ({size} bytes, expected {start + length})")
+    view = memoryview(data)
+    digest = view[_HEAD.size : start]
+    payload = view[start:]
+    if kind == _SIGNED:
+        if secret is None:
+            raise CorruptEntry("is signed, but this DiskCache has no secret to check it")
+        if not hmac.compare_digest(digest, _mac(secret, key, view[: _HEAD.size], payload)):
+            raise CorruptEntry(
+                "has a signature that does not match (tampered with, or written with "
+                "another secret)"
+            )
+        return payload
+    if secret is not None:
+        raise CorruptEntry("is not signed, but this DiskCache only trusts signed entries")
+    if algorithm != _ALGORITHM_ID:
+        names = {v: k for k, v in _ALGORITHMS.items()}
+        raise CorruptEntry(
+            f"has a {names.get(algorithm, '?')} checksum, which this process cannot check "
+            "(pip install xxhash)"
+        )
+    if digest != digest128(payload):
+        raise CorruptEntry("fails its checksum (the file is corrupt)")
+    return payload

@@ -1,0 +1,73 @@
+"""How stores turn values into bytes and back: pickle protocol 5, cloudpickle as fallback.
+
+Also decides which values are immutable enough to be kept as they are in memory.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from .base import CacheWriteError
+
+__all__ = ["dumps", "is_immutable", "loads", "type_name"]
+
+PROTOCOL = 5
+
+_ATOMIC: frozenset[type] = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, type(...), type(NotImplemented)}
+)
+
+
+def type_name(value: object) -> str:
+    """``module.QualName`` of the value's type (``builtins`` left out)."""
+    t = type(value)
+    module = getattr(t, "__module__", None)
+    qual = getattr(t, "__qualname__", t.__name__)
+    return qual if module in (None, "builtins") else f"{module}.{qual}"
+
+
+def is_immutable(value: object) -> bool:
+    """Whether ``value`` can be shared with callers without copying.
+
+    Only exact built-in immutable types, and tuples / frozensets made of them, qualify:
+    a subclass may carry mutable attributes.
+    """
+    t = type(value)
+    if t in _ATOMIC:
+        return True
+    if t is tuple or t is frozenset:
+        try:
+            return all(is_immutable(item) for item in value)  # type: ignore[attr-defined]
+        except RecursionError:
+            return False
+    return False
+
+
+def dumps(key: str, value: object) -> bytes:
+    """Pickle ``value`` (protocol 5), falling back to cloudpickle for lambdas, local
+    classes and functions defined in ``__main__``.
+
+    Raises:
+        CacheWriteError: Neither pickle nor cloudpickle can serialize the value.
+    """
+    try:
+        return pickle.dumps(value, protocol=PROTOCOL)
+    except Exception as first:  # any failure means "try cloudpickle"
+        try:
+            import cloudpickle
+
+            data: bytes = cloudpickle.dumps(value, protocol=PROTOCOL)
+        except Exception as exc:
+            raise CacheWriteError(
+                key,
+                type_name(value),
+                f"it cannot be pickled ({type(exc).__name__}: {exc}); make the value "
+                "picklable or opt the node out with @node(cache=False)",
+            ) from first
+        return data
+
+
+def loads(data: bytes | bytearray | memoryview) -> Any:
+    """Unpickle ``data`` (anything :func:`dumps` wrote)."""
+    return pickle.loads(data)
