@@ -1,0 +1,1 @@
+"""Benchmarks: HyperNodes side by side with its peers (``python -m benchmarks.run``)."""

@@ -1,0 +1,1 @@
+"""Peer implementations, run by .venv-peers/bin/python through runner.py."""

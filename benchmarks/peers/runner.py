@@ -1,0 +1,47 @@
+"""Entry point run by ``.venv-peers/bin/python``: one peer measurement per process.
+
+Usage: ``python benchmarks/peers/runner.py '{"peer": "pipefunc", "workload": "chain",
+"params": {...}}'``. It prints one line ``@@BENCH-RESULT@@ {json}`` with either
+``{"status": "ok", "raw": {...}, "note": ...}`` or ``{"status": "na", "note": reason}``
+or ``{"status": "error", "note": ...}``. Run it by path (never ``-m`` from the repo
+root): the peers venv has hypernodes 0.4.8, which would otherwise be shadowed by this
+repository's ``hypernodes`` package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from peer_common import MARKER, NotAvailable  # noqa: E402
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    try:
+        module = importlib.import_module(f"peer_{spec['peer']}")
+        workload = module.WORKLOADS.get(spec["workload"])
+        if workload is None:
+            result = {"status": "na", "note": f"no {spec['workload']} implementation"}
+        else:
+            out = workload(**spec.get("params", {}))
+            result = {"status": "ok", "raw": out["raw"], "note": out.get("note", "")}
+    except NotAvailable as exc:
+        result = {"status": "na", "note": str(exc)}
+    except Exception as exc:
+        tb = traceback.format_exc(limit=3)
+        print(tb, file=sys.stderr)
+        result = {"status": "error", "note": f"{type(exc).__name__}: {exc}"[:300]}
+    sys.stdout.flush()
+    print(MARKER + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
