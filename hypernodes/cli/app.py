@@ -1,7 +1,7 @@
-"""The ``hypernodes`` command (click): ``run``, ``inspect``, ``viz``; one-line errors, exit codes.
+"""The ``hypernodes`` command (click): ``run``, ``inspect``, ``viz``, their options and help.
 
-Only this module imports click, and only the console script / ``python -m hypernodes``
-import this module. Results go to stdout, everything else (progress, logs, notes, errors,
+Only this module and :mod:`.reporting` import click, and only the console script and
+``python -m hypernodes`` import them. Results go to stdout, everything else (progress, logs, notes, errors,
 whatever nodes print) to stderr. Exit codes: 0 ok, 1 the pipeline failed, 2 a usage or
 configuration error.
 """
@@ -10,85 +10,39 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
 from time import perf_counter
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from .. import __version__
 from ..config import ENGINE_KEYS, effective_engine, merge_engine_config
 from ..config_files import load_config
-from ..errors import (
-    ConfigError,
-    HyperNodesError,
-    InvalidExecutorError,
-    InvalidInputError,
-    MissingInputError,
-    NodeError,
-)
+from ..errors import ConfigError, InvalidExecutorError, InvalidInputError
 from ..executors.workers import ALIASES
 from .encode import dumps
+from .reporting import (
+    EXIT_CODES_HELP,
+    PROG,
+    ReportingGroup,
+    reporting,
+    say,
+    traceback_option,
+)
 from .settings import choose_cache, choose_engine, parse_mapping, stdout_to_stderr, with_progress
 from .target import load_target, restored_sys_path
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-PROG = "hypernodes"
-
-_EXIT_CODES = """\b
-Exit codes:
-  0  success
-  1  the pipeline failed (a node raised; --traceback shows where)
-  2  usage or configuration error (bad option, JSON, YAML, TARGET, inputs)"""
-
-
-class _Group(click.Group):
-    """A group whose errors are one line on stderr, with the exit codes documented."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        code = EXIT_OK
-        try:
-            value = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            code = value if isinstance(value, int) else EXIT_OK
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else PROG
-            _say(f"error: {exc.format_message()} (see '{where} --help')")
-            code = exc.exit_code
-        except click.ClickException as exc:
-            _say(f"error: {exc.format_message()}")
-            code = exc.exit_code
-        except click.Abort:
-            _say("interrupted")
-            code = 130
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
-
-def _say(message: str) -> None:
-    click.echo(f"{PROG}: {message}", err=True)
+__all__ = ["cli"]
 
 
 @click.group(
     name=PROG,
-    cls=_Group,
+    cls=ReportingGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=_EXIT_CODES,
+    epilog=EXIT_CODES_HELP,
 )
 @click.version_option(__version__, "--version", prog_name=PROG)
 def cli() -> None:
@@ -106,57 +60,10 @@ def cli() -> None:
     """
 
 
-@contextlib.contextmanager
-def _reporting(show_traceback: bool) -> Iterator[None]:
-    """Turn errors into one line on stderr and the documented exit code."""
-    try:
-        yield
-    except (click.ClickException, click.exceptions.Exit, click.Abort):
-        raise
-    except KeyboardInterrupt:
-        raise click.Abort() from None
-    except NodeError as exc:
-        _fail(str(exc), EXIT_FAILED, exc, show_traceback)
-    except MissingInputError as exc:
-        _fail(_missing_message(exc), EXIT_USAGE, exc, show_traceback)
-    except HyperNodesError as exc:
-        _fail(str(exc), EXIT_USAGE, exc, show_traceback)
-    except ImportError as exc:
-        if (exc.name or "").startswith("hypernodes"):  # our own bug, not a missing extra
-            _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, exc, show_traceback)
-        _fail(str(exc), EXIT_USAGE, exc, show_traceback)  # an optional extra is missing
-    except Exception as exc:
-        _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, exc, show_traceback)
-
-
-def _fail(message: str, code: int, exc: BaseException, show_traceback: bool) -> NoReturn:
-    if show_traceback:
-        traceback.print_exception(exc, file=sys.stderr)
-    elif code == EXIT_FAILED:
-        message += " (run with --traceback for the full trace)"
-    _say(f"error: {message}")
-    raise click.exceptions.Exit(code)
-
-
-def _missing_message(exc: MissingInputError) -> str:
-    needed = ", ".join(
-        f"{name!r} (needed by {', '.join(map(repr, nodes))})" for name, nodes in exc.missing.items()
-    )
-    example = json.dumps(dict.fromkeys(exc.missing, "..."))
-    return f"missing inputs: {needed}; pass them with --inputs '{example}'"
-
-
 def _names(values: Sequence[str]) -> list[str]:
     """Repeated and comma-separated names, in order."""
     return [n.strip() for value in values for n in value.split(",") if n.strip()]
 
-
-_traceback_option = click.option(
-    "--traceback",
-    "show_traceback",
-    is_flag=True,
-    help="On error, print the full Python traceback too.",
-)
 
 _RUN_EXAMPLES = (
     """\b
@@ -185,7 +92,7 @@ Values JSON cannot hold are converted: NaN/Infinity -> null, bytes ->
 Whatever the pipeline prints goes to stderr.
 
 """
-    + _EXIT_CODES
+    + EXIT_CODES_HELP
 )
 
 
@@ -253,7 +160,7 @@ Whatever the pipeline prints goes to stderr.
 @click.option(
     "-v", "--verbose", is_flag=True, help="Print the resolved settings and timing on stderr."
 )
-@_traceback_option
+@traceback_option
 def run_command(
     target: str,
     inputs_arg: str | None,
@@ -273,7 +180,7 @@ def run_command(
     show_traceback: bool,
 ) -> None:
     """Run the pipeline TARGET and print its outputs as JSON."""
-    with _reporting(show_traceback):
+    with reporting(show_traceback):
         mapped = _names(map_over)
         if map_mode is not None and not mapped:
             raise click.UsageError("--map-mode needs --map-over")
@@ -297,7 +204,7 @@ def run_command(
             pipeline = copy.copy(load_target(target))
             choice = choose_engine(pipeline, settings.engine, engine_cfg, flags)
             if choice.note is not None:
-                _say(f"note: {choice.note}")
+                say(f"note: {choice.note}")
             if choice.engine is not None:
                 pipeline.with_engine(choice.engine)
                 stack.callback(choice.engine.close)
@@ -315,7 +222,7 @@ def run_command(
             else:
                 result = pipeline.run(inputs, outputs)
             if verbose:
-                _say(f"finished in {perf_counter() - started:.3f} s")
+                say(f"finished in {perf_counter() - started:.3f} s")
         document = dumps(result)
     click.echo(document)
 
@@ -337,15 +244,15 @@ def _progress(pipeline: Any, wanted: bool | None) -> bool:
     except ImportError as exc:
         if wanted:
             raise
-        _say(f"note: no progress bars: {exc}")
+        say(f"note: no progress bars: {exc}")
         return False
 
 
 def _report_settings(path: Any, pipeline: Any, bars: bool) -> None:
-    _say(f"config file: {path if path is not None else 'none'}")
-    _say(f"engine: {effective_engine(pipeline)!r}")
-    _say(f"cache: {pipeline.cache!r}")
-    _say(f"progress bars: {'on' if bars else 'off'}")
+    say(f"config file: {path if path is not None else 'none'}")
+    say(f"engine: {effective_engine(pipeline)!r}")
+    say(f"cache: {pipeline.cache!r}")
+    say(f"progress bars: {'on' if bars else 'off'}")
 
 
 @contextlib.contextmanager
@@ -371,19 +278,19 @@ Examples:
   hypernodes inspect mypkg.flows:etl --json | jq '.inputs'
 
 """
-    + _EXIT_CODES
+    + EXIT_CODES_HELP
 )
 
 
 @cli.command("inspect", epilog=_INSPECT_EXAMPLES)
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
-@_traceback_option
+@traceback_option
 def inspect_command(target: str, as_json: bool, show_traceback: bool) -> None:
     """Show the inputs (with types and defaults), outputs, nodes and nested pipelines."""
     from .describe import describe, render
 
-    with _reporting(show_traceback):
+    with reporting(show_traceback):
         with restored_sys_path(), stdout_to_stderr():
             info = describe(load_target(target))
         text = dumps(info) if as_json else render(info)
@@ -401,7 +308,7 @@ The format follows the file extension: .svg, .html and .dot always work; .png, .
 the other Graphviz formats need Graphviz's dot program.
 
 """
-    + _EXIT_CODES
+    + EXIT_CODES_HELP
 )
 
 
@@ -420,7 +327,7 @@ the other Graphviz formats need Graphviz's dot program.
     type=click.Choice(["auto", "builtin", "graphviz"]),
     help="Drawing engine (default auto: Graphviz when installed, else the built-in one).",
 )
-@_traceback_option
+@traceback_option
 def viz_command(
     target: str,
     output: str,
@@ -431,7 +338,7 @@ def viz_command(
     show_traceback: bool,
 ) -> None:
     """Draw the graph of the pipeline TARGET into a file."""
-    with _reporting(show_traceback):
+    with reporting(show_traceback):
         options: dict[str, Any] = {
             k: v
             for k, v in (("orient", orient), ("show_types", show_types), ("renderer", renderer))
@@ -445,7 +352,7 @@ def viz_command(
                 picture.save(output)
             except ValueError as exc:  # e.g. a file name without a suffix
                 raise click.UsageError(str(exc)) from None
-    _say(f"wrote {output}")
+    say(f"wrote {output}")
 
 
 def _depth(text: str) -> int | None:
