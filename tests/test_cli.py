@@ -432,6 +432,33 @@ def test_file_in_a_package_with_relative_and_sibling_imports(project: Path) -> N
     assert ok("run", "pkg_cli_rel.flow:flow", "-i", '{"x": 2}') == {"y": 3}
 
 
+def test_file_of_a_package_shadowed_by_another_copy(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    body = (
+        "from hypernodes import Pipeline, node\n"
+        "@node(output_name='y')\ndef f(x: int) -> int:\n    return x + {n}\n"
+        "flow = Pipeline([f])\n"
+    )
+    for base, n in ((project, 1), (tmp_path_factory.mktemp("other"), 2)):
+        pkg = base / "pkg_cli_twin"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        (pkg / "flow.py").write_text(body.format(n=n))
+        other = base
+    sys.path.insert(0, str(other))
+    try:
+        import pkg_cli_twin.flow  # noqa: F401  the other copy is imported first
+    finally:
+        sys.path.remove(str(other))
+    try:
+        line = fails(2, "run", "pkg_cli_twin/flow.py:flow", "-i", '{"x": 1}')
+    finally:
+        del sys.modules["pkg_cli_twin.flow"], sys.modules["pkg_cli_twin"]
+    assert "is module 'pkg_cli_twin.flow' of a package, but importing" in line
+    assert "use TARGET pkg_cli_twin.flow:flow" in line
+
+
 def test_script_with_sibling_import(project: Path) -> None:
     sub = project / "scripts"
     sub.mkdir()

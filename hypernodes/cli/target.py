@@ -134,7 +134,16 @@ def _import_file(target: Target) -> ModuleType:
     if len(parts) > 1 and all(p.isidentifier() for p in parts):
         _prepend_path(str(file.parent))
         _prepend_path(str(root))
-        return _import(".".join(parts), target, file)
+        dotted = ".".join(parts)
+        module = _import(dotted, target, file)
+        loaded = Path(getattr(module, "__file__", None) or "").resolve()
+        if loaded != file:
+            raise TargetError(
+                f"{target.location} is module {dotted!r} of a package, but importing "
+                f"{dotted!r} gives {loaded} (another copy comes first on sys.path); "
+                f"use TARGET {dotted}:{target.attr or 'ATTR'} or fix the install"
+            )
+        return module
     name = _script_module_name(file)
     _prepend_path(str(file.parent))
     spec = importlib.util.spec_from_file_location(name, file)
