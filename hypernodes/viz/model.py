@@ -274,8 +274,8 @@ _MODULES = re.compile(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])")
 
 def type_name(hint: Any) -> str:
     """A short readable name for a type annotation (``dict[str, list[int]]``)."""
-    if isinstance(hint, str):
-        return hint
+    if isinstance(hint, str):  # unresolved; quoted again under `from __future__ import annotations`
+        return hint[1:-1] if len(hint) > 1 and hint[0] == hint[-1] and hint[0] in "'\"" else hint
     if hint is type(None):
         return "None"
     if isinstance(hint, type) and not typing.get_args(hint):
