@@ -43,7 +43,7 @@ def to_dot(diagram: Diagram, *, orient: str = "TB") -> str:
         f"  rankdir={orient}; nodesep=0.35; ranksep=0.45; bgcolor=white;",
         f"  label={_quote(diagram.name)}; labelloc=t; labeljust=l; fontname=monospace; "
         'fontsize=11; fontcolor="#5B6571";',
-        '  node [fontname=monospace, fontsize=11, margin="0.15,0.06"];',
+        '  node [fontname=monospace, fontsize=11, margin="0.15,0.05", height=0.3];',
         '  edge [color="#6B7280", arrowsize=0.7, fontname=monospace, fontsize=9, '
         'fontcolor="#5B6571"];',
     ]
