@@ -14,15 +14,14 @@ import pytest
 
 import hypernodes.progress as progress
 from hypernodes import (
-    Cache,
     CallbackContext,
     HyperNodesEngine,
+    MemoryCache,
     NodeError,
     Pipeline,
     ProgressCallback,
     node,
 )
-from hypernodes.cache.base import MISSING, CacheStats
 from hypernodes.callbacks import Dispatcher
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -196,28 +195,8 @@ def test_a_map_of_nested_pipelines_aggregates_into_one_bar() -> None:
 # -- cache hits and failures -------------------------------------------------------------
 
 
-class DictCache(Cache):
-    def __init__(self) -> None:
-        self.entries: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = MISSING) -> Any:
-        return self.entries.get(key, default)
-
-    def put(self, key: str, value: Any) -> None:
-        self.entries[key] = value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.entries
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-    def stats(self) -> CacheStats:
-        return CacheStats()
-
-
 def test_cache_hits_are_counted_and_shown() -> None:
-    cache = DictCache()
+    cache = MemoryCache()
     pipeline = Pipeline([double, inc], name="p", cache=cache)
     pipeline.run({"x": 5})
     cb, out = bars()

@@ -19,8 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from hypernodes import Cache, HyperNodesEngine, NodeError, Pipeline, node
-from hypernodes.cache.base import MISSING, CacheStats
+from hypernodes import HyperNodesEngine, MemoryCache, NodeError, Pipeline, node
 from hypernodes.telemetry import TelemetryCallback
 
 
@@ -248,28 +247,8 @@ def test_errors_are_recorded_on_the_node_and_every_level_above(spans: Spans) -> 
     assert "ValueError: bad item" in (spans.one("map p").status.description or "")
 
 
-class DictCache(Cache):
-    def __init__(self) -> None:
-        self.entries: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = MISSING) -> Any:
-        return self.entries.get(key, default)
-
-    def put(self, key: str, value: Any) -> None:
-        self.entries[key] = value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.entries
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-    def stats(self) -> CacheStats:
-        return CacheStats()
-
-
 def test_cache_hits_are_spans_marked_cached(spans: Spans) -> None:
-    pipeline = Pipeline([double], name="p", cache=DictCache())
+    pipeline = Pipeline([double], name="p", cache=MemoryCache())
     pipeline.run({"x": 3})
     pipeline.with_callbacks([TelemetryCallback(spans.provider)]).run({"x": 3})
     span = spans.one("node double")
