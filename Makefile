@@ -19,7 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml
 	touch $(VENV)/.installed-base $@
 
 demo: $(VENV)/.installed-base
-	$(PY) -m hypernodes.demo
+	$(VENV)/bin/hypernodes run hypernodes.demo:pipeline --inputs '{"user_id": 42}' --node-executor async --output-name report
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
