@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import difflib
 import functools
@@ -26,7 +27,14 @@ from ..errors import InvalidExecutorError
 from .async_executor import AsyncExecutor
 from .remote import Shipped, call_shipped, unwrap
 
-__all__ = ["ALIASES", "Lane", "PoolSet", "resolve_lane", "validate_executor"]
+__all__ = [
+    "ALIASES",
+    "Lane",
+    "PoolSet",
+    "resolve_lane",
+    "submit_from_loop",
+    "validate_executor",
+]
 
 ALIASES = ("sequential", "async", "threaded", "parallel", "dask", "ray")
 
@@ -109,14 +117,67 @@ class Lane:
         assert executor is not None, "a lane without an executor cannot offload"
         if self.kind == "remote":
             payload = shipped if shipped is not None else Shipped(fn)
-            return _remote(executor.submit(call_shipped, payload, args, {}))
+            return _remote(executor, payload, args)
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         return loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
 
 
-async def _remote(future: concurrent.futures.Future[Any]) -> Any:
+async def _remote(
+    executor: concurrent.futures.Executor, payload: Shipped, args: tuple[Any, ...]
+) -> Any:
+    future = await submit_from_loop(executor, call_shipped, payload, args, {})
     return unwrap(await asyncio.wrap_future(future))
+
+
+# Executors that have taken a submission: their workers (or connection) are up.
+_warm: weakref.WeakSet[concurrent.futures.Executor] = weakref.WeakSet()
+
+
+async def submit_from_loop(
+    executor: concurrent.futures.Executor, fn: Callable[..., Any], *args: Any
+) -> concurrent.futures.Future[Any]:
+    """``executor.submit(fn, *args)`` from a running event loop, without blocking it.
+
+    The first submission to an executor can block for long: a process pool starts its
+    workers (and, on first use in this process, the forkserver), a cluster client
+    connects. That one is made from a helper thread while the loop keeps running; later
+    submissions are made directly (they only queue the call).
+
+    Raises:
+        Exception: Whatever ``executor.submit`` raises (a shut-down or broken pool).
+    """
+    if executor in _warm:
+        return executor.submit(fn, *args)
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[concurrent.futures.Future[Any]] = loop.create_future()
+
+    def settle(future: concurrent.futures.Future[Any] | None, error: BaseException | None) -> None:
+        if waiter.cancelled():
+            if future is not None:
+                future.cancel()  # the caller gave up while we were submitting
+        elif error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(future)  # type: ignore[arg-type]
+
+    def submit() -> None:
+        try:
+            future = executor.submit(fn, *args)
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        try:
+            loop.call_soon_threadsafe(settle, future, None)
+        except RuntimeError:
+            future.cancel()
+
+    threading.Thread(target=submit, name="hypernodes-submit", daemon=True).start()
+    future = await waiter
+    with contextlib.suppress(TypeError):  # an executor without weak references stays cold
+        _warm.add(executor)
+    return future
 
 
 class PoolSet:
