@@ -206,9 +206,28 @@ class CallbackContext:
         return f"<CallbackContext {'/'.join(self.path)} kind={self.kind} depth={self.depth}>"
 
 
-def _overrides(callback: PipelineCallback, hook: str) -> bool:
-    impl = getattr(type(callback), hook, None)
-    return impl is not None and impl is not getattr(PipelineCallback, hook)
+_hooks_by_class: dict[type, tuple[str, ...]] = {}
+
+
+def _hooks_of(cls: type[PipelineCallback]) -> tuple[str, ...]:
+    """The hooks a callback class overrides (computed once per class: every run reads it).
+
+    Raises:
+        TypeError: An overridden hook is async.
+    """
+    found = _hooks_by_class.get(cls)
+    if found is not None:
+        return found
+    hooks = tuple(h for h in HOOKS if getattr(cls, h) is not getattr(PipelineCallback, h))
+    for hook in hooks:
+        if inspect.iscoroutinefunction(getattr(cls, hook)):
+            raise TypeError(
+                f"{cls.__name__}.{hook} is async; callback hooks are plain functions called "
+                "on the event loop: define it with `def` (and start a task from it if it "
+                "must await)"
+            )
+    _hooks_by_class[cls] = hooks
+    return hooks
 
 
 class Dispatcher:
@@ -246,17 +265,9 @@ class Dispatcher:
                     + (" (pass an instance, not the class)" if isinstance(cb, type) else "")
                 )
         self._disabled: set[int] = set()
-        listening = [cb for cb in self.callbacks if cb.enabled]
+        listening = [(cb, _hooks_of(type(cb))) for cb in self.callbacks if cb.enabled]
         for hook in HOOKS:
-            listeners = [getattr(cb, hook) for cb in listening if _overrides(cb, hook)]
-            for listener in listeners:
-                if inspect.iscoroutinefunction(listener):
-                    raise TypeError(
-                        f"{type(listener.__self__).__name__}.{hook} is async; callback hooks "
-                        "are plain functions called on the event loop: define it with `def` "
-                        "(and start a task from it if it must await)"
-                    )
-            setattr(self, hook, listeners)
+            setattr(self, hook, [getattr(cb, hook) for cb, hooks in listening if hook in hooks])
 
     @classmethod
     def create(cls, callbacks: Sequence[PipelineCallback] | None) -> Dispatcher | None:
@@ -267,8 +278,12 @@ class Dispatcher:
         """
         if not callbacks:
             return None
-        dispatcher = cls(callbacks)
-        return dispatcher if dispatcher.active else None
+        try:  # the common idle case, without building anything (this runs once per run)
+            if not any(cb.enabled and _hooks_of(type(cb)) for cb in callbacks):
+                return None
+        except AttributeError:
+            pass  # not a callback: the constructor says what is wrong
+        return cls(callbacks)
 
     @property
     def active(self) -> bool:
