@@ -204,12 +204,19 @@ async def map_plain(
     size = max(1, min(_CHUNK, exp.count // (8 * width)))
     chunks = iter(lambda: list(itertools.islice(numbered, size)), [])
     names, pipeline = exp.names, scope.pipeline
+    # Set by the first failure (in its worker thread) or when the map is cancelled: the
+    # chunks still running in other threads stop before their next item.
+    stop: list[bool] = []
 
     def run_chunk(index: int, chunk: tuple[Any, ...]) -> Awaitable[Any]:
-        args = (plan, names, base, iter(chunk[0]), results, size, pipeline)
+        args = (plan, names, base, iter(chunk[0]), results, size, pipeline, stop)
         return scope.body.call(run_plain_items, args)
 
-    await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk)
+    try:
+        await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk)
+    except BaseException:
+        stop.append(True)
+        raise
     return results
 
 
@@ -221,26 +228,42 @@ def run_plain_items(
     results: list[Any],
     limit: int,
     pipeline: str,
+    stop: list[bool] | None = None,
 ) -> None:
+    """Run up to ``limit`` items of a plain map in this thread, storing their results.
+
+    With ``stop`` (shared by the chunks of one map), a failure here appends to it, and a
+    non-empty ``stop`` ends this chunk before its next item.
+
+    Raises:
+        NodeError: An item failed; the pipeline frame and item index are on its path.
+    """
     steps = plan.steps
     outputs = plan.outputs
     index = -1
+    halted = stop if stop is not None else ()
     try:
         if len(names) == 1 and len(outputs) == 1:
             (name,) = names
             (out,) = outputs
             for index, (value,) in itertools.islice(numbered, limit):
+                if halted:
+                    return
                 values = base.copy()
                 values[name] = value
                 run_sync_steps(steps, values)
                 results[index] = {out: values[out]}
             return
         for index, item in itertools.islice(numbered, limit):
+            if halted:
+                return
             values = base.copy()
             values.update(zip(names, item, strict=True))
             run_sync_steps(steps, values)
             results[index] = {o: values[o] for o in outputs}
     except NodeError as err:
+        if stop is not None:
+            stop.append(True)
         err._prepend(PathFrame(pipeline))
         err._mark_item(index)
         raise
