@@ -86,7 +86,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         runner: _ThreadRunner | None = getattr(_local, "runner", None)
         if runner is None or runner.loop.is_closed():
             runner = _local.runner = _ThreadRunner()
-        return runner.runner.run(coro)
+        # The caller's current context, on every call (Runner would reuse its first one).
+        return runner.runner.run(coro, context=contextvars.copy_context())
     if _nested_loops:
         return running.run_until_complete(coro)
     if running is _background.loop:

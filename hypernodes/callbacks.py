@@ -293,14 +293,20 @@ class Dispatcher:
     def emit(self, listeners: list[Callable[..., None]], **event: Any) -> None:
         """Call each listener with ``event``; report and disable any that raises."""
         for listener in listeners:
-            owner = id(getattr(listener, "__self__", listener))
-            if owner in self._disabled:
-                continue
             try:
                 listener(**event)
             except Exception:
-                self._disabled.add(owner)
-                name = getattr(listener, "__qualname__", repr(listener))
-                logger.exception(
-                    "callback %s raised; it is disabled for the rest of this run", name
-                )
+                self._disable(listener)
+
+    def _disable(self, listener: Callable[..., None]) -> None:
+        # Take every hook of that callback out of this run's lists, so the hot path never
+        # checks a "disabled" flag. (Emitting iterates over a copy from here on.)
+        owner = getattr(listener, "__self__", listener)
+        if id(owner) in self._disabled:
+            return
+        self._disabled.add(id(owner))
+        for hook in HOOKS:
+            kept = [m for m in getattr(self, hook) if getattr(m, "__self__", m) is not owner]
+            setattr(self, hook, kept)
+        name = getattr(listener, "__qualname__", repr(listener))
+        logger.exception("callback %s raised; it is disabled for the rest of this run", name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "run_plan",
     "run_plan_sync",
     "run_sync_steps",
+    "run_sync_steps_observed",
 ]
 
 logger = logging.getLogger("hypernodes")
@@ -64,9 +66,9 @@ class Scope:
         "context",
         "engine",
         "inline",
+        "limiter",
         "pipeline",
         "plain",
-        "limiter",
     )
 
     def __init__(
@@ -117,16 +119,23 @@ async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
 
 
 async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
-    plain = scope.plain
+    # Runs of plain sync steps go as one call: inline, or one hop to a worker thread (a
+    # remote worker could not fill this values dict, so remote lanes take them one by one).
+    batch = scope.cache is None and (scope.inline or scope.body.kind == "threads")
+    observed = scope.callbacks is not None
     for is_run, steps in plan.segments:
-        if is_run and plain:
-            if scope.inline:
-                run_sync_steps(steps, values)
-            else:
-                await scope.body.call(run_sync_steps, (steps, values))
-        else:
-            for step in steps:
-                await run_step(step, values, scope, None)
+        if is_run and batch:
+            if not observed:
+                if scope.inline:
+                    run_sync_steps(steps, values)
+                else:
+                    await scope.body.call(run_sync_steps, (steps, values))
+                continue
+            if scope.inline:  # events must fire on this thread, so no hop with callbacks
+                run_sync_steps_observed(steps, values, scope)
+                continue
+        for step in steps:
+            await run_step(step, values, scope, None)
 
 
 async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
@@ -197,39 +206,86 @@ async def run_step(
                 outs = {n: values[n] for n in step.outputs}
                 d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
             return
-    d = scope.callbacks
-    if d is not None and d.on_node_start:
-        inputs = dict(zip(step.node.inputs, args, strict=True))
-        d.emit(d.on_node_start, context=scope.context, node=step.node, inputs=inputs)
-    started = perf_counter()
-    try:
-        if limiter is None:
-            result = await _invoke(step, args, scope)
-        else:
-            async with limiter:
-                result = await _invoke(step, args, scope)
-        step.store(result, values)
-    except NodeError as err:
-        if d is not None and d.on_node_error:
-            error = err.__cause__ or err
-            d.emit(
-                d.on_node_error,
-                context=scope.context,
-                node=step.node,
-                error=error,
-                duration=perf_counter() - started,
-            )
-        raise
+    # Events fire inside the slot: a node "starts" when it runs, not when it queues.
+    if limiter is None:
+        result = await _run_observed(step, args, values, scope)
+    else:
+        async with limiter:
+            result = await _run_observed(step, args, values, scope)
     if key is not None:
         await cache.save(step, key, result, values, scope)
-    if d is not None and d.on_node_end:
-        outs = {n: values[n] for n in step.outputs}
+
+
+async def _run_observed(
+    step: Step, args: tuple[Any, ...], values: dict[str, Any], scope: Scope
+) -> Any:
+    d = scope.callbacks
+    if d is None:
+        result = await _invoke(step, args, scope)
+        step.store(result, values)
+        return result
+    started = _emit_start(d, scope, step, args)
+    try:
+        result = await _invoke(step, args, scope)
+        step.store(result, values)
+    except NodeError as err:
+        _emit_error(d, scope, step, err, started)
+        raise
+    _emit_end(d, scope, step, values, started)
+    return result
+
+
+def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope: Scope) -> None:
+    """``run_sync_steps`` with node events (inline, on the thread that owns the run)."""
+    d = scope.callbacks
+    assert d is not None
+    for step in steps:
+        started = _emit_start(d, scope, step, None, values)
+        try:
+            try:
+                result = step.call(values)
+            except Exception as exc:
+                raise NodeError(step.name) from exc
+            step.store(result, values)
+        except NodeError as err:
+            _emit_error(d, scope, step, err, started)
+            raise
+        _emit_end(d, scope, step, values, started)
+
+
+def _emit_start(
+    d: Dispatcher,
+    scope: Scope,
+    step: Step,
+    args: tuple[Any, ...] | None,
+    values: dict[str, Any] | None = None,
+) -> float:
+    if d.on_node_start:
+        if args is None:
+            assert values is not None
+            args = step.gather(values)
+        inputs = dict(zip(step.node.inputs, args, strict=True))
+        d.emit(d.on_node_start, context=scope.context, node=step.node, inputs=inputs)
+    return perf_counter()
+
+
+def _emit_end(
+    d: Dispatcher, scope: Scope, step: Step, values: dict[str, Any], started: float
+) -> None:
+    if d.on_node_end:
+        outputs = {n: values[n] for n in step.outputs}
+        duration = perf_counter() - started
         d.emit(
-            d.on_node_end,
-            context=scope.context,
-            node=step.node,
-            outputs=outs,
-            duration=perf_counter() - started,
+            d.on_node_end, context=scope.context, node=step.node, outputs=outputs, duration=duration
+        )
+
+
+def _emit_error(d: Dispatcher, scope: Scope, step: Step, err: NodeError, started: float) -> None:
+    if d.on_node_error:
+        error = err.__cause__ or err
+        duration = perf_counter() - started
+        d.emit(
+            d.on_node_error, context=scope.context, node=step.node, error=error, duration=duration
         )
 
 

@@ -323,13 +323,6 @@ def test_parallel_runs_lambdas_and_closures_in_other_processes(
     assert result["pid_a"] != os.getpid()
 
 
-@pytest.mark.xfail(
-    reason="kernel bug: under node_executor='parallel' a plan that runs sequentially (one "
-    "node, or a map item / nested level of one node) sends run_sync_steps(steps, values) to "
-    "the process pool: the compiled steps do not pickle, and a worker could not fill the "
-    "caller's values dict anyway (scheduler._run_sequential)",
-    strict=True,
-)
 @pytest.mark.parametrize("call", ["run", "map"])
 def test_parallel_runs_a_one_node_pipeline(
     call: str, engine_factory: Callable[..., HyperNodesEngine]

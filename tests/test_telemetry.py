@@ -110,12 +110,6 @@ async def test_the_callers_current_span_is_the_parent(spans: Spans) -> None:
     assert spans.chain(spans.one("node double")) == ["request", "pipeline p", "node double"]
 
 
-@pytest.mark.xfail(
-    reason="kernel bug: run() reuses the contextvars captured by the thread's first run "
-    "(asyncio.Runner keeps one Context); bridge.run_sync should pass "
-    "context=contextvars.copy_context() to Runner.run",
-    strict=True,
-)
 def test_run_sees_the_callers_current_span_on_every_call(spans: Spans) -> None:
     pipeline = Pipeline([double], name="p", callbacks=[TelemetryCallback(spans.provider)])
     pipeline.run({"x": 0})  # the thread's first run

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
 from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
-from ..errors import ConfigError, NodeError
+from ..errors import ConfigError, NodeError, PathFrame
 from ..executors.workers import Lane, PoolSet, cpu_count, resolve_lane, validate_executor
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
-from ..scheduler import Plan, Scope, run_plan, run_plan_sync
+from ..scheduler import Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
 from .base import Engine, MapMode, OutputName, Parent
 from .shipping import map_remote
 
@@ -168,6 +169,8 @@ class HyperNodesEngine(Engine):
         cache: Any,
         callbacks: Dispatcher | None,
         context: CallbackContext | None,
+        *,
+        inline: bool | None = None,
     ) -> Scope:
         if parent is not None and parent.scope.engine is self:
             # Same engine: keep the parent's placement (e.g. a map's thread pool).
@@ -175,7 +178,9 @@ class HyperNodesEngine(Engine):
                 pipeline=pipeline.name, cache=cache, callbacks=callbacks, context=context
             )
         node, _, body = self.lanes
-        if parent is not None:
+        if inline is not None:
+            pass  # the caller knows (the loop-free direct path runs inline)
+        elif parent is not None:
             inline = parent.scope.inline and node.kind == "sequential"
         else:
             inline = node.kind == "sequential" and is_own_loop(asyncio.get_running_loop())
@@ -211,9 +216,10 @@ class HyperNodesEngine(Engine):
     def _direct(self, pipeline: Pipeline, map_too: bool) -> bool:
         """Whether a sync call may skip the event loop (the plan decides the rest).
 
-        With no loop running in this thread, a sequential run without cache or callbacks
-        whose nodes are all plain sync calls can never suspend: running it in the calling
-        thread is exactly what the loop would do inline, minus the loop's ~100 µs per call.
+        With no loop running in this thread, a sequential run without cache whose nodes are
+        all plain sync calls can never suspend: running it in the calling thread is exactly
+        what the loop would do inline (callbacks included), minus the loop's ~100 µs per
+        call. (Maps take this path only without callbacks.)
         """
         if self.node_executor != "sequential" or (map_too and self.map_executor != "sequential"):
             return False
@@ -225,7 +231,7 @@ class HyperNodesEngine(Engine):
             return False
         if effective_cache(pipeline) is not None:
             return False
-        return Dispatcher.create(effective_callbacks(pipeline)) is None
+        return not map_too or Dispatcher.create(effective_callbacks(pipeline)) is None
 
     def run(
         self,
@@ -239,8 +245,20 @@ class HyperNodesEngine(Engine):
             plan = pipeline.plan(output_name, inputs)
             if plan.simple:
                 values = {**plan.optional, **pipeline.bound, **inputs}
-                run_plan_sync(plan, values, pipeline.name)
-                return plan.collect(values)
+                dispatcher = Dispatcher.create(effective_callbacks(pipeline))
+                if dispatcher is None:
+                    run_plan_sync(plan, values, pipeline.name)
+                    return plan.collect(values)
+                context = CallbackContext("run", pipeline.name)
+                scope = self._scope(pipeline, None, None, dispatcher, context, inline=True)
+                with _run_events(dispatcher, context, pipeline, inputs) as done:
+                    try:
+                        run_sync_steps_observed(plan.steps, values, scope)
+                    except NodeError as err:
+                        err._prepend(PathFrame(pipeline.name))
+                        raise
+                    done["outputs"] = plan.collect(values)
+                return done["outputs"]  # type: ignore[no-any-return]
         return super().run(pipeline, inputs, output_name)
 
     def map(
@@ -282,34 +300,10 @@ class HyperNodesEngine(Engine):
         if _parent is not None or dispatcher is None:
             await run_plan(plan, values, scope)
             return plan.collect(values)
-        d = dispatcher
-        if d.on_pipeline_start:
-            d.emit(d.on_pipeline_start, context=context, pipeline=pipeline, inputs=dict(inputs))
-        started = perf_counter()
-        try:
+        with _run_events(dispatcher, context, pipeline, inputs) as done:
             await run_plan(plan, values, scope)
-        except BaseException as exc:
-            if d.on_pipeline_end:
-                d.emit(
-                    d.on_pipeline_end,
-                    context=context,
-                    pipeline=pipeline,
-                    outputs=None,
-                    duration=perf_counter() - started,
-                    error=_user_error(exc),
-                )
-            raise
-        result = plan.collect(values)
-        if d.on_pipeline_end:
-            d.emit(
-                d.on_pipeline_end,
-                context=context,
-                pipeline=pipeline,
-                outputs=result,
-                duration=perf_counter() - started,
-                error=None,
-            )
-        return result
+            done["outputs"] = plan.collect(values)
+        return done["outputs"]  # type: ignore[no-any-return]
 
     # -- map ----------------------------------------------------------------------------
 
@@ -331,39 +325,10 @@ class HyperNodesEngine(Engine):
         scope = self._scope(pipeline, _parent, cache, dispatcher, context)
         if cache is not None:
             cache.prime(base, list(base))  # shared inputs: fingerprinted once, not per item
-        d = dispatcher
-        if d is not None and d.on_map_start:
-            d.emit(
-                d.on_map_start,
-                context=context,
-                pipeline=pipeline,
-                n_items=exp.count,
-                map_over=exp.names,
-            )
-        started = perf_counter()
-        try:
-            results = await self._map_items(pipeline, plan, exp, base, scope)
-        except BaseException as exc:
-            if d is not None and d.on_map_end:
-                d.emit(
-                    d.on_map_end,
-                    context=context,
-                    pipeline=pipeline,
-                    n_items=exp.count,
-                    duration=perf_counter() - started,
-                    error=_user_error(exc),
-                )
-            raise
-        if d is not None and d.on_map_end:
-            d.emit(
-                d.on_map_end,
-                context=context,
-                pipeline=pipeline,
-                n_items=exp.count,
-                duration=perf_counter() - started,
-                error=None,
-            )
-        return results
+        if dispatcher is None:
+            return await self._map_items(pipeline, plan, exp, base, scope)
+        with _map_events(dispatcher, context, pipeline, exp):
+            return await self._map_items(pipeline, plan, exp, base, scope)
 
     async def _map_items(
         self,
@@ -421,6 +386,68 @@ class HyperNodesEngine(Engine):
             return plan.collect(values)
 
         return await run_items(exp.items(), exp.count, width, run_one)
+
+
+@contextlib.contextmanager
+def _run_events(
+    d: Dispatcher, context: CallbackContext | None, pipeline: Pipeline, inputs: Mapping[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """``on_pipeline_start`` / ``on_pipeline_end`` around a top-level run; the body puts
+    the result in the yielded dict under ``"outputs"``."""
+    if d.on_pipeline_start:
+        d.emit(d.on_pipeline_start, context=context, pipeline=pipeline, inputs=dict(inputs))
+    started = perf_counter()
+    done: dict[str, Any] = {"outputs": None}
+    error: BaseException | None = None
+    try:
+        yield done
+    except BaseException as exc:
+        error = _user_error(exc)
+        raise
+    finally:
+        if d.on_pipeline_end:
+            duration = perf_counter() - started
+            outputs = None if error is not None else done["outputs"]
+            d.emit(
+                d.on_pipeline_end,
+                context=context,
+                pipeline=pipeline,
+                outputs=outputs,
+                duration=duration,
+                error=error,
+            )
+
+
+@contextlib.contextmanager
+def _map_events(
+    d: Dispatcher, context: CallbackContext | None, pipeline: Pipeline, exp: Expansion
+) -> Iterator[None]:
+    """``on_map_start`` / ``on_map_end`` around a map."""
+    if d.on_map_start:
+        d.emit(
+            d.on_map_start,
+            context=context,
+            pipeline=pipeline,
+            n_items=exp.count,
+            map_over=exp.names,
+        )
+    started = perf_counter()
+    error: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        error = _user_error(exc)
+        raise
+    finally:
+        if d.on_map_end:
+            d.emit(
+                d.on_map_end,
+                context=context,
+                pipeline=pipeline,
+                n_items=exp.count,
+                duration=perf_counter() - started,
+                error=error,
+            )
 
 
 def _user_error(exc: BaseException) -> BaseException:
