@@ -1,0 +1,453 @@
+"""Nested pipelines: mappings, map_over, any depth, same loop, error paths, and the shared
+worker budget of nested maps (no deadlock, never more bodies than max_workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from hypernodes import (
+    HyperNodesEngine,
+    NodeError,
+    Pipeline,
+    PipelineDefinitionError,
+    PipelineNode,
+    node,
+)
+from hypernodes.errors import PathFrame
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def engine_factory() -> Iterator[Callable[..., HyperNodesEngine]]:
+    made: list[HyperNodesEngine] = []
+
+    def make(**kwargs: Any) -> HyperNodesEngine:
+        engine = HyperNodesEngine(**kwargs)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+@node
+def clean(text: str, lang: str = "en") -> str:
+    return f"{lang}:{text.strip().lower()}"
+
+
+@node
+def n_words(clean: str) -> int:
+    return len(clean.split(":", 1)[1].split())
+
+
+TEXT = Pipeline([clean, n_words], name="text")
+
+
+# -- mappings --------------------------------------------------------------------------
+
+
+def test_input_and_output_mappings() -> None:
+    step = TEXT.as_node(
+        name="analyse", input_mapping={"raw": "text"}, output_mapping={"n_words": "words"}
+    )
+    assert isinstance(step, PipelineNode)
+    # Mapped inputs take the outer name; unmapped inner inputs keep theirs.
+    assert step.inputs == ("raw", "lang")
+    assert step.defaults == {"lang": "en"}
+    # Only mapped outputs are exposed.
+    assert step.outputs == ("words",)
+
+    @node
+    def report(words: int, raw: str) -> str:
+        return f"{raw!r} has {words} words"
+
+    outer = Pipeline([step, report], name="outer")
+    assert outer.inputs == ("raw",)
+    assert outer.optional_inputs == {"lang": "en"}
+    assert outer.outputs == ("words", "report")
+    assert outer.run({"raw": " Hello World "}) == {
+        "words": 2,
+        "report": "' Hello World ' has 2 words",
+    }
+    assert outer.run({"raw": "a b c", "lang": "fr"}, output_name="words") == {"words": 3}
+
+
+def test_without_output_mapping_every_inner_output_is_exposed() -> None:
+    step = TEXT.as_node()
+    assert step.name == "text"
+    assert step.outputs == ("clean", "n_words")
+    assert Pipeline([step]).run({"text": "X y"}) == {"clean": "en:x y", "n_words": 2}
+
+
+def test_bad_mappings_are_rejected_at_build_time() -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"'txt'.*not an input"):
+        TEXT.as_node(input_mapping={"raw": "txt"})
+    with pytest.raises(PipelineDefinitionError, match=r"'count'.*not an output"):
+        TEXT.as_node(output_mapping={"count": "n"})
+    with pytest.raises(PipelineDefinitionError, match="map_over names 'nope'"):
+        TEXT.as_node(map_over="nope")
+
+
+# -- map_over: lists in, lists out -----------------------------------------------------
+
+
+def test_map_over_takes_lists_and_gives_lists() -> None:
+    step = TEXT.as_node(
+        name="per_doc",
+        input_mapping={"docs": "text"},
+        output_mapping={"n_words": "counts"},
+        map_over="docs",
+    )
+    assert step.map_over == ("docs",)
+
+    @node
+    def total(counts: list[int]) -> int:
+        return sum(counts)
+
+    outer = Pipeline([step, total])
+    result = outer.run({"docs": ["a", "b c", "d e f"], "lang": "de"})
+    assert result == {"counts": [1, 2, 3], "total": 6}
+
+
+def test_map_over_product_of_two_outer_lists() -> None:
+    step = TEXT.as_node(
+        input_mapping={"texts": "text", "langs": "lang"},
+        output_mapping={"clean": "cleaned"},
+        map_over=["texts", "langs"],
+        map_mode="product",
+    )
+    result = Pipeline([step]).run({"texts": ["A", "B"], "langs": ["en", "fr"]})
+    assert result == {"cleaned": ["en:a", "fr:a", "en:b", "fr:b"]}
+
+
+def test_map_over_accepts_the_inner_name_of_a_mapped_input() -> None:
+    step = TEXT.as_node(input_mapping={"docs": "text"}, map_over="text")
+    assert step.map_over == ("docs",)
+
+
+def test_nested_map_inside_an_outer_map() -> None:
+    step = TEXT.as_node(
+        input_mapping={"docs": "text"}, output_mapping={"n_words": "counts"}, map_over="docs"
+    )
+    results = Pipeline([step]).map({"docs": [["a"], ["b c", "d"]]}, "docs")
+    assert results == [{"counts": [1]}, {"counts": [2, 1]}]
+
+
+# -- any depth -------------------------------------------------------------------------
+
+
+def three_levels() -> Pipeline:
+    @node
+    def score(token: str, weight: int = 1) -> int:
+        if token == "boom":
+            raise ValueError(f"cannot score {token!r}")
+        return len(token) * weight
+
+    leaf = Pipeline([score], name="leaf")
+    per_token = leaf.as_node(
+        name="per_token",
+        input_mapping={"tokens": "token"},
+        output_mapping={"score": "scores"},
+        map_over="tokens",
+    )
+
+    @node
+    def sentence_total(scores: list[int]) -> int:
+        return sum(scores)
+
+    mid = Pipeline([per_token, sentence_total], name="mid")
+    per_sentence = mid.as_node(
+        name="per_sentence",
+        input_mapping={"sentences": "tokens", "w": "weight"},
+        output_mapping={"sentence_total": "totals"},
+        map_over="sentences",
+    )
+
+    @node
+    def grand_total(totals: list[int]) -> int:
+        return sum(totals)
+
+    top = Pipeline([per_sentence, grand_total], name="top")
+    doc = top.as_node(name="doc", output_mapping={"grand_total": "doc_total"})
+    return Pipeline([doc], name="outer")
+
+
+def test_three_levels_with_mappings_at_each() -> None:
+    outer = three_levels()
+    assert outer.inputs == ("sentences",)
+    assert outer.optional_inputs == {"w": 1}
+    assert outer.outputs == ("doc_total",)
+    sentences = [["ab", "c"], ["def"], ["gh", "i", "jk"]]
+    assert outer.run({"sentences": sentences}) == {"doc_total": 11}
+    assert outer.run({"sentences": sentences, "w": 10}) == {"doc_total": 110}
+
+
+@pytest.mark.parametrize("executor", ["sequential", "async", "threaded", "parallel"])
+def test_three_levels_under_every_executor(
+    executor: str, engine_factory: Callable[..., HyperNodesEngine]
+) -> None:
+    engine = engine_factory(node_executor=executor, map_executor=executor, max_workers=2)
+    outer = three_levels().with_engine(engine)
+    assert outer.run({"sentences": [["ab", "c"], ["def"]]}) == {"doc_total": 6}
+    results = outer.map({"sentences": [[["a"]], [["bb", "c"], ["dd"]]]}, "sentences")
+    assert results == [{"doc_total": 1}, {"doc_total": 5}]
+
+
+# -- introspection ---------------------------------------------------------------------
+
+
+def test_outer_graph_inputs_and_outputs_describe_the_nested_node() -> None:
+    step = TEXT.as_node(
+        name="analyse", input_mapping={"raw": "text"}, output_mapping={"n_words": "words"}
+    )
+
+    @node
+    def double(words: int) -> int:
+        return 2 * words
+
+    outer = Pipeline([step, double], name="outer")
+    graph = outer.graph
+    assert graph.nodes[step]["kind"] == "pipeline"
+    assert graph.nodes[double]["kind"] == "node"
+    assert graph.nodes["raw"]["kind"] == "input"
+    assert graph.edges["raw", step]["name"] == "raw"
+    assert graph.edges["lang", step]["name"] == "lang"
+    assert graph.edges[step, double]["name"] == "words"
+    assert set(graph.nodes) == {step, double, "raw", "lang"}
+    assert step.pipeline is TEXT
+    assert "PipelineNode analyse(raw, lang)" in repr(step)
+    assert "pipeline='text'" in repr(step)
+
+
+# -- the same loop ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["sequential", "async", "threaded"])
+def test_a_nested_pipeline_runs_on_its_parents_loop(
+    executor: str, engine_factory: Callable[..., HyperNodesEngine]
+) -> None:
+    @node
+    async def inner_loop(v: int) -> int:
+        return id(asyncio.get_running_loop())
+
+    inner = Pipeline([inner_loop], name="inner")
+    once = inner.as_node(name="once", output_mapping={"inner_loop": "loop_once"})
+    mapped = inner.as_node(
+        name="mapped",
+        input_mapping={"vs": "v"},
+        output_mapping={"inner_loop": "loops_mapped"},
+        map_over="vs",
+    )
+
+    @node
+    async def outer_loop(v: int) -> int:
+        return id(asyncio.get_running_loop())
+
+    engine = engine_factory(node_executor=executor, map_executor=executor)
+    result = Pipeline([outer_loop, once, mapped], engine=engine).run({"v": 1, "vs": [1, 2, 3]})
+    assert result["loop_once"] == result["outer_loop"]
+    assert result["loops_mapped"] == [result["outer_loop"]] * 3
+
+
+@pytest.mark.asyncio
+async def test_nested_pipeline_under_arun_runs_on_the_callers_loop() -> None:
+    @node
+    async def inner_loop(v: int) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    step = Pipeline([inner_loop], name="inner").as_node(
+        input_mapping={"vs": "v"}, map_over="vs", output_mapping={"inner_loop": "loops"}
+    )
+    result = await Pipeline([step]).arun({"vs": [1, 2]})
+    caller = asyncio.get_running_loop()
+    assert result["loops"] == [caller, caller]
+
+
+# -- errors name the whole path --------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["sequential", "async", "threaded", "parallel"])
+def test_error_deep_inside_names_the_whole_path(
+    executor: str, engine_factory: Callable[..., HyperNodesEngine]
+) -> None:
+    engine = engine_factory(node_executor=executor, map_executor=executor, max_workers=2)
+    outer = three_levels().with_engine(engine)
+    with pytest.raises(NodeError) as info:
+        outer.run({"sentences": [["ok"], ["fine", "x"], ["a", "b", "boom"]]})
+    err = info.value
+    assert type(err) is NodeError
+    assert err.node == "score"
+    assert err.frames == (
+        PathFrame("outer"),
+        PathFrame("top", via="doc"),
+        PathFrame("mid", via="per_sentence", item=2),
+        PathFrame("leaf", via="per_token", item=2),
+    )
+    assert err.pipeline_path == ("outer", "top", "mid", "leaf")
+    assert err.item_indices == (2, 2)
+    assert err.item_index == 2
+    assert type(err.__cause__) is ValueError
+    assert str(err) == (
+        "node 'score' failed in outer > doc -> top > per_sentence -> mid[item 2] > "
+        "per_token -> leaf[item 2]: ValueError: cannot score 'boom'"
+    )
+
+
+def test_error_in_an_outer_map_item_adds_the_outer_index() -> None:
+    outer = three_levels()
+    with pytest.raises(NodeError) as info:
+        outer.map({"sentences": [[["a"]], [["b"], ["c", "boom"]]]}, "sentences")
+    err = info.value
+    assert err.item_indices == (1, 1, 1)
+    assert err.frames[0] == PathFrame("outer", item=1)
+    assert str(err).startswith("node 'score' failed in outer[item 1] > doc -> top > ")
+
+
+# -- engines of nested levels ----------------------------------------------------------
+
+
+def test_as_node_engine_overrides_the_inherited_one(
+    engine_factory: Callable[..., HyperNodesEngine],
+) -> None:
+    @node
+    def where(v: int) -> str:
+        return threading.current_thread().name
+
+    threads = engine_factory(node_executor="threaded")
+    inner = Pipeline([where], name="inner")
+    inherited = inner.as_node(name="inherited", output_mapping={"where": "w1"})
+    overridden = inner.as_node(name="overridden", output_mapping={"where": "w2"}, engine=threads)
+    result = Pipeline([inherited, overridden]).run({"v": 1})
+    assert result["w1"] == threading.current_thread().name  # sequential, inline
+    assert result["w2"].startswith("hypernodes")  # the override's thread pool
+
+
+# -- the shared budget: nested maps never exceed max_workers, never deadlock ------------
+
+
+def nested_maps(leaf_body: Callable[[int], int]) -> Pipeline:
+    """Three levels of nested maps over ``leaf_body``: outer lists of lists of ints."""
+    leaf = Pipeline([node(leaf_body, name="body", output_name="out")], name="leaf")
+    level2 = Pipeline(
+        [
+            leaf.as_node(
+                name="l2", input_mapping={"xs": "x"}, output_mapping={"out": "outs"}, map_over="xs"
+            )
+        ],
+        name="level2",
+    )
+    level1 = Pipeline(
+        [
+            level2.as_node(
+                name="l1",
+                input_mapping={"xss": "xs"},
+                output_mapping={"outs": "outss"},
+                map_over="xss",
+            )
+        ],
+        name="level1",
+    )
+    return Pipeline(
+        [
+            level1.as_node(
+                name="l0",
+                input_mapping={"xsss": "xss"},
+                output_mapping={"outss": "result"},
+                map_over="xsss",
+            )
+        ],
+        name="top",
+    )
+
+
+CUBE = [[[100 * a + 10 * b + c for c in range(3)] for b in range(3)] for a in range(3)]
+EXPECTED = [[[x + 1 for x in row] for row in plane] for plane in CUBE]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("executor", ["threaded", "async"])
+def test_nested_maps_share_the_thread_budget(
+    workers: int,
+    executor: str,
+    engine_factory: Callable[..., HyperNodesEngine],
+    probe: Callable[..., Any],
+) -> None:
+    counter = probe(target=workers)
+
+    def body(x: int) -> int:
+        with counter.body():
+            return x + 1
+
+    engine = engine_factory(node_executor=executor, map_executor=executor, max_workers=workers)
+    assert nested_maps(body).with_engine(engine).run({"xsss": CUBE}) == {"result": EXPECTED}
+    assert counter.entered == 27
+    assert counter.peak <= workers
+    assert counter.peak == workers and counter.reached
+
+
+class ProcessProbe:
+    """Counts bodies running at once across processes (a manager holds the state)."""
+
+    def __init__(self, manager: Any, target: int) -> None:
+        self.lock = manager.Lock()
+        self.state = manager.dict(current=0, peak=0, entered=0)
+        self.reached = manager.Event()
+        self.target = target
+
+    def run(self, fn: Callable[[int], int], x: int) -> int:
+        with self.lock:
+            current = self.state["current"] + 1
+            self.state["current"] = current
+            self.state["entered"] += 1
+            self.state["peak"] = max(self.state["peak"], current)
+            if current >= self.target:
+                self.reached.set()
+        try:
+            self.reached.wait(WAIT)
+            return fn(x)
+        finally:
+            with self.lock:
+                self.state["current"] -= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nested_maps_share_the_process_budget(
+    workers: int, engine_factory: Callable[..., HyperNodesEngine]
+) -> None:
+    with multiprocessing.Manager() as manager:
+        counter = ProcessProbe(manager, target=workers)
+
+        def body(x: int) -> int:
+            return counter.run(lambda v: v + 1, x)
+
+        engine = engine_factory(
+            node_executor="parallel", map_executor="parallel", max_workers=workers
+        )
+        result = nested_maps(body).with_engine(engine).map({"xsss": [CUBE, CUBE[:1]]}, "xsss")
+        state = dict(counter.state)
+        reached = counter.reached.is_set()
+    assert result == [{"result": EXPECTED}, {"result": EXPECTED[:1]}]
+    assert state["entered"] == 36
+    assert state["peak"] <= workers
+    assert state["peak"] == workers and reached
+
+
+@pytest.mark.parametrize("executor", ["threaded", "async", "parallel"])
+def test_three_levels_of_nested_maps_with_one_worker_finish(
+    executor: str, engine_factory: Callable[..., HyperNodesEngine]
+) -> None:
+    engine = engine_factory(node_executor=executor, map_executor=executor, max_workers=1)
+    pipeline = nested_maps(lambda x: x + 1).with_engine(engine)
+    assert pipeline.run({"xsss": CUBE}) == {"result": EXPECTED}
+    assert pipeline.map({"xsss": [CUBE[:1], CUBE[1:]]}, "xsss") == [
+        {"result": EXPECTED[:1]},
+        {"result": EXPECTED[1:]},
+    ]
