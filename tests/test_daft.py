@@ -198,6 +198,31 @@ def test_values_cross_the_frame_unchanged() -> None:
     assert type(results[0]["out"]) is tuple
 
 
+def test_nodes_without_inputs_and_constant_only_nodes() -> None:
+    @node(output_name="seed")
+    def seed() -> int:
+        return 7
+
+    @node(output_name="scaled")
+    def scale(seed: int, factor: int = 3) -> int:
+        return seed * factor
+
+    @node(output_name="out")
+    def combine(scaled: int, x: int) -> int:
+        return scaled + x
+
+    pipe = Pipeline([seed, scale, combine])
+    expected, got = both(pipe, lambda p: p.map({"x": [1, 2]}, "x"))
+    assert (
+        got
+        == expected
+        == [
+            {"seed": 7, "scaled": 21, "out": 22},
+            {"seed": 7, "scaled": 21, "out": 23},
+        ]
+    )
+
+
 def test_empty_map() -> None:
     assert Pipeline([double], engine=DaftEngine()).map({"x": []}, "x") == []
 
@@ -452,6 +477,15 @@ def test_events_of_failures_match_the_native_engine() -> None:
     assert ("node_error", "p/[1]", "check", "Rejected") in got
     assert got[-1] == expected[-1] == ("map_end", "p", "Rejected")
     assert got == expected
+
+
+def test_events_of_a_daft_pipeline_nested_in_a_native_one() -> None:
+    def build(inner_engine: Engine | None) -> Pipeline:
+        inner = Pipeline([square, halve], engine=inner_engine, name="inner")
+        return Pipeline([inner.as_node(map_over="v", name="each")], name="p")
+
+    call = lambda p: p.run({"v": [1, 2]})  # noqa: E731
+    assert events(build(DaftEngine()), NATIVE, call) == events(build(None), NATIVE, call)
 
 
 def test_events_of_nested_maps_run_per_row() -> None:

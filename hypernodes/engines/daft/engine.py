@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +15,8 @@ from ...mapping import expand
 from ..base import Engine, MapMode, OutputName, Parent
 from .cached import ItemCache, look_up, save
 from .calls import Hit
-from .frame import Frame, build_frame, ensure_runner, import_daft, iterate
-from .program import ROW, Column, Program, translate
+from .frame import Frame, build_frame, ensure_runner, import_daft, stream
+from .program import ROW, Column, Program, describe, translate
 from .rows import failure_of, node_error, replay_row, result_of, user_error
 
 if TYPE_CHECKING:
@@ -246,7 +244,7 @@ class DaftEngine(Engine):
             is_daft=lambda engine: isinstance(engine, DaftEngine),
         )
         if self.debug:
-            _describe(program)
+            describe(program)
         return program
 
     async def _execute(
@@ -285,7 +283,7 @@ class DaftEngine(Engine):
         hits = _hit_columns(plan, states, todo) if states is not None else None
         observe = d is not None or cache is not None
         frame = await asyncio.to_thread(self._frame, program, todo, columns, hits, observe)
-        async for part in _stream(frame):
+        async for part in stream(frame):
             for j in range(len(part[ROW])):
                 row = {c: part[c][j] for c in frame.columns}
                 index: int = row[ROW]
@@ -348,7 +346,8 @@ class DaftEngine(Engine):
             duration = 0.0
         else:
             failure = replay_row(program, row, ctx, timings, status)
-            duration = sum(row.get(t) or 0.0 for t in timings.values() if type(row.get(t)) is float)
+            spent = (row.get(t) for t in timings.values())
+            duration = sum(t for t in spent if type(t) is float)
         if mapped and d.on_map_item_end:
             error = None
             if failure is not None:
@@ -376,60 +375,3 @@ def _hit_columns(plan: Plan, states: list[ItemCache], rows: list[int]) -> dict[i
         if any(s is not None for s in column) or any(k in states[i].keys for i in rows):
             columns[k] = column
     return columns
-
-
-async def _stream(frame: Frame) -> AsyncIterator[dict[str, list[Any]]]:
-    """The frame's partitions, computed in a thread and handed to this loop as they come.
-
-    Leaving early (a failure, a cancellation) stops the computation at the next partition.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
-    stop = threading.Event()
-
-    def hand_over(item: tuple[bool, Any]) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            stop.set()
-
-    def produce() -> None:
-        try:
-            for part in iterate(frame, stop):
-                hand_over((True, part))
-        except BaseException as exc:
-            hand_over((False, exc))
-        else:
-            hand_over((False, None))
-
-    threading.Thread(target=produce, name="hypernodes-daft", daemon=True).start()
-    try:
-        while True:
-            ok, payload = await queue.get()
-            if ok:
-                yield payload
-            elif payload is None:
-                return
-            else:
-                raise payload
-    finally:
-        stop.set()
-
-
-def _describe(program: Program) -> None:
-    out = sys.stderr
-    print(
-        f"DaftEngine: pipeline {program.top.pipeline.name!r} as {len(program.ops)} columns",
-        file=out,
-    )
-    for op in program.ops:
-        where = "/".join(level.pipeline.name for level in op.level.path)
-        if op.nested:
-            how = "nested pipeline, run per row on HyperNodesEngine"
-        else:
-            how = "async Daft function" if op.node.is_async else "sync, in worker threads"
-        ins = ", ".join(
-            f"{n}={s.name}" if hasattr(s, "name") else f"{n}=<constant>"
-            for n, s in zip(op.node.inputs, op.args, strict=True)
-        )
-        print(f"  {where}.{op.node.name}({ins}) -> {', '.join(op.outs)}  [{how}]", file=out)

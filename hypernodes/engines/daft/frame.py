@@ -8,8 +8,9 @@ a struct of several columns (``unnest``). ``daft`` is imported only here.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from ...errors import ConfigError
 from .calls import make_call, nested_body
 from .program import ROW, Column, Const, Op, Program, UnsupportedNodeError
 
-__all__ = ["Frame", "build_frame", "ensure_runner", "import_daft", "iterate"]
+__all__ = ["Frame", "build_frame", "ensure_runner", "import_daft", "iterate", "stream"]
 
 _INSTALL = "pip install 'hypernodes[daft]'"
 
@@ -219,3 +220,41 @@ def iterate(frame: Frame, stop: threading.Event) -> Iterator[dict[str, list[Any]
         close = getattr(parts, "close", None)
         if close is not None:
             close()
+
+
+async def stream(frame: Frame) -> AsyncIterator[dict[str, list[Any]]]:
+    """The frame's partitions, computed in a thread and handed to this loop as they come.
+
+    Leaving early (a failure, a cancellation) stops the computation at the next partition.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def hand_over(item: tuple[bool, Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            stop.set()
+
+    def produce() -> None:
+        try:
+            for part in iterate(frame, stop):
+                hand_over((True, part))
+        except BaseException as exc:
+            hand_over((False, exc))
+        else:
+            hand_over((False, None))
+
+    threading.Thread(target=produce, name="hypernodes-daft", daemon=True).start()
+    try:
+        while True:
+            ok, payload = await queue.get()
+            if ok:
+                yield payload
+            elif payload is None:
+                return
+            else:
+                raise payload
+    finally:
+        stop.set()

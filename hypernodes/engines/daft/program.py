@@ -10,6 +10,7 @@ row as one op. This module knows nothing about Daft itself (see ``frame.py``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import EllipsisType
@@ -34,6 +35,7 @@ __all__ = [
     "Program",
     "Source",
     "UnsupportedNodeError",
+    "describe",
     "nested_callbacks",
     "translate",
 ]
@@ -263,3 +265,23 @@ def _is_native(engine: Any) -> bool:
     from ..hypernodes import HyperNodesEngine
 
     return isinstance(engine, HyperNodesEngine)
+
+
+def describe(program: Program) -> None:
+    """Print how each node was translated (``DaftEngine(debug=True)``), to stderr."""
+    out = sys.stderr
+    print(
+        f"DaftEngine: pipeline {program.top.pipeline.name!r} as {len(program.ops)} columns",
+        file=out,
+    )
+    for op in program.ops:
+        where = "/".join(level.pipeline.name for level in op.level.path)
+        if op.nested:
+            how = "nested pipeline, run per row on HyperNodesEngine"
+        else:
+            how = "async Daft function" if op.node.is_async else "sync, in worker threads"
+        ins = ", ".join(
+            f"{n}={s.name}" if isinstance(s, Column) else f"{n}=<constant>"
+            for n, s in zip(op.node.inputs, op.args, strict=True)
+        )
+        print(f"  {where}.{op.node.name}({ins}) -> {', '.join(op.outs)}  [{how}]", file=out)
