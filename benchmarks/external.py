@@ -16,11 +16,13 @@ are picked up when present:
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from typing import Any
 
-from .harness import ROOT, Cell, Context, Row, Target
+from .harness import ROOT, Cell, Context, Row, Target, run_child
+from .peers.peer_common import MARKER
 
 __all__ = ["SCRIPTS", "collect"]
 
@@ -73,10 +75,14 @@ def collect(ctx: Context, selected: set[str] | None) -> tuple[list[Row], list[di
         if not path.exists():
             record["status"] = "absent"
             continue
+        if ctx.quick and selected is None and issue == "distributed":
+            record.update(status="skipped", note="slow to start; --only distributed runs it")
+            continue
         if "def bench_rows(" in path.read_text():
-            try:
-                module = importlib.import_module(f"benchmarks.{script}")
-                got = [_row(d, script, issue) for d in module.bench_rows(quick=ctx.quick)]
+            try:  # in a child process: clusters it starts end with it
+                args = [script, "--quick"] if ctx.quick else [script]
+                out = run_child("benchmarks.external", *args, timeout=900)
+                got = [_row(d, script, issue) for d in out["rows"]]
             except Exception as exc:  # someone else's script failing is a finding
                 record.update(status="error", note=f"{type(exc).__name__}: {exc}"[:300])
                 continue
@@ -104,3 +110,15 @@ def collect(ctx: Context, selected: set[str] | None) -> tuple[list[Row], list[di
             stderr=proc.stderr[-2000:],
         )
     return rows, records
+
+
+def _main() -> None:
+    """``python -m benchmarks.external SCRIPT [--quick]``: print that script's rows."""
+    script, quick = sys.argv[1], "--quick" in sys.argv[2:]
+    module = importlib.import_module(f"benchmarks.{script}")
+    rows = list(module.bench_rows(quick=quick))
+    print(MARKER + json.dumps({"rows": rows}, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    _main()

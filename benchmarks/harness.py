@@ -55,11 +55,12 @@ Params = dict[str, Any]
 
 @dataclass
 class Context:
-    """What a run knows: the peers' interpreter (None: no peers), quick mode."""
+    """What a run knows: the peers' interpreter (None: no peers), quick mode, isolation."""
 
     peers_python: str | None
     quick: bool = False
     peer_timeout_scale: float = 1.0
+    isolate: bool = True  # HyperNodes/limit of each workload in a fresh process
 
 
 @dataclass

@@ -32,6 +32,7 @@ from .harness import (
     Workload,
     call_impl,
     cell_from,
+    run_child,
     run_peer,
 )
 from .report import fmt, render, summary, to_json
@@ -52,14 +53,31 @@ def _check(wl: Workload, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _own(
+    wl: Workload, ctx: Context, params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """HyperNodes' and the limit's results: in a fresh process unless ``ctx.isolate`` is off."""
+    if not ctx.isolate:
+        limit = None if wl.limit is None else call_impl(wl.limit, ctx, params)
+        return call_impl(wl.hypernodes, ctx, params), limit
+    spec = json.dumps({"params": params, "quick": ctx.quick})
+    try:
+        out = run_child("benchmarks.workloads.child", wl.name, spec, timeout=900)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        failed = {"status": "error", "note": str(exc)[:300]}
+        return failed, None if wl.limit is None else failed
+    return out["hypernodes"], out["limit"]
+
+
 def measure(
     wl: Workload, ctx: Context, timed_out: dict[tuple[str, str], str] | None = None
 ) -> list[Row]:
     """Run one workload (HyperNodes, limit, peers) and turn its results into rows."""
     timed_out = {} if timed_out is None else timed_out
     params = _params(wl, ctx)
-    hn = _check(wl, call_impl(wl.hypernodes, ctx, params))
-    limit = None if wl.limit is None else _check(wl, call_impl(wl.limit, ctx, params))
+    hn_raw, limit_raw = _own(wl, ctx, params)
+    hn = _check(wl, hn_raw)
+    limit = None if limit_raw is None else _check(wl, limit_raw)
     peers: dict[str, dict[str, Any]] = {}
     for peer in wl.peers if ctx.peers_python else ():
         peer_params = params if ctx.quick else {**params, **wl.peer_params}
@@ -193,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (< 1 min)")
     parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run HyperNodes workloads in this process (debugging; default: one process each)",
+    )
+    parser.add_argument(
         "--only",
         help="comma-separated workload names, globs ('scale_*') or issues (kernel, map, ...)",
     )
@@ -210,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     if peers_python is not None:
         peers_python = os.path.abspath(peers_python)  # not resolve(): keep the venv's symlink
     ctx = Context(
-        peers_python=peers_python, quick=args.quick, peer_timeout_scale=0.25 if args.quick else 1.0
+        peers_python=peers_python,
+        quick=args.quick,
+        peer_timeout_scale=0.25 if args.quick else 1.0,
+        isolate=not args.in_process,
     )
     only = None if not args.only else {s.strip() for s in args.only.split(",") if s.strip()}
 
