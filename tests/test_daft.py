@@ -353,9 +353,21 @@ def test_retries_and_timeouts() -> None:
         await asyncio.sleep(5)
         return x
 
-    with pytest.raises(NodeError, match=r"timed out after 0\.05 s") as info:
-        Pipeline([stuck], engine=DaftEngine()).run({"x": 1})
-    assert isinstance(info.value.__cause__, TimeoutError)
+    for engine in (NATIVE, DaftEngine()):
+        with pytest.raises(NodeError) as info:
+            Pipeline([stuck], engine=engine).run({"x": 1})
+        assert isinstance(info.value.__cause__, TimeoutError) and not info.value.abandoned
+
+    @node(output_name="y", timeout=0.05)
+    def stuck_sync(x: int) -> int:
+        import time
+
+        time.sleep(0.5)
+        return x
+
+    with pytest.raises(NodeError, match=r"timed out after 0\.05 s.*abandoned") as info:
+        Pipeline([stuck_sync], engine=DaftEngine()).run({"x": 1})
+    assert info.value.abandoned and isinstance(info.value.__cause__, TimeoutError)
 
 
 def test_unserializable_node_fails_naming_the_node() -> None:

@@ -26,14 +26,12 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 TEST_PID = os.getpid()
 
-pytestmark = pytest.mark.skipif(
-    ray.is_initialized(), reason="Ray is already running in this process"
-)
-
 
 @pytest.fixture(scope="module")
 def ray_engine() -> Iterator[HyperNodesEngine]:
     """The engine that starts the module's local Ray (2 CPUs) and shuts it down."""
+    if ray.is_initialized():
+        pytest.skip("Ray was started elsewhere in this process; these tests start their own")
     engine = HyperNodesEngine(map_executor="ray", max_workers=2)
     engine.lanes  # noqa: B018 - starts Ray now, not inside the first test
     assert ray.is_initialized()

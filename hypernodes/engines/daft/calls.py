@@ -102,6 +102,10 @@ SKIP = _Skip()
 """This row does not need the op (its results come from the cache further down)."""
 
 
+class _Abandoned(Exception):
+    """A sync body outlived its timeout (it cannot be interrupted; it keeps running)."""
+
+
 _pool_lock = threading.Lock()
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _POOL_SIZE = 32
@@ -199,7 +203,10 @@ def make_call(
         future = loop.run_in_executor(_threads(), lambda: body(*args))
         if timeout is None:
             return await future
-        return await asyncio.wait_for(future, timeout)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise _Abandoned from exc
 
     async def call(row: int, *columns: Any) -> Any:
         if cached:
@@ -222,16 +229,14 @@ def make_call(
             try:
                 result = await attempt(args)
                 break
-            except TimeoutError as exc:
+            except _Abandoned as exc:
                 if attempt_no < retries:
                     continue
-                detail = f"timed out after {timeout:g} s"
-                if not is_async:
-                    detail += (
-                        "; its sync body cannot be interrupted, so it was abandoned and keeps "
-                        "running in its worker thread until it returns"
-                    )
-                return failed(exc, detail, perf_counter() - started, abandoned=not is_async)
+                detail = (
+                    f"timed out after {timeout:g} s; its sync body cannot be interrupted, so "
+                    "it was abandoned and keeps running in its worker thread until it returns"
+                )
+                return failed(exc.__cause__, detail, perf_counter() - started, abandoned=True)
             except Recorded as exc:
                 return failed(exc.error, None, perf_counter() - started, recorded=exc.records)
             except Exception as exc:
