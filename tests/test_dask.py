@@ -426,3 +426,30 @@ def test_cache_hits_skip_remote_items(engine: HyperNodesEngine, tmp_path: Path) 
     assert TEST_PID not in {r["pid"] for r in first}, "items must run on the workers"
     assert second == first
     assert len(list(tmp_path.iterdir())) == 3
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_cli_map_on_a_cluster_by_address(tmp_path: Path, cluster: Any, client: Any) -> None:
+    import json
+    import subprocess
+
+    script = tmp_path / "flow.py"
+    script.write_text(
+        "import distributed\n"
+        "from hypernodes import Pipeline, node\n\n\n"
+        "@node(output_name='where')\n"
+        "def where(x: int) -> str:\n"
+        "    return f'{x}@{distributed.get_worker().address}'\n\n\n"
+        "pipeline = Pipeline([where])\n"
+    )
+    command = [sys.executable, "-m", "hypernodes", "run", f"{script}:pipeline"]
+    command += ["--inputs", json.dumps({"x": [1, 2, 3]}), "--map-over", "x"]
+    command += ["--map-executor", "dask", "--address", cluster.scheduler_address]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    assert [r["where"].split("@")[0] for r in results] == ["1", "2", "3"]
+    assert {r["where"].split("@")[1] for r in results} <= set(client.scheduler_info()["workers"])
+    assert cluster.status.name == "running"
