@@ -133,16 +133,36 @@ def _paired(
 
 
 def _timed(
-    make_engine: Callable[[], Engine], workload: Callable[[Engine], Any], reps: int
+    make_engine: Callable[[], Engine],
+    workload: Callable[[Engine], Any],
+    reps: int,
+    raw: Callable[[Engine], Callable[[], Any]] | None = None,
 ) -> dict[str, float]:
     started = time.perf_counter()
     engine = make_engine()
     call = workload(engine)
+    figures: dict[str, float] = {}
     try:
         warm, median = _median(call, reps)
+        if raw is not None:  # the same work on the same cluster, without HyperNodes
+            figures["raw"] = _median(raw(engine), reps)[1]
     finally:
         engine.close()
-    return {"median": median, "first": warm, "total": time.perf_counter() - started}
+    figures.update(median=median, first=warm, total=time.perf_counter() - started)
+    return figures
+
+
+def _raw_dask_sleeps(engine: Engine) -> Callable[[], Any]:
+    """16 sleeps submitted straight to the engine's Dask client (``pure=False``)."""
+    client = engine.lanes[1].executor.client  # type: ignore[attr-defined,union-attr]
+    plain = client.get_executor(pure=False)
+
+    def run() -> None:
+        futures = [plain.submit(time.sleep, SLEEP) for _ in range(SLEEP_ITEMS)]
+        for future in futures:
+            future.result()
+
+    return run
 
 
 class _BarePool(Engine):
@@ -185,7 +205,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
 
     figures["sleep"] = {
         "ideal": SLEEP * SLEEP_ITEMS / THREADS,
-        "dask": _timed(lambda: dask(THREADS), _sleep_map, reps),
+        "dask": _timed(lambda: dask(THREADS), _sleep_map, reps, _raw_dask_sleeps),
         "ray": _timed(lambda: ray(THREADS), _sleep_map, reps),
         "daft": _timed(DaftEngine, _sleep_map, reps),
     }
@@ -218,7 +238,13 @@ def bench_rows(quick: bool) -> list[dict[str, Any]]:
                 "hypernodes": sleep[name]["median"],
                 "limit": ideal,
                 "limit_label": "ideal (2 waves)",
-                "note": f"first run {sleep[name]['first']:.2f} s (incl. worker start)",
+                "note": f"first run {sleep[name]['first']:.2f} s (incl. worker start)"
+                + (
+                    f"; the same sleeps via client.submit on that cluster: "
+                    f"{sleep[name]['raw']:.3f} s"
+                    if "raw" in sleep[name]
+                    else ""
+                ),
                 "target": {"text": "<= 1.2x ideal", "kind": "limit", "bound": 1.2}
                 if name == "dask"
                 else None,
