@@ -101,7 +101,7 @@ def test_clear_removes_everything_and_resets_stats(store: Cache) -> None:
 
 
 def test_mutating_a_value_after_put_does_not_change_the_entry(store: Cache) -> None:
-    value = {"items": [1, 2, 3], "meta": {"n": 3}}
+    value: Any = {"items": [1, 2, 3], "meta": {"n": 3}}
     store.put(KEY, value)
     value["items"].append(4)
     value["meta"]["n"] = 99
@@ -121,7 +121,7 @@ def test_tuples_holding_mutable_values_are_copied_too(store: Cache) -> None:
     inner: list[int] = [1]
     store.put(KEY, (inner, 2))
     inner.append(2)
-    got = store.get(KEY)
+    got: Any = store.get(KEY)
     got[0].append(3)
     assert store.get(KEY) == ([1], 2)
 
@@ -141,7 +141,9 @@ def test_numpy_arrays_are_copied(store: Cache) -> None:
 
 def test_an_unpicklable_value_raises_cache_write_error_and_stores_nothing(store: Cache) -> None:
     store.put(KEY, "before")
-    with pytest.raises(CacheWriteError, match=r"type dict.*cannot be pickled.*_thread\.lock") as info:
+    with pytest.raises(
+        CacheWriteError, match=r"type dict.*cannot be pickled.*_thread\.lock"
+    ) as info:
         store.put(KEY, {"lock": threading.Lock()})
     assert info.value.key == KEY
     assert info.value.value_type == "dict"
@@ -178,7 +180,7 @@ def test_a_store_pickles_to_its_configuration_only(store: Cache) -> None:
     assert clone.stats() == CacheStats()
     if isinstance(store, DiskCache):
         assert clone.get(KEY) == b"x" * 100_000  # same directory, same entries
-        assert clone.signed == store.signed
+        assert clone.signed == store.signed  # type: ignore[attr-defined]
     else:
         assert isinstance(clone, MemoryCache)
         assert clone.get(KEY) is MISSING and clone.max_size == store.max_size  # type: ignore[attr-defined]
@@ -336,9 +338,7 @@ def no_cwd_change() -> Iterator[None]:
     os.chdir(cwd)
 
 
-def test_disk_relative_paths_are_made_absolute(
-    tmp_path: Path, no_cwd_change: None
-) -> None:
+def test_disk_relative_paths_are_made_absolute(tmp_path: Path, no_cwd_change: None) -> None:
     os.chdir(tmp_path)
     cache = DiskCache("rel")
     assert cache.path == str(tmp_path / "rel")

@@ -389,7 +389,7 @@ def test_secret_is_validated() -> None:
         DiskCache("x", secret=b"")
     with pytest.raises(TypeError, match="secret must be bytes, str or None"):
         DiskCache("x", secret=123)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
         DiskCache(None)  # type: ignore[arg-type]
 
 

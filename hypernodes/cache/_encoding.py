@@ -321,13 +321,31 @@ def _constant(tag: bytes) -> Callable[[Any, Writer], None]:
     return encode
 
 
+def _feed_plain_bytes(v: bytes, w: Writer) -> None:
+    feed_bytes(b"b", v, w)
+
+
+def _feed_bytearray(v: bytearray, w: Writer) -> None:
+    feed_bytes(b"B", v, w)
+
+
+def _feed_set(v: set[Any], w: Writer) -> None:
+    _unordered(b"e", v, w)
+
+
+def _feed_frozenset(v: frozenset[Any], w: Writer) -> None:
+    _unordered(b"g", v, w)
+
+
+# Plain functions rather than partials: Python-to-Python calls keep deep values off the
+# C stack.
 EXACT: dict[type, Callable[[Any, Writer], None]] = {
     complex: _feed_complex,
-    bytes: functools.partial(feed_bytes, b"b"),
-    bytearray: functools.partial(feed_bytes, b"B"),
+    bytes: _feed_plain_bytes,
+    bytearray: _feed_bytearray,
     memoryview: _feed_memoryview,
-    set: functools.partial(_unordered, b"e"),
-    frozenset: functools.partial(_unordered, b"g"),
+    set: _feed_set,
+    frozenset: _feed_frozenset,
     range: _tagged(b"r", "start", "stop", "step"),
     slice: _tagged(b"z", "start", "stop", "step"),
     type: _feed_type,

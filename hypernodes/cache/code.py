@@ -68,10 +68,10 @@ def _class_source(cls: type) -> bytes:
         digest = b"-"
     else:
         digest = digest128(source.encode("utf-8", "surrogatepass"))
-    key = id(cls)
+    key, pop = id(cls), _SOURCES.pop  # bound now: module globals vanish at shutdown
 
     def forget(_: object) -> None:
-        _SOURCES.pop(key, None)
+        pop(key, None)
 
     _SOURCES[key] = (weakref.ref(cls, forget), digest)
     return digest
@@ -83,8 +83,8 @@ class _Entry:
     __slots__ = ("attrs", "cells", "digest", "names", "ref", "volatile")
 
     def __init__(self, walk: _Walk, root: Any, digest: str) -> None:
-        key = id(root)
-        self.ref = weakref.ref(root, lambda _: _ENTRIES.pop(key, None))
+        key, pop = id(root), _ENTRIES.pop  # bound now: module globals vanish at shutdown
+        self.ref = weakref.ref(root, lambda _: pop(key, None))
         self.digest = digest
         self.names = tuple(walk.names.values())
         self.attrs = tuple(walk.attrs)
@@ -323,14 +323,14 @@ def _in_progress() -> dict[int, None]:
 
 
 def _root_identity(root: Any) -> str:
-    entry = _ENTRIES.get(id(root))
-    if entry is not None and entry.ref() is root and entry.valid():
-        return entry.digest
     active = _in_progress()
     if id(root) in active:  # a value inside the root's own closure refers back to it
         return "cycle:" + qualname(root)
-    active[id(root)] = None
+    active[id(root)] = None  # also while validating: re-fingerprinting may come back here
     try:
+        entry = _ENTRIES.get(id(root))
+        if entry is not None and entry.ref() is root and entry.valid():
+            return entry.digest
         walk = _Walk()
         digest = walk.callable(root).hex()
     finally:

@@ -19,8 +19,10 @@ whatever pickle needs to rebuild an object is what identifies it.
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import _libraries  # noqa: F401 - registers the lazy library handlers
 from ._encoding import Writer, feed, feed_ref, handler, type_name
@@ -28,12 +30,18 @@ from .base import UnfingerprintableError
 
 __all__ = ["UnfingerprintableError", "fingerprint", "fingerprint_digest", "register_fingerprint"]
 
-T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
 
 
-def register_fingerprint(
-    cls: type[T], func: Callable[[T], object] | None = None
-) -> Callable[[T], object] | Callable[[Callable[[T], object]], Callable[[T], object]]:
+@overload
+def register_fingerprint(cls: type, func: None = None) -> Callable[[F], F]: ...
+
+
+@overload
+def register_fingerprint(cls: type, func: F) -> F: ...
+
+
+def register_fingerprint(cls: type, func: F | None = None) -> F | Callable[[F], F]:
     """Teach :func:`fingerprint` a type: ``func(value)`` returns something fingerprintable
     that identifies the value (a tuple of its fields, its bytes, ...).
 
@@ -61,7 +69,7 @@ def register_fingerprint(
     if not isinstance(cls, type):
         raise TypeError(f"register_fingerprint needs a class, got {type(cls).__name__}")
 
-    def register(reducer: Callable[[T], object]) -> Callable[[T], object]:
+    def register(reducer: F) -> F:
         def encode(v: Any, w: Writer) -> None:
             w.b += b"u"
             feed_ref(cls, w)
@@ -96,15 +104,46 @@ def fingerprint_digest(value: object) -> bytes:
     """
     w = Writer()
     try:
-        feed(value, w)
-    except RecursionError:
-        raise UnfingerprintableError(
-            type_name(value), "it is nested deeper than Python's recursion limit"
-        ) from None
+        try:
+            feed(value, w)
+        except RecursionError:
+            w = _deep(value)
     except UnfingerprintableError as exc:
         exc.child = None  # the walk's bookkeeping must not keep the value alive
         raise
     return w.digest()
+
+
+_DEEP_LIMIT = 20_000
+_deep_lock = threading.Lock()
+_deep_local = threading.local()
+
+
+def _deep(value: object) -> Writer:
+    """Walk a value nested deeper than the recursion limit allows, with a raised limit
+    (rare: one deep walk at a time, the usual limit restored afterwards; never nested).
+
+    Raises:
+        UnfingerprintableError: Even the raised limit is not enough.
+    """
+    too_deep = UnfingerprintableError(
+        type_name(value), f"it is nested more than {_DEEP_LIMIT} frames deep"
+    )
+    if getattr(_deep_local, "active", False):
+        raise too_deep  # an inner walk of a deep walk: let the outer one give up once
+    with _deep_lock:
+        _deep_local.active = True
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, _DEEP_LIMIT))
+        try:
+            w = Writer()
+            feed(value, w)
+            return w
+        except RecursionError:
+            raise too_deep from None
+        finally:
+            sys.setrecursionlimit(old)
+            _deep_local.active = False
 
 
 def fingerprint(value: object) -> str:

@@ -1,0 +1,513 @@
+"""Code identity: edits to a node or the user code it reaches change it; nothing else does."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import itertools
+import json
+import linecache
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from hypernodes import node
+from hypernodes.cache import (
+    UnfingerprintableError,
+    _bytecode,
+    code,
+    code_dependencies,
+    code_identity,
+    fingerprint,
+)
+
+_counter = itertools.count()
+
+
+class Modules:
+    """Writes modules into a temporary directory on ``sys.path`` and (re)imports them,
+    the way an edit followed by a fresh run would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.prefix = f"hnci{next(_counter)}_"
+        self.names: list[str] = []
+
+    def name(self, short: str) -> str:
+        return self.prefix + short
+
+    def write(self, short: str, source: str) -> None:
+        text = textwrap.dedent(source).replace("PFX_", self.prefix)
+        (self.root / f"{self.name(short)}.py").write_text(text)
+        linecache.checkcache()
+
+    def load(self, *shorts: str) -> list[ModuleType]:
+        """(Re)import modules in the order given (dependencies first)."""
+        importlib.invalidate_caches()
+        out = []
+        for short in shorts:
+            full = self.name(short)
+            if full in sys.modules:
+                out.append(importlib.reload(sys.modules[full]))
+            else:
+                self.names.append(full)
+                out.append(importlib.import_module(full))
+        return out
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Modules]:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no stale .pyc between edits
+    mods = Modules(tmp_path)
+    yield mods
+    for name in mods.names:
+        sys.modules.pop(name, None)
+
+
+HELPERS2 = """
+def deep(v):
+    return v {op}
+"""
+
+HELPERS = """
+from PFX_helpers2 import deep
+
+def scale(v):
+    return deep(v) * 2
+
+def unrelated(v):
+    return v {unrelated}
+"""
+
+NODES = """
+import json
+import os.path
+import PFX_helpers as helpers
+
+{padding}
+
+def local_helper(v):
+    return helpers.scale(v) + 1
+
+def my_node(x):
+    return local_helper(x) + len(json.dumps(x)) + len(os.path.join("a", "b"))
+
+def other_node(x):
+    return x {other}
+"""
+
+
+def build(
+    modules: Modules,
+    *,
+    op: str = "+ 1",
+    unrelated: str = "- 1",
+    padding: str = "",
+    other: str = "* 3",
+    node_op: str = "+ 1",
+) -> Callable[..., Any]:
+    modules.write("helpers2", HELPERS2.format(op=op))
+    modules.write("helpers", HELPERS.format(unrelated=unrelated))
+    nodes = NODES.format(padding=padding, other=other).replace(
+        "helpers.scale(v) + 1", f"helpers.scale(v) {node_op}"
+    )
+    modules.write("nodes", nodes)
+    _, _, mod = modules.load("helpers2", "helpers", "nodes")
+    return mod.my_node  # type: ignore[no-any-return]
+
+
+def test_identity_is_a_stable_hex_digest(modules: Modules) -> None:
+    fn = build(modules)
+    ident = code_identity(fn)
+    assert len(ident) == 32 and int(ident, 16) >= 0
+    assert code_identity(fn) == ident
+
+
+def test_editing_the_node_changes_it(modules: Modules) -> None:
+    before = code_identity(build(modules))
+    assert code_identity(build(modules, node_op="+ 2")) != before
+
+
+def test_editing_a_helper_two_levels_deep_changes_it(modules: Modules) -> None:
+    # pipefunc serves stale downstream results after an upstream function is edited;
+    # hypernodes 0.4.8 misses edits to helper functions.
+    before = code_identity(build(modules))
+    assert code_identity(build(modules, op="+ 2")) != before
+    assert code_identity(build(modules, op="+ 1")) == before  # edit undone
+
+
+def test_editing_unrelated_code_does_not_change_it(modules: Modules) -> None:
+    before = code_identity(build(modules))
+    assert code_identity(build(modules, unrelated="- 2")) == before  # same module as a helper
+    assert code_identity(build(modules, other="* 4")) == before  # same module as the node
+    moved = build(modules, padding="# a comment\n\nCONSTANT_LIST = [1, 2]\n\n\n")
+    assert code_identity(moved) == before  # the node moved down the file
+
+
+def test_reloading_unchanged_code_gives_the_same_identity(modules: Modules) -> None:
+    first = build(modules)
+    before = code_identity(first)
+    again = build(modules)
+    assert again is not first
+    assert code_identity(again) == before
+
+
+def test_the_identity_is_the_same_in_a_fresh_process(modules: Modules) -> None:
+    ident = code_identity(build(modules))
+    script = f"""
+        import sys
+        sys.path.insert(0, {str(modules.root)!r})
+        from hypernodes.cache import code_identity
+        import {modules.name("nodes")} as nodes
+        print(code_identity(nodes.my_node))
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": root}
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outputs.add(proc.stdout.strip())
+    assert outputs == {ident}
+
+
+def test_dependencies_list_user_code_only(modules: Modules) -> None:
+    deps = code_dependencies(build(modules))
+    p = modules.prefix
+    assert deps == (
+        f"{p}nodes.my_node",
+        f"{p}nodes.local_helper",
+        f"{p}helpers.scale",
+        f"{p}helpers2.deep",
+    )  # json.dumps, os.path.join and len are named, never followed
+
+
+def test_library_callees_are_not_followed(
+    modules: Modules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module under a site-packages-like directory is a library: named, never followed.
+    site = modules.root / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(_bytecode, "LIBRARY_PREFIXES", (str(site) + os.sep,))
+    monkeypatch.setattr(_bytecode, "_USER", {})
+    lib = modules.name("lib")
+    (site / f"{lib}.py").write_text("def libfn(v):\n    return v + 1\n")
+    modules.write("app", "from PFX_lib import libfn\n\ndef run(x):\n    return libfn(x)\n")
+    (app,) = modules.load("app")
+    modules.names.append(lib)
+    assert code_dependencies(app.run) == (f"{modules.prefix}app.run",)
+    before = code_identity(app.run)
+    (site / f"{lib}.py").write_text("def libfn(v):\n    return v + 2\n")
+    importlib.reload(sys.modules[lib])
+    (app,) = modules.load("app")
+    assert app.run(1) == 3  # the edit is live...
+    assert code_identity(app.run) == before  # ...but library code is not followed
+
+
+# -- notebooks: redefinition in one namespace -----------------------------------------------
+
+
+def run_cell(namespace: dict[str, Any], source: str) -> None:
+    """Run ``source`` the way IPython runs a cell: its own file name, source in linecache."""
+    filename = f"<ipython-input-{next(_counter)}>"
+    source = textwrap.dedent(source)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+
+
+def test_redefining_a_helper_in_a_notebook_changes_the_node() -> None:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    run_cell(ns, "def helper(v):\n    return v + 1\n")
+    run_cell(ns, "def my_node(x):\n    return helper(x) * 2\n")
+    before = code_identity(ns["my_node"])
+    run_cell(ns, "def helper(v):\n    return v + 100\n")  # same name, new function
+    after = code_identity(ns["my_node"])
+    assert after != before
+    run_cell(ns, "def helper(v):\n    return v + 1\n")  # back to the original text
+    assert code_identity(ns["my_node"]) == before
+
+
+def test_re_decorating_the_same_code_keeps_the_identity() -> None:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    cell = "def my_node(x):\n    return x + 1\n"
+    run_cell(ns, cell)
+    first = ns["my_node"]
+    run_cell(ns, cell)
+    assert ns["my_node"] is not first
+    assert code_identity(ns["my_node"]) == code_identity(first)
+    assert code_identity(node(ns["my_node"]).func) == code_identity(first)
+
+
+def test_a_helper_defined_after_the_node_is_seen() -> None:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    run_cell(ns, "def my_node(x):\n    return later(x)\n")
+    before = code_identity(ns["my_node"])  # ``later`` does not exist yet
+    run_cell(ns, "def later(v):\n    return v\n")
+    assert code_identity(ns["my_node"]) != before
+
+
+def test_module_level_constants_count_other_objects_do_not() -> None:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    run_cell(ns, "THRESHOLD = 0.5\nCONFIG = {'k': 1}\n")
+    run_cell(ns, "def my_node(x):\n    log.info('x'); return x > THRESHOLD and CONFIG['k']\n")
+    ns["log"] = logging.getLogger("a")
+    before = code_identity(ns["my_node"])
+    ns["log"] = logging.getLogger("b")
+    ns["CONFIG"] = {"k": 2}  # mutable module-level objects are inputs' business
+    assert code_identity(ns["my_node"]) == before
+    ns["THRESHOLD"] = 0.6
+    assert code_identity(ns["my_node"]) != before
+
+
+# -- closures, defaults, partials, methods, callable objects -------------------------------
+
+
+def make_scaler(factor: Any) -> Callable[[int], Any]:
+    def scaled(x: int) -> Any:
+        return x * factor
+
+    return scaled
+
+
+def test_closure_values_are_part_of_the_identity() -> None:
+    assert code_identity(make_scaler(2)) == code_identity(make_scaler(2))
+    assert code_identity(make_scaler(2)) != code_identity(make_scaler(3))
+    assert code_identity(make_scaler(2)) != code_identity(make_scaler(2.0))
+
+
+def test_a_mutated_closure_value_is_seen() -> None:
+    weights = [1, 2]
+    fn = make_scaler(weights)
+    before = code_identity(fn)
+    weights.append(3)
+    assert code_identity(fn) != before
+
+
+def test_a_rebound_nonlocal_is_seen() -> None:
+    state = 1
+
+    def fn(x: int) -> int:
+        return x + state
+
+    before = code_identity(fn)
+    state = 2  # rebinding the cell is the point
+    assert code_identity(fn) != before
+
+
+def test_an_unfingerprintable_closure_value_raises_naming_it() -> None:
+    fn = make_scaler(threading.Lock())
+    with pytest.raises(UnfingerprintableError, match=r"closure variable 'factor'.*_thread.lock"):
+        code_identity(fn)
+
+
+def test_default_values_are_part_of_the_identity() -> None:
+    def a(x: int, k: int = 1) -> int:
+        return x + k
+
+    before = code_identity(a)
+    a.__defaults__ = (2,)
+    assert code_identity(a) != before
+    a.__defaults__ = (1,)
+    assert code_identity(a) == before
+
+
+def base_fn(x: int, k: int) -> int:
+    return x * k
+
+
+def test_partials_cover_their_bound_arguments() -> None:
+    one = functools.partial(base_fn, k=1)
+    assert code_identity(one) == code_identity(functools.partial(base_fn, k=1))
+    assert code_identity(one) != code_identity(functools.partial(base_fn, k=2))
+    assert code_identity(one) != code_identity(base_fn)
+
+
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+    def apply(self, x: int) -> int:
+        return x * self.factor
+
+
+def test_callable_objects_and_bound_methods_cover_their_state() -> None:
+    assert code_identity(Scaler(2)) == code_identity(Scaler(2))
+    assert code_identity(Scaler(2)) != code_identity(Scaler(3))
+    assert code_identity(Scaler(2).apply) == code_identity(Scaler(2).apply)
+    assert code_identity(Scaler(2).apply) != code_identity(Scaler(3).apply)
+    assert code_identity(Scaler(2).apply) != code_identity(Scaler(2))
+
+
+def test_editing_a_class_the_node_uses_changes_it(modules: Modules) -> None:
+    source = """
+        class Tool:
+            def run(self, x):
+                return x {op}
+
+        def my_node(x):
+            return Tool().run(x)
+    """
+    modules.write("tool", source.format(op="+ 1"))
+    (mod,) = modules.load("tool")
+    before = code_identity(mod.my_node)
+    modules.write("tool", source.format(op="+ 2"))
+    (mod,) = modules.load("tool")
+    assert code_identity(mod.my_node) != before
+    assert f"{modules.prefix}tool.Tool.run" in code_dependencies(mod.my_node)
+
+
+def test_helpers_imported_inside_the_function_are_followed(modules: Modules) -> None:
+    modules.write("inner", "def helper(v):\n    return v + 1\n")
+    modules.write(
+        "outer",
+        """
+        def my_node(x):
+            from PFX_inner import helper
+            import PFX_inner
+            return helper(x) + PFX_inner.helper(x)
+        """,
+    )
+    _, mod = modules.load("inner", "outer")
+    before = code_identity(mod.my_node)
+    assert f"{modules.prefix}inner.helper" in code_dependencies(mod.my_node)
+    modules.write("inner", "def helper(v):\n    return v + 2\n")
+    modules.load("inner")
+    assert code_identity(mod.my_node) != before
+
+
+def test_builtins_and_library_functions_are_named() -> None:
+    assert code_identity(len) == code_identity(len)
+    assert code_identity(len) != code_identity(abs)
+    assert code_identity(json.dumps) != code_identity(json.loads)
+    assert code_dependencies(json.dumps)[0] == "json.dumps"
+
+
+def test_async_and_generator_functions() -> None:
+    async def a(x: int) -> int:
+        return x
+
+    def g(x: int) -> Any:
+        yield x
+
+    def f(x: int) -> int:
+        return x
+
+    assert len({code_identity(a), code_identity(g), code_identity(f)}) == 3
+
+
+def test_code_identity_needs_a_callable() -> None:
+    with pytest.raises(TypeError, match="needs a callable"):
+        code_identity(42)  # type: ignore[arg-type]
+
+
+# -- recursion -----------------------------------------------------------------------------
+
+
+def countdown(n: int) -> int:
+    return 0 if n == 0 else countdown(n - 1)
+
+
+def ping(n: int) -> int:
+    return 0 if n == 0 else pong(n - 1)
+
+
+def pong(n: int) -> int:
+    return 0 if n == 0 else ping(n - 1)
+
+
+class Tree:
+    def size(self) -> int:
+        return 1 + sum(child.size() for child in self.children())
+
+    def children(self) -> list[Tree]:
+        return [Tree()] if isinstance(self, Tree) else []
+
+
+def test_recursion_does_not_hang() -> None:
+    assert code_identity(countdown) == code_identity(countdown)
+    assert code_identity(ping) != code_identity(pong)
+    assert set(code_dependencies(ping)) == {f"{__name__}.ping", f"{__name__}.pong"}
+
+    def make_rec() -> Callable[[int], int]:
+        def rec(n: int) -> int:
+            return 0 if n == 0 else rec(n - 1)
+
+        return rec
+
+    assert code_identity(make_rec()) == code_identity(make_rec())
+    assert code_identity(Tree) == code_identity(Tree)
+
+    holder: dict[str, Any] = {}
+
+    def self_ref(x: int) -> Any:
+        return holder
+
+    holder["fn"] = self_ref  # a closure value that contains the function itself
+    assert code_identity(self_ref) == code_identity(self_ref)
+
+
+# -- speed and caching ---------------------------------------------------------------------
+
+
+def test_repeated_calls_reuse_the_cached_identity(
+    modules: Modules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fn = build(modules)
+    code_identity(fn)
+    walks: list[Any] = []
+    real = code._Walk.callable
+
+    def counting(self: Any, obj: Any) -> bytes:
+        walks.append(obj)
+        return real(self, obj)
+
+    monkeypatch.setattr(code._Walk, "callable", counting)
+    for _ in range(5):
+        code_identity(fn)
+    assert walks == []
+    mod = sys.modules[modules.name("nodes")]
+    mod.local_helper = lambda v: v  # type: ignore[attr-defined]  # rebinding a helper is seen on the next call
+    code_identity(fn)
+    assert walks == [fn]
+
+
+def test_threads_agree(modules: Modules) -> None:
+    fn = build(modules)
+    results: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def work() -> None:
+        barrier.wait()
+        results.extend(code_identity(fn) for _ in range(50))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 300 and len(set(results)) == 1
+
+
+def test_function_values_fingerprint_by_code_identity() -> None:
+    assert fingerprint(make_scaler(2)) == fingerprint(make_scaler(2))
+    assert fingerprint(make_scaler(2)) != fingerprint(make_scaler(5))
