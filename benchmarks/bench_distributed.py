@@ -281,6 +281,8 @@ def _report(figures: dict[str, Any]) -> str:
     for name in ("dask", "ray", "daft"):
         f = sleep[name]
         lines.append(f"{name:8} {f['median']:8.3f} {f['median'] / ideal:8.2f}x {f['first']:9.2f}s")
+    raw = sleep["dask"]["raw"]
+    lines.append(f"{'raw dask':8} {raw:8.3f} {raw / ideal:8.2f}x  client.submit, same cluster")
     lines += [
         "",
         f"CPU-bound map, {CPU_ITEMS} items, 2 workers; each run paired with a sequential one",
