@@ -16,6 +16,7 @@ import functools
 import struct
 import sys
 import types
+from array import array
 from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
 
 _FLUSH = 1 << 16  # bytes buffered before they are handed to the hasher
 _DOUBLE = struct.Struct("<d").pack
+_NAN = float("nan")
 
 
 def qualname(obj: Any) -> str:
@@ -149,24 +151,44 @@ def feed(v: Any, w: Writer) -> None:
 
 
 def items(v: Any, w: Writer) -> None:
-    """Write the elements of a sequence, each exactly as :func:`feed` would, with a
-    batched path for runs of one scalar type (the common case of long lists)."""
-    if len(v) >= 4:
+    """Write the elements of a sized iterable.
+
+    Runs of 16 or more exact ints (within 64 bits) or floats are packed by ``array``
+    behind a non-letter marker byte (``\\x01`` / ``\\x02``), which no element token starts
+    with, so the encoding stays unambiguous; runs of str are batched with the very tokens
+    :func:`feed` writes; anything else goes element by element.
+    """
+    if len(v) >= 16:
         kinds = set(map(type, v))
         if len(kinds) == 1:
             t = kinds.pop()
             if t is int:
-                w.b += b"".join([b"i%x;" % x for x in v])
+                try:
+                    packed = array("q", v)
+                except OverflowError:
+                    w.b += b"".join([b"i%x;" % x for x in v])
+                else:
+                    w.b += b"\x01"
+                    w.b += packed.tobytes()
                 return
             if t is float:
-                w.b += b"".join([(b"f" + _DOUBLE(x)) if x == x else b"q" for x in v])
+                floats = array("d", v)
+                total = sum(floats)
+                if total != total:  # a NaN somewhere (or inf - inf): make every NaN alike
+                    floats = array("d", [x if x == x else _NAN for x in v])
+                w.b += b"\x02"
+                w.b += floats.tobytes()
                 return
             if t is str:
-                encoded = [x.encode("utf-8", "surrogatepass") for x in v]
-                w.b += b"".join([b"s%x:%b" % (len(d), d) for d in encoded])
+                _strs(v, w)
                 return
     for item in v:
         feed(item, w)
+
+
+def _strs(v: Any, w: Writer) -> None:
+    encoded = [x.encode("utf-8", "surrogatepass") for x in v]
+    w.b += b"".join([b"s%x:%b" % (len(d), d) for d in encoded])
 
 
 def enter(v: object, w: Writer) -> bool:
@@ -182,16 +204,23 @@ def enter(v: object, w: Writer) -> bool:
 
 def sequence(tag: bytes, v: Any, w: Writer) -> None:
     """An ordered container: tag, length, elements."""
-    if not enter(v, w):
+    active, key = w.active, id(v)
+    if key in active:  # the container contains itself: refer back to its depth
+        w.b += b"^%x;" % active[key]
         return
+    active[key] = len(active)
     try:
         w.b += b"%b%x[" % (tag, len(v))
-        items(v, w)
+        if len(v) < 16:
+            for item in v:
+                feed(item, w)
+        else:
+            items(v, w)
     except UnfingerprintableError as exc:
         exc.inside(f"[{_index_of(v, exc.child)}]", v)
         raise
     finally:
-        del w.active[id(v)]
+        del active[key]
 
 
 def _index_of(container: Iterable[object], child: object) -> str:
@@ -210,8 +239,11 @@ def _sub_digest(w: Writer, *parts: object) -> bytes:
 
 def mapping(tag: bytes, v: Any, w: Writer) -> None:
     """An order-insensitive mapping (dict equality ignores order, so must we)."""
-    if not enter(v, w):
+    active, key = w.active, id(v)
+    if key in active:  # the mapping contains itself: refer back to its depth
+        w.b += b"^%x;" % active[key]
         return
+    active[key] = len(active)
     try:
         w.b += b"%b%x" % (tag, len(v))
         for k in v:
@@ -219,10 +251,16 @@ def mapping(tag: bytes, v: Any, w: Writer) -> None:
                 break
         else:
             # str keys have a total order: sort them, no sub-digests needed.
-            keys = sorted(v)
             w.b += b"{"
-            items(keys, w)
-            items([v[k] for k in keys], w)
+            if len(v) < 16:
+                for k in sorted(v):
+                    data = k.encode("utf-8", "surrogatepass")
+                    w.b += b"s%x:%b" % (len(data), data)
+                    feed(v[k], w)
+            else:
+                keys = sorted(v)
+                _strs(keys, w)
+                items([v[k] for k in keys], w)
             return
         w.b += b"<"
         for d in sorted([_sub_digest(w, k, val) for k, val in v.items()]):
@@ -231,7 +269,7 @@ def mapping(tag: bytes, v: Any, w: Writer) -> None:
         exc.inside(_mapping_segment(list(v.items()), exc.child), v)
         raise
     finally:
-        del w.active[id(v)]
+        del active[key]
 
 
 def _mapping_segment(pairs: list[tuple[Any, Any]], child: object) -> str:

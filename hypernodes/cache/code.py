@@ -80,23 +80,26 @@ def _class_source(cls: type) -> bytes:
 class _Entry:
     """A root's identity and what it was computed from, re-checked on every call."""
 
-    __slots__ = ("attrs", "cells", "digest", "names", "ref", "volatile")
+    __slots__ = ("cells", "digest", "functions", "names", "ref", "volatile")
 
     def __init__(self, walk: _Walk, root: Any, digest: str) -> None:
         key, pop = id(root), _ENTRIES.pop  # bound now: module globals vanish at shutdown
         self.ref = weakref.ref(root, lambda _: pop(key, None))
         self.digest = digest
         self.names = tuple(walk.names.values())
-        self.attrs = tuple(walk.attrs)
+        self.functions = tuple(walk.functions)
         self.cells = tuple(walk.cells)
         self.volatile = tuple(walk.volatile)
 
-    def valid(self) -> bool:
+    def unchanged(self) -> bool:
+        """The identity checks: bindings, code, defaults and closure cells."""
         for mapping, name, expected in self.names:
             if mapping.get(name, _ABSENT) is not expected:
                 return False
-        for obj, attr, expected in self.attrs:
-            if getattr(obj, attr, _ABSENT) is not expected:
+        for f, code, defaults, kwdefaults in self.functions:
+            if f.__code__ is not code or f.__defaults__ is not defaults:
+                return False
+            if f.__kwdefaults__ is not kwdefaults:
                 return False
         for cell, expected in self.cells:
             try:
@@ -105,6 +108,10 @@ class _Entry:
                 current = _ABSENT
             if current is not expected:
                 return False
+        return True
+
+    def same_values(self) -> bool:
+        """Mutable values the identity covers fingerprint as they did."""
         for value, digest in self.volatile:
             try:
                 if fingerprint_digest(value) != digest:
@@ -124,7 +131,7 @@ class _Walk:
         self.stack: dict[int, int] = {}
         self.memo: dict[int, bytes] = {}
         self.names: dict[tuple[int, str], tuple[Mapping[str, Any], str, Any]] = {}
-        self.attrs: list[tuple[Any, str, Any]] = []
+        self.functions: list[tuple[types.FunctionType, Any, Any, Any]] = []
         self.cells: list[tuple[types.CellType, Any]] = []
         self.volatile: list[tuple[Any, bytes]] = []
         self.followed: dict[str, None] = {}
@@ -168,11 +175,7 @@ class _Walk:
             return early
         try:
             code = f.__code__
-            self.attrs += [
-                (f, "__code__", code),
-                (f, "__defaults__", f.__defaults__),
-                (f, "__kwdefaults__", f.__kwdefaults__),
-            ]
+            self.functions.append((f, code, f.__defaults__, f.__kwdefaults__))
             parts = bytearray(b"F" + code_digest(code))
             name = f.__qualname__
             parts += self.value(f.__defaults__, f"a default of {name}")
@@ -323,13 +326,20 @@ def _in_progress() -> dict[int, None]:
 
 
 def _root_identity(root: Any) -> str:
+    entry = _ENTRIES.get(id(root))
+    if (
+        entry is not None
+        and not entry.volatile
+        and entry.ref() is root
+        and entry.unchanged()  # identity checks only: cannot come back here
+    ):
+        return entry.digest
     active = _in_progress()
     if id(root) in active:  # a value inside the root's own closure refers back to it
         return "cycle:" + qualname(root)
     active[id(root)] = None  # also while validating: re-fingerprinting may come back here
     try:
-        entry = _ENTRIES.get(id(root))
-        if entry is not None and entry.ref() is root and entry.valid():
+        if entry is not None and entry.ref() is root and entry.unchanged() and entry.same_values():
             return entry.digest
         walk = _Walk()
         digest = walk.callable(root).hex()
