@@ -36,6 +36,7 @@ __all__ = [
     "call_impl",
     "cell_from",
     "run_peer",
+    "run_peer_batch",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,21 +265,17 @@ def call_impl(impl: Impl, ctx: Context, params: Params) -> Raw:
     return {"status": "ok", "raw": out.get("raw", {}), "note": out.get("note", "")}
 
 
-def run_peer(ctx: Context, peer: str, workload: str, params: Params, timeout: float) -> Raw:
-    """Run ``peer``'s implementation of ``workload`` in a fresh peers-venv process.
+def _peer_process(ctx: Context, spec: Any, timeout: float) -> tuple[str, str, int | None]:
+    """Run the peers' runner on ``spec``: (stdout, stderr, returncode; None on timeout).
 
     The child runs with a temporary working directory and no ``PYTHONPATH``, so the peers'
-    ``hypernodes`` (0.4.8) is the one imported. On timeout the child's process group is
-    killed and the result says "> timeout".
+    ``hypernodes`` (0.4.8) is the one imported. On timeout its process group is killed.
     """
-    if ctx.peers_python is None:
-        return {"status": "skipped", "note": "peers not run"}
-    spec = json.dumps({"peer": peer, "workload": workload, "params": params})
+    assert ctx.peers_python is not None
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    timeout *= ctx.peer_timeout_scale
     with tempfile.TemporaryDirectory(prefix="hn-bench-peer-") as cwd:
         proc = subprocess.Popen(
-            [ctx.peers_python, str(RUNNER), spec],
+            [ctx.peers_python, str(RUNNER), json.dumps(spec)],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
@@ -290,13 +287,56 @@ def run_peer(ctx: Context, peer: str, workload: str, params: Params, timeout: fl
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"status": "timeout", "note": f"> {timeout:g} s"}
-    for line in reversed(out.splitlines()):
-        if line.startswith(MARKER):
-            return dict(json.loads(line[len(MARKER) :]))
+            out, err = proc.communicate()
+            return out, err, None
+    return out, err, proc.returncode
+
+
+def _results(out: str) -> list[Raw]:
+    return [dict(json.loads(ln[len(MARKER) :])) for ln in out.splitlines() if ln.startswith(MARKER)]
+
+
+def _failure(err: str, out: str, code: int | None) -> Raw:
     tail = (err or out).strip().splitlines()[-1:] or ["no output"]
-    return {"status": "error", "note": f"peer process exited {proc.returncode}: {tail[0]}"[:300]}
+    return {"status": "error", "note": f"peer process exited {code}: {tail[0]}"[:300]}
+
+
+def run_peer(ctx: Context, peer: str, workload: str, params: Params, timeout: float) -> Raw:
+    """Run ``peer``'s implementation of ``workload`` in a fresh peers-venv process.
+
+    A child still running after ``timeout`` seconds (scaled by ``ctx``) is killed and the
+    result says "> timeout".
+    """
+    if ctx.peers_python is None:
+        return {"status": "skipped", "note": "peers not run"}
+    timeout *= ctx.peer_timeout_scale
+    spec = {"peer": peer, "workload": workload, "params": params}
+    out, err, code = _peer_process(ctx, spec, timeout)
+    if code is None:
+        return {"status": "timeout", "note": f"> {timeout:g} s"}
+    got = _results(out)
+    return got[-1] if got else _failure(err, out, code)
+
+
+def run_peer_batch(
+    ctx: Context, peer: str, items: list[tuple[str, Params]], timeout: float
+) -> list[Raw]:
+    """Several ``(workload, params)`` of one peer in one process (``--quick``).
+
+    Saves an interpreter start and a library import per measurement; the price is that
+    the measurements share a process. Items not reached before ``timeout`` are timeouts.
+    """
+    if ctx.peers_python is None:
+        return [{"status": "skipped", "note": "peers not run"} for _ in items]
+    specs = [{"peer": peer, "workload": w, "params": p} for w, p in items]
+    out, err, code = _peer_process(ctx, specs, timeout)
+    by_index = {r.pop("index"): r for r in _results(out)}
+    missing: Raw = (
+        {"status": "timeout", "note": f"> {timeout:g} s (batch)"}
+        if code is None
+        else _failure(err, out, code)
+    )
+    return [by_index.get(i, missing) for i in range(len(items))]
 
 
 def python_seconds(python: str, code: str, *, reps: int, cwd: str | None = None) -> list[float]:

@@ -34,6 +34,7 @@ from .harness import (
     cell_from,
     run_child,
     run_peer,
+    run_peer_batch,
 )
 from .report import fmt, render, summary, to_json
 from .workloads import all_workloads, scale
@@ -70,10 +71,17 @@ def _own(
 
 
 def measure(
-    wl: Workload, ctx: Context, timed_out: dict[tuple[str, str], str] | None = None
+    wl: Workload,
+    ctx: Context,
+    timed_out: dict[tuple[str, str], str] | None = None,
+    prefetched: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[Row]:
-    """Run one workload (HyperNodes, limit, peers) and turn its results into rows."""
+    """Run one workload (HyperNodes, limit, peers) and turn its results into rows.
+
+    ``prefetched`` holds peer results already measured in a batch (``--quick``).
+    """
     timed_out = {} if timed_out is None else timed_out
+    prefetched = {} if prefetched is None else prefetched
     params = _params(wl, ctx)
     hn_raw, limit_raw = _own(wl, ctx, params)
     hn = _check(wl, hn_raw)
@@ -84,7 +92,9 @@ def measure(
         if wl.escalate and (wl.escalate, peer) in timed_out:
             peers[peer] = {"status": "skipped", "note": timed_out[(wl.escalate, peer)]}
             continue
-        if wl.peer_call is not None:
+        if (peer, wl.name) in prefetched:
+            peers[peer] = _check(wl, prefetched[(peer, wl.name)])
+        elif wl.peer_call is not None:
             try:
                 peers[peer] = wl.peer_call(ctx, peer, peer_params)
             except Exception as exc:
@@ -149,10 +159,11 @@ def run_workloads(ctx: Context, only: set[str] | None = None) -> list[Row]:
     rows: list[Row] = []
     timed_out: dict[tuple[str, str], str] = {}
     chosen = [wl for wl in all_workloads() if _selected(wl, only)]
+    prefetched = _batch_peers(ctx, chosen) if ctx.quick else {}
     for i, wl in enumerate(chosen, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(chosen)}] {wl.name} ...", file=sys.stderr, flush=True)
-        got = measure(wl, ctx, timed_out)
+        got = measure(wl, ctx, timed_out, prefetched)
         for row in got:
             print(_progress(row), file=sys.stderr, flush=True)
         print(f"  ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
@@ -162,6 +173,25 @@ def run_workloads(ctx: Context, only: set[str] | None = None) -> list[Row]:
     order["scale_ratio"] = order.get("scale_10k", len(order)) + 0.5  # type: ignore[assignment]
     rows.sort(key=lambda r: order.get(r.workload, len(order)))
     return rows
+
+
+def _batch_peers(ctx: Context, chosen: list[Workload]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``--quick``: each peer's workloads in one process (one import instead of twenty)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    if ctx.peers_python is None:
+        return out
+    for peer in PEER_NAMES:
+        mine = [wl for wl in chosen if peer in wl.peers and wl.peer_call is None]
+        if not mine:
+            continue
+        print(f"[peers] {PEER_NAMES[peer]}: {len(mine)} workloads ...", file=sys.stderr, flush=True)
+        items = [(wl.peer_workload or wl.name, _params(wl, ctx)) for wl in mine]
+        timeout = sum(wl.peer_timeout for wl in mine) * ctx.peer_timeout_scale
+        for wl, (_, params), result in zip(
+            mine, items, run_peer_batch(ctx, peer, items, timeout), strict=True
+        ):
+            out[(peer, wl.name)] = {**result, "params": params}
+    return out
 
 
 def _peer_versions(python: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import external
-from benchmarks.harness import Cell, Context, Row, Target, run_peer
+from benchmarks.harness import Cell, Context, Row, Target, run_peer, run_peer_batch
 from benchmarks.report import fmt, render, summary
 from benchmarks.run import main, measure
 from benchmarks.workloads import all_workloads
@@ -137,3 +137,11 @@ def test_main_quick_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert data["meta"]["quick"] is True
     scripts = {rec["script"] for rec in data["external"]}
     assert scripts <= {f"benchmarks/{s}.py" for s in external.SCRIPTS}
+
+
+def test_peer_batch_returns_one_result_per_item_in_order() -> None:
+    ctx = Context(peers_python=sys.executable)
+    items = [("map", {"n": 100, "reps": 1}), ("nope", {}), ("map", {"n": 50, "reps": 1})]
+    out = run_peer_batch(ctx, "dask", items, timeout=120)
+    assert [r["status"] for r in out] == ["ok", "na", "ok"]
+    assert all("index" not in r for r in out)
