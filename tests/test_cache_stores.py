@@ -284,6 +284,11 @@ async def test_many_concurrent_aget_aput_on_one_loop(store: Cache) -> None:
     assert results == [{"i": i} for i in range(40)]
 
 
+def test_stores_say_whether_their_sync_methods_block(store: Cache) -> None:
+    # The runtime calls aget/aput on a loop exactly for stores whose I/O can block.
+    assert store.blocking_io is isinstance(store, DiskCache)
+
+
 # -- MemoryCache specifics ----------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from ..errors import HyperNodesError
 
@@ -182,7 +182,14 @@ class Cache(ABC):
     unreadable entry as a miss, be thread-safe, be picklable (so a pipeline with its cache
     can be shipped to a process or a Dask worker) and create nothing on disk until first
     used.
+
+    Attributes:
+        blocking_io: Whether ``get`` / ``put`` may block on I/O. When ``True``, code running
+            on an event loop must use ``aget`` / ``aput`` (which keep the loop free); when
+            ``False`` the sync methods are cheaper and just as safe there.
     """
+
+    blocking_io: ClassVar[bool] = False
 
     @abstractmethod
     def get(self, key: str, default: Any = MISSING) -> Any:

@@ -18,7 +18,7 @@ import stat
 import tempfile
 import threading
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 from ._entry import CorruptEntry, decode, encode_header
 from ._hashing import digest128
@@ -132,6 +132,8 @@ class DiskCache(Cache):
         TypeError: ``path`` or ``secret`` has the wrong type.
         ValueError: ``secret`` is empty.
     """
+
+    blocking_io: ClassVar[bool] = True
 
     def __init__(
         self,
