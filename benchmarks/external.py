@@ -21,8 +21,9 @@ import subprocess
 import sys
 from typing import Any
 
-from .harness import ROOT, Cell, Context, Row, Target, run_child
+from .harness import ROOT, Cell, Context, Row, Target
 from .peers.peer_common import MARKER
+from .procs import run_child
 
 __all__ = ["SCRIPTS", "collect"]
 

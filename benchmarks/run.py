@@ -32,10 +32,8 @@ from .harness import (
     Workload,
     call_impl,
     cell_from,
-    run_child,
-    run_peer,
-    run_peer_batch,
 )
+from .procs import run_child, run_peer, run_peer_batch
 from .report import fmt, render, summary, to_json
 from .workloads import all_workloads, scale
 

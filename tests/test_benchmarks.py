@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from benchmarks import external
-from benchmarks.harness import Cell, Context, Row, Target, run_peer, run_peer_batch
+from benchmarks.harness import Cell, Context, Row, Target
+from benchmarks.procs import run_peer, run_peer_batch
 from benchmarks.report import fmt, render, summary
 from benchmarks.run import main, measure
 from benchmarks.workloads import all_workloads

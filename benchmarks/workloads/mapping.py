@@ -7,8 +7,9 @@ from typing import Any
 
 from hypernodes import HyperNodesEngine, Node, Pipeline
 
-from ..harness import Context, Metric, Workload, at_least, rate, run_child, within
+from ..harness import Context, Metric, Workload, at_least, rate, within
 from ..peers.peer_common import load_module, map_source, time_reps
+from ..procs import run_child
 from .common import loop_times
 
 __all__ = ["WORKLOADS"]

@@ -8,8 +8,9 @@ from typing import Any
 
 from hypernodes import Node, Pipeline
 
-from ..harness import Cell, Context, Metric, Row, Target, Workload, at_most, python_seconds
+from ..harness import Cell, Context, Metric, Row, Target, Workload, at_most
 from ..peers.peer_common import chain_source, load_module, time_reps
+from ..procs import python_seconds
 from .common import direct_run, direct_steps
 
 __all__ = ["WORKLOADS", "derive"]
