@@ -20,7 +20,14 @@ from typing import Any
 from ._hashing import digest128
 from .fingerprint import fingerprint_digest
 
-__all__ = ["GlobalRef", "code_digest", "global_refs", "is_user_module", "library_version"]
+__all__ = [
+    "GlobalRef",
+    "code_digest",
+    "global_refs",
+    "is_user_function",
+    "is_user_module",
+    "library_version",
+]
 
 GlobalRef = tuple[str, tuple[str, ...]]
 """``("global", ("helpers", "scale"))`` for ``helpers.scale``; ``("import", (module,
@@ -187,6 +194,25 @@ def is_user_module(name: str | None) -> bool:
             user = not any(path.startswith(p) for p in LIBRARY_PREFIXES)
     _USER[name] = user
     return user
+
+
+_LIBRARY_FILES: dict[str, bool] = {}
+
+
+def is_user_function(f: types.FunctionType) -> bool:
+    """Whether ``f`` is the user's code: its module is (see :func:`is_user_module`) and
+    its code does not live in a library directory. The file matters for wrappers made by
+    library decorators, which copy the user's ``__module__`` (``functools.wraps``)."""
+    filename = f.__code__.co_filename
+    library = _LIBRARY_FILES.get(filename)
+    if library is None:
+        if filename.startswith("<"):  # exec'd or generated: judged by its module alone
+            library = False
+        else:
+            path = os.path.realpath(filename)
+            library = any(path.startswith(p) for p in LIBRARY_PREFIXES)
+        _LIBRARY_FILES[filename] = library
+    return not library and is_user_module(getattr(f, "__module__", None))
 
 
 def library_version(module: str | None) -> str:

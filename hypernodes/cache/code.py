@@ -30,7 +30,13 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._bytecode import code_digest, global_refs, is_user_module, library_version
+from ._bytecode import (
+    code_digest,
+    global_refs,
+    is_user_function,
+    is_user_module,
+    library_version,
+)
 from ._encoding import qualname
 from ._hashing import digest128
 from ._serialize import is_immutable
@@ -222,6 +228,12 @@ class _Walk:
                     self.watch(namespace, name, attr)
                     for fn in (attr.fget, attr.fset, attr.fdel):
                         parts += self.callable(fn) if fn is not None else b"-"
+                elif isinstance(attr, functools.cached_property):
+                    self.watch(namespace, name, attr)
+                    parts += _encode(name) + self.callable(attr.func)
+                elif callable(attr) and hasattr(attr, "__wrapped__"):  # @lru_cache methods
+                    self.watch(namespace, name, attr)
+                    parts += _encode(name) + self.library(attr)
                 elif isinstance(attr, type):
                     parts += _encode(name) + self.klass(attr)
                 elif is_immutable(attr):
@@ -232,10 +244,19 @@ class _Walk:
             raise
         return self._leave(cls, parts)
 
+    def library(self, obj: Any) -> bytes:
+        """Library code: named with its version, never walked, except what it wraps
+        (``functools.wraps`` sets ``__wrapped__``: a retry or caching decorator from a
+        library around the user's function)."""
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is None or not callable(wrapped):
+            return _ref(obj)
+        return b"W" + _ref(obj) + self.callable(wrapped)
+
     def callable(self, obj: Any) -> bytes:
         """Any callable: functions are walked, bound state is fingerprinted."""
         if isinstance(obj, types.FunctionType):
-            return self.function(obj)
+            return self.function(obj) if is_user_function(obj) else self.library(obj)
         if isinstance(obj, type):
             return self.klass(obj)
         if isinstance(obj, functools.partial):
@@ -249,6 +270,10 @@ class _Walk:
             if bound_to is None or isinstance(bound_to, types.ModuleType):
                 return _ref(obj)
             return b"b" + _ref(obj) + self.value(bound_to, "a bound built-in method")
+        if not is_user_module(getattr(type(obj), "__module__", None)) and hasattr(
+            obj, "__wrapped__"
+        ):  # e.g. functools.lru_cache: its state is a cache, not behaviour
+            return b"w" + _ref(type(obj)) + self.library(obj)
         # A callable instance: its class's code (incl. __call__) and its own state.
         state = self.value(obj, "the callable object")
         return b"I" + self.klass(type(obj)) + state
@@ -299,9 +324,7 @@ class _Walk:
     def referenced(self, obj: Any) -> bytes:
         """Something a function refers to by global name."""
         if isinstance(obj, types.FunctionType):
-            if is_user_module(getattr(obj, "__module__", None)):
-                return self.function(obj)
-            return _ref(obj)
+            return self.function(obj) if is_user_function(obj) else self.library(obj)
         if isinstance(obj, type):
             return self.klass(obj)
         if isinstance(obj, types.ModuleType):
@@ -315,6 +338,8 @@ class _Walk:
             return _ref(obj)
         if is_immutable(obj):
             return b"k" + fingerprint_digest(obj)
+        if callable(obj) and hasattr(obj, "__wrapped__"):  # a module-level @lru_cache helper
+            return self.library(obj)
         return b"-"  # other module-level objects are not part of the identity
 
 
