@@ -439,6 +439,27 @@ def test_editing_a_class_the_node_uses_changes_it(modules: Modules) -> None:
     assert f"{modules.prefix}tool.Tool.run" in code_dependencies(mod.my_node)
 
 
+def test_editing_the_class_of_a_module_level_object_changes_it(modules: Modules) -> None:
+    source = """
+        class Model:
+            def predict(self, x):
+                return x {op}
+
+        model = Model()
+
+        def my_node(x):
+            return model.predict(x)
+    """
+    modules.write("model", source.format(op="* 2"))
+    (mod,) = modules.load("model")
+    before = code_identity(mod.my_node)
+    mod.model.extra = [1]  # its state is not part of the identity
+    assert code_identity(mod.my_node) == before
+    modules.write("model", source.format(op="* 3"))
+    (mod,) = modules.load("model")
+    assert code_identity(mod.my_node) != before
+
+
 def test_helpers_imported_inside_the_function_are_followed(modules: Modules) -> None:
     modules.write("inner", "def helper(v):\n    return v + 1\n")
     modules.write(

@@ -6,8 +6,9 @@ refers to by global name (``helper(...)``, ``helpers.scale(...)``, ``from .helpe
 scale`` inside the body) that live in the user's modules. Standard-library and
 site-packages callees are named with their library's version, never followed. Module-level
 simple constants it reads (``THRESHOLD = 0.5``: numbers, strings, bytes, tuples of them)
-count too; other module-level objects (a logger, a client, a config object) do not: pass
-those as inputs when results depend on them. Methods called on input objects are not
+count too, and so does the class of a module-level instance of a user class
+(``model.predict(x)``); the state of other module-level objects (a logger, a client, a
+config dict) does not: pass those as inputs when results depend on them. Methods called on input objects are not
 followed (their class is identified by name in the input's fingerprint).
 
 Repeated calls are cheap: each root function keeps its digest plus the list of everything
@@ -340,6 +341,11 @@ class _Walk:
             return b"k" + fingerprint_digest(obj)
         if callable(obj) and hasattr(obj, "__wrapped__"):  # a module-level @lru_cache helper
             return self.library(obj)
+        cls = type(obj)
+        if is_user_module(getattr(cls, "__module__", None)):
+            # ``model = Model()`` at module level, ``model.predict(x)`` in the node: the
+            # class's code counts (its methods run); the object's state does not.
+            return b"c" + self.klass(cls)
         return b"-"  # other module-level objects are not part of the identity
 
 
