@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from hypernodes.cache import MISSING, CacheWarning, CacheWriteError, DiskCache
+from hypernodes.cache import _entry as entry_module
 from hypernodes.cache import disk as disk_module
 from hypernodes.cache._entry import encode_header
 
@@ -491,25 +492,25 @@ async def test_aget_reads_in_a_thread_whenever_the_disk_could_block(
         monkeypatch.setattr(os, "preadv", preadv)
     loop_thread = threading.get_ident()
     readers: list[int] = []
-    real_read = disk_module._read_file
+    real_read = disk_module.read_file
 
     def read(path: str) -> Any:
         readers.append(threading.get_ident())
         return real_read(path)
 
-    monkeypatch.setattr(disk_module, "_read_file", read)
+    monkeypatch.setattr(disk_module, "read_file", read)
     assert await cache.aget(KEY) == value
     assert readers and loop_thread not in readers
 
 
 @pytest.mark.asyncio
-@pytest.mark.skipif(disk_module._NOWAIT is None, reason="needs RWF_NOWAIT (Linux)")
+@pytest.mark.skipif(entry_module.NOWAIT is None, reason="needs RWF_NOWAIT (Linux)")
 async def test_aget_serves_a_page_cached_small_entry_on_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = DiskCache(tmp_path / "c")
     cache.put(KEY, {"small": True})
-    monkeypatch.setattr(disk_module, "_read_file", None)  # the thread path is not taken
+    monkeypatch.setattr(disk_module, "read_file", None)  # the thread path is not taken
     assert await cache.aget(KEY) == {"small": True}
     assert await cache.aget("e" * 32, "miss") == "miss"
 

@@ -15,17 +15,21 @@ import sys
 import sysconfig
 import threading
 import types
+import weakref
 from typing import Any
 
+from ._encoding import qualname
 from ._hashing import digest128
 from .fingerprint import fingerprint_digest
 
 __all__ = [
     "GlobalRef",
+    "class_source_digest",
     "code_digest",
     "global_refs",
     "is_user_function",
     "is_user_module",
+    "library_ref",
     "library_version",
 ]
 
@@ -222,3 +226,40 @@ def library_version(module: str | None) -> str:
         return sys.version
     version = getattr(sys.modules.get(top), "__version__", None)
     return version if isinstance(version, str) else ""
+
+
+# -- library references and class sources ------------------------------------------------
+
+
+def _sized(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogatepass")
+    return b"%x:" % len(data) + data
+
+
+_SOURCES: dict[int, tuple[weakref.ref[type], bytes]] = {}
+
+
+def library_ref(obj: Any) -> bytes:
+    """A library function or class: its qualified name and its library's version."""
+    module = getattr(obj, "__module__", None)
+    return b"r" + _sized(qualname(obj)) + _sized(library_version(module))
+
+
+def class_source_digest(cls: type) -> bytes:
+    """The digest of a class's source (``b"-"`` when it cannot be found), cached."""
+    hit = _SOURCES.get(id(cls))
+    if hit is not None and hit[0]() is cls:
+        return hit[1]
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError, IndexError):
+        digest = b"-"
+    else:
+        digest = digest128(source.encode("utf-8", "surrogatepass"))
+    key, pop = id(cls), _SOURCES.pop  # bound now: module globals vanish at shutdown
+
+    def forget(_: object) -> None:
+        pop(key, None)
+
+    _SOURCES[key] = (weakref.ref(cls, forget), digest)
+    return digest

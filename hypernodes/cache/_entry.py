@@ -1,4 +1,5 @@
-"""The on-disk format of one DiskCache entry: header, checksum or HMAC, pickle payload.
+"""One DiskCache entry on disk: its format (header, checksum or HMAC, pickle payload) and
+the low-level reads and writes of its file.
 
 Layout (little-endian)::
 
@@ -20,11 +21,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import struct
+from typing import Any
 
 from ._hashing import ALGORITHM, digest128
 
-__all__ = ["FORMAT_VERSION", "CorruptEntry", "decode", "encode_header"]
+__all__ = [
+    "FORMAT_VERSION",
+    "INLINE_MAX",
+    "NOWAIT",
+    "WOULD_BLOCK",
+    "CorruptEntry",
+    "decode",
+    "encode_header",
+    "read_file",
+    "read_file_nowait",
+    "write_all",
+]
 
 MAGIC = b"HNDC"
 FORMAT_VERSION = 1
@@ -114,3 +128,68 @@ def decode(key: str, data: bytes | bytearray, secret: bytes | None) -> memoryvie
     if digest != digest128(payload):
         raise CorruptEntry("fails its checksum (the file is corrupt)")
     return payload
+
+
+# -- reading and writing files ---------------------------------------------------------
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_FIRST_READ = 1 << 16
+INLINE_MAX = 1 << 20  # entries up to this size may be read on the event loop
+NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
+WOULD_BLOCK: Any = object()
+
+
+def read_file(path: str) -> bytes | bytearray | None:
+    """The whole file, or ``None`` when it does not exist."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        first = os.read(fd, _FIRST_READ)
+        if len(first) < _FIRST_READ:
+            return first
+        size = os.fstat(fd).st_size
+        buf = bytearray(max(size, len(first)))
+        buf[: len(first)] = first
+        view, pos = memoryview(buf), len(first)
+        while pos < size:
+            n = os.readv(fd, [view[pos:]])
+            if n == 0:
+                break
+            pos += n
+        return buf if pos == len(buf) else buf[:pos]
+    finally:
+        os.close(fd)
+
+
+def read_file_nowait(path: str) -> bytes | bytearray | None:
+    """Like :func:`read_file`, but only from the page cache: ``WOULD_BLOCK`` when the
+    data would have to come from the disk (or the file is large)."""
+    if NOWAIT is None:
+        return WOULD_BLOCK  # type: ignore[no-any-return]
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return WOULD_BLOCK  # type: ignore[no-any-return]  # the thread path reports it
+    try:
+        size = os.fstat(fd).st_size
+        if size > INLINE_MAX:
+            return WOULD_BLOCK  # type: ignore[no-any-return]
+        buf = bytearray(size)
+        if size and os.preadv(fd, [buf], 0, NOWAIT) != size:
+            return WOULD_BLOCK  # type: ignore[no-any-return]
+        return buf
+    except OSError:  # BlockingIOError (not in RAM), EOPNOTSUPP (filesystem says no), ...
+        return WOULD_BLOCK  # type: ignore[no-any-return]
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, *chunks: bytes) -> None:
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]

@@ -9,19 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._encoding import (
-    EXACT,
-    LAZY,
-    Writer,
-    feed,
-    feed_bytes,
-    feed_ref,
-    handler,
-    mapping,
-    object_fields,
-    reduced,
-    sequence,
-)
+from ._encoding import EXACT, Writer, feed, feed_bytes, feed_ref, handler, mapping, sequence
+from ._objects import LAZY, object_fields, reduced
 
 __all__: list[str] = []
 

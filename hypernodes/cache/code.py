@@ -24,7 +24,6 @@ This module must not import the rest of HyperNodes except the cache's own helper
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 import types
 import weakref
@@ -32,11 +31,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._bytecode import (
+    class_source_digest,
     code_digest,
     global_refs,
     is_user_function,
     is_user_module,
-    library_version,
+    library_ref,
 )
 from ._encoding import qualname
 from ._hashing import digest128
@@ -50,38 +50,12 @@ _ABSENT: Any = object()
 _CLASS_SKIP = frozenset(
     {"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__annotations__"}
 )
-_SOURCES: dict[int, tuple[weakref.ref[type], bytes]] = {}
 _local = threading.local()
 
 
 def _encode(text: str) -> bytes:
     data = text.encode("utf-8", "surrogatepass")
     return b"%x:" % len(data) + data
-
-
-def _ref(obj: Any) -> bytes:
-    """A library function or class: its qualified name and its library's version."""
-    module = getattr(obj, "__module__", None)
-    return b"r" + _encode(qualname(obj)) + _encode(library_version(module))
-
-
-def _class_source(cls: type) -> bytes:
-    hit = _SOURCES.get(id(cls))
-    if hit is not None and hit[0]() is cls:
-        return hit[1]
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError, IndexError):
-        digest = b"-"
-    else:
-        digest = digest128(source.encode("utf-8", "surrogatepass"))
-    key, pop = id(cls), _SOURCES.pop  # bound now: module globals vanish at shutdown
-
-    def forget(_: object) -> None:
-        pop(key, None)
-
-    _SOURCES[key] = (weakref.ref(cls, forget), digest)
-    return digest
 
 
 class _Entry:
@@ -208,12 +182,12 @@ class _Walk:
 
     def klass(self, cls: type) -> bytes:
         if not is_user_module(getattr(cls, "__module__", None)):
-            return _ref(cls)
+            return library_ref(cls)
         early = self._enter(cls)
         if early is not None:
             return early
         try:
-            parts = bytearray(b"C" + _encode(qualname(cls)) + _class_source(cls))
+            parts = bytearray(b"C" + _encode(qualname(cls)) + class_source_digest(cls))
             for base in cls.__bases__:
                 parts += self.klass(base)
             namespace = cls.__dict__
@@ -251,8 +225,8 @@ class _Walk:
         library around the user's function)."""
         wrapped = getattr(obj, "__wrapped__", None)
         if wrapped is None or not callable(wrapped):
-            return _ref(obj)
-        return b"W" + _ref(obj) + self.callable(wrapped)
+            return library_ref(obj)
+        return b"W" + library_ref(obj) + self.callable(wrapped)
 
     def callable(self, obj: Any) -> bytes:
         """Any callable: functions are walked, bound state is fingerprinted."""
@@ -269,12 +243,12 @@ class _Walk:
         if isinstance(obj, types.BuiltinFunctionType | types.BuiltinMethodType):
             bound_to = getattr(obj, "__self__", None)
             if bound_to is None or isinstance(bound_to, types.ModuleType):
-                return _ref(obj)
-            return b"b" + _ref(obj) + self.value(bound_to, "a bound built-in method")
+                return library_ref(obj)
+            return b"b" + library_ref(obj) + self.value(bound_to, "a bound built-in method")
         if not is_user_module(getattr(type(obj), "__module__", None)) and hasattr(
             obj, "__wrapped__"
         ):  # e.g. functools.lru_cache: its state is a cache, not behaviour
-            return b"w" + _ref(type(obj)) + self.library(obj)
+            return b"w" + library_ref(type(obj)) + self.library(obj)
         # A callable instance: its class's code (incl. __call__) and its own state.
         state = self.value(obj, "the callable object")
         return b"I" + self.klass(type(obj)) + state
@@ -336,7 +310,7 @@ class _Walk:
             except UnfingerprintableError:
                 return b"-"  # best effort for module-level bound state
         if isinstance(obj, types.BuiltinFunctionType):
-            return _ref(obj)
+            return library_ref(obj)
         if is_immutable(obj):
             return b"k" + fingerprint_digest(obj)
         if callable(obj) and hasattr(obj, "__wrapped__"):  # a module-level @lru_cache helper

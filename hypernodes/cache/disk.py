@@ -20,7 +20,15 @@ import threading
 import warnings
 from typing import Any, ClassVar
 
-from ._entry import CorruptEntry, decode, encode_header
+from ._entry import (
+    WOULD_BLOCK,
+    CorruptEntry,
+    decode,
+    encode_header,
+    read_file,
+    read_file_nowait,
+    write_all,
+)
 from ._hashing import digest128
 from ._serialize import dumps, loads, type_name
 from .base import MISSING, Cache, CacheStats, CacheWarning, CacheWriteError, StatsCounter
@@ -31,68 +39,7 @@ _SAFE_KEY = re.compile(r"[0-9A-Za-z_-]{1,128}")
 _ENTRY_NAME = re.compile(r"[0-9A-Za-z_-]{1,128}|=[0-9a-f]{32}")
 _SHARD_NAME = re.compile(r"[0-9A-Za-z_-]{1,2}")
 _TEMP_PREFIX = ".tmp-"
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-_FIRST_READ = 1 << 16
-_INLINE_MAX = 1 << 20  # aget serves entries up to this size on the loop when cached in RAM
-_NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
-_WOULD_BLOCK: Any = object()
 _WARNED_DIRS: set[str] = set()
-
-
-def _read_file(path: str) -> bytes | bytearray | None:
-    """The whole file, or ``None`` when it does not exist."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        first = os.read(fd, _FIRST_READ)
-        if len(first) < _FIRST_READ:
-            return first
-        size = os.fstat(fd).st_size
-        buf = bytearray(max(size, len(first)))
-        buf[: len(first)] = first
-        view, pos = memoryview(buf), len(first)
-        while pos < size:
-            n = os.readv(fd, [view[pos:]])
-            if n == 0:
-                break
-            pos += n
-        return buf if pos == len(buf) else buf[:pos]
-    finally:
-        os.close(fd)
-
-
-def _read_file_nowait(path: str) -> bytes | bytearray | None:
-    """Like :func:`_read_file`, but only from the page cache: ``_WOULD_BLOCK`` when the
-    data would have to come from the disk (or the file is large)."""
-    if _NOWAIT is None:
-        return _WOULD_BLOCK  # type: ignore[no-any-return]
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError:
-        return _WOULD_BLOCK  # type: ignore[no-any-return]  # the thread path reports it
-    try:
-        size = os.fstat(fd).st_size
-        if size > _INLINE_MAX:
-            return _WOULD_BLOCK  # type: ignore[no-any-return]
-        buf = bytearray(size)
-        if size and os.preadv(fd, [buf], 0, _NOWAIT) != size:
-            return _WOULD_BLOCK  # type: ignore[no-any-return]
-        return buf
-    except OSError:  # BlockingIOError (not in RAM), EOPNOTSUPP (filesystem says no), ...
-        return _WOULD_BLOCK  # type: ignore[no-any-return]
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, *chunks: bytes) -> None:
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
 
 
 class DiskCache(Cache):
@@ -276,7 +223,7 @@ class DiskCache(Cache):
         if not self._checked:
             self._check_root()
         try:
-            data = _read_file(file)
+            data = read_file(file)
         except OSError as exc:
             self._problem(key, file, f"cannot be read ({exc})", lookup=True)
             return default
@@ -291,8 +238,8 @@ class DiskCache(Cache):
         """
         _, file = self._file(key)
         if self.inline_reads and self._checked:
-            data = _read_file_nowait(file)
-            if data is not _WOULD_BLOCK:
+            data = read_file_nowait(file)
+            if data is not WOULD_BLOCK:
                 return self._load(key, file, data, default)
         return await asyncio.get_running_loop().run_in_executor(None, self.get, key, default)
 
@@ -303,7 +250,7 @@ class DiskCache(Cache):
             return False
         _, file = self._file(key)
         try:
-            data = _read_file(file)
+            data = read_file(file)
             if data is None:
                 return False
             decode(key, data, self._secret)
@@ -330,7 +277,7 @@ class DiskCache(Cache):
             raise CacheWriteError(key, "bytes", f"cannot create {shard} ({exc})") from exc
         try:
             try:
-                _write_all(fd, header, payload)
+                write_all(fd, header, payload)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from . import _libraries  # noqa: F401 - registers the lazy library handlers
+from . import _libraries, _objects  # noqa: F401 - they register the object and library handlers
 from ._encoding import Writer, feed, feed_ref, handler, type_name
 from .base import UnfingerprintableError
 
