@@ -9,6 +9,7 @@ import datetime
 import decimal
 import enum
 import fractions
+import itertools
 import math
 import os
 import pathlib
@@ -166,6 +167,27 @@ def test_long_homogeneous_lists_encode_like_element_by_element() -> None:
         assert fingerprint(items) != fingerprint(mixed)
         assert fingerprint(tuple(items)) == fingerprint(tuple(items))
     assert fingerprint([1, 2, 3, 4]) != fingerprint([1, 2, 3, 4.0])
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (["as", "b"], ["a", "sb"]),
+        (["a", "s1:b"], ["as1:", "b"]),
+        ([b"a", b"b"], [b"ab", b""]),
+        ([[1], 2], [[1, 2]]),
+        ([0x12], [0x1, 0x2]),
+        ({"ab": "c"}, {"a": "bc"}),
+        ({"a": ["b"]}, {"a": "b"}),
+        (("a", ("b",)), (("a", "b"),)),
+        ([1.5, 2.5], [(1.5, 2.5)]),
+        (list(range(20)), [*range(19), [19]]),
+        (["x"] * 20, ["x"] * 19 + ["xx"]),
+        ({"k": list(range(20))}, {"k": list(range(21))}),
+    ],
+)
+def test_boundaries_are_never_lost(a: Any, b: Any) -> None:
+    assert fingerprint(a) != fingerprint(b)
 
 
 def test_dicts_are_order_insensitive_sets_too() -> None:
@@ -515,21 +537,26 @@ def test_without_xxhash_everything_still_works(run_python: Any, tmp_path: Path) 
 
 # -- properties --------------------------------------------------------------------------------
 
+# A tiny alphabet made of the encoding's own tag and separator characters: concatenated
+# strings and bytes then collide often if the encoding ever loses a boundary.
+_TRICKY = "s:i;b1a"
 scalars = (
     st.none()
     | st.booleans()
+    | st.integers(min_value=-20, max_value=20)
     | st.integers()
     | st.floats(allow_nan=True)
+    | st.text(alphabet=_TRICKY, max_size=4)
     | st.text(max_size=5)
-    | st.binary(max_size=5)
+    | st.text(alphabet=_TRICKY, max_size=4).map(str.encode)
 )
 values = st.recursive(
     scalars,
     lambda inner: (
         st.lists(inner, max_size=5)
         | st.lists(inner, max_size=5).map(tuple)
-        | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=5)
-        | st.frozensets(st.integers() | st.text(max_size=3), max_size=5)
+        | st.dictionaries(st.text(alphabet=_TRICKY, max_size=3) | st.integers(), inner, max_size=5)
+        | st.frozensets(st.integers() | st.text(alphabet=_TRICKY, max_size=3), max_size=5)
     ),
     max_leaves=25,
 )
@@ -581,3 +608,26 @@ def test_equal_fingerprints_mean_equal_values(a: Any, b: Any) -> None:
         assert strictly_equal(a, b)
     else:
         assert not strictly_equal(a, b)
+
+
+def resplit(joined: Any, cuts: list[int]) -> list[Any]:
+    bounds = [0, *sorted(cuts), len(joined)]
+    return [joined[i:j] for i, j in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=_TRICKY, max_size=4), max_size=6), st.data())
+def test_the_same_characters_split_differently_never_collide(parts: list[str], data: Any) -> None:
+    joined = "".join(parts)
+    cuts = data.draw(st.lists(st.integers(0, len(joined)), max_size=len(parts) + 1))
+    other = resplit(joined, cuts)
+    for a, b in ((parts, other), (tuple(parts), tuple(other))):
+        if a != b:
+            assert fingerprint(a) != fingerprint(b)
+    as_bytes = [p.encode() for p in parts]
+    other_bytes = [p.encode() for p in other]
+    if as_bytes != other_bytes:
+        assert fingerprint(as_bytes) != fingerprint(other_bytes)
+    if parts != other:  # the same items nested differently
+        assert fingerprint({"k": parts}) != fingerprint({"k": other})
+        assert fingerprint([parts]) != fingerprint([other])
