@@ -154,8 +154,8 @@ def make_dask_executor(
     The scheduler address is ``address``, else the ``HYPERNODES_DASK_ADDRESS`` environment
     variable; the closer then only disconnects. Without either, a local cluster of worker
     processes starts, sized to the machine: ``max_workers`` worker threads in all (default:
-    one per CPU), spread evenly over as many processes as there are CPUs (8 threads on 2
-    CPUs: 2 processes of 4 threads). The closer shuts the cluster down.
+    one per CPU), in as many processes (at most one per CPU) as share them evenly (8
+    threads on 2 CPUs: 2 processes of 4 threads). The closer shuts the cluster down.
 
     Raises:
         ImportError: Dask distributed is not installed (names the ``pip install`` line).
@@ -178,7 +178,11 @@ def make_dask_executor(
                 processes=True,
                 dashboard_address=":0",  # any free port: never clash with another cluster
             )
-        client = distributed.Client(cluster, set_as_default=False)
+        try:
+            client = distributed.Client(cluster, set_as_default=False)
+        except BaseException:
+            cluster.close()
+            raise
     else:
         client = distributed.Client(address, set_as_default=False)
     executor = DaskExecutor(client)
