@@ -73,7 +73,7 @@ def _scale(n: int, quick_n: int, *, last: bool) -> Workload:
         hypernodes=hn_scale,
         limit=direct_scale,
         limit_label="graphlib toposort / direct",
-        params={"n": n, "build_reps": 5, "run_reps": 5},
+        params={"n": n, "build_reps": 15, "run_reps": 5},
         quick={"n": quick_n, "build_reps": 1, "run_reps": 2},
         peers=PEERS,
         peer_workload="scale",
