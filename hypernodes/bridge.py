@@ -19,6 +19,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -61,7 +62,9 @@ class _ThreadRunner:
             self.close()
 
 
-_runners: set[_ThreadRunner] = set()
+# Weak: a thread's runner must die with the thread's locals (closing its loop), not be
+# kept alive here; this set only lets the interpreter's exit close the runners still alive.
+_runners: weakref.WeakSet[_ThreadRunner] = weakref.WeakSet()
 
 
 def is_own_loop(loop: asyncio.AbstractEventLoop) -> bool:
