@@ -47,7 +47,7 @@ class PipelineNode(Node):
         name: str | None = None,
         engine: Engine | None = None,
         cache: Any = ...,
-        callbacks: Sequence[PipelineCallback] | None | EllipsisType = ...,
+        callbacks: Sequence[PipelineCallback] | EllipsisType | None = ...,
     ) -> None:
         self.pipeline = pipeline
         self.input_mapping = dict(input_mapping or {})

@@ -19,7 +19,19 @@ if TYPE_CHECKING:
     from .node import Node
     from .scheduler import Scope
 
-__all__ = ["NestedRunner", "Plan", "Step", "compile_plan", "run_plan_sync", "run_sync_steps"]
+__all__ = [
+    "VERSION",
+    "NestedRunner",
+    "Plan",
+    "Step",
+    "compile_plan",
+    "run_plan_sync",
+    "run_sync_steps",
+]
+
+VERSION = "\x00version"
+"""First element of the ``(VERSION, name)`` keys that hold cache versions in a values
+dict (they can never clash with value names, and only outputs are ever collected)."""
 
 
 class NestedRunner(Protocol):
@@ -39,6 +51,7 @@ class Step:
         "children",
         "fn",
         "gather",
+        "identity",
         "is_async",
         "keep",
         "n_parents",
@@ -46,8 +59,10 @@ class Step:
         "nested",
         "node",
         "out",
+        "output_slots",
         "outputs",
         "simple",
+        "version_slots",
     )
 
     def __init__(
@@ -70,6 +85,12 @@ class Step:
         self.call = _caller(self.fn, names)
         self.children: tuple[int, ...] = ()
         self.n_parents = 0
+        # (code identity, node identity) of the last cache lookup: reused while the code
+        # identity (re-checked on every lookup) stays the same.
+        self.identity: tuple[str, str] | None = None
+        # Where the cache runtime finds the versions of the inputs and records the outputs'.
+        self.version_slots = tuple((VERSION, n) for n in node.inputs)
+        self.output_slots = tuple((VERSION, n) for n in node.outputs if n not in self.keep)
         self._shipped: Shipped | None = None
 
     @property

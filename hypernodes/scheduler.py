@@ -119,20 +119,21 @@ async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
 
 
 async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
-    # Runs of plain sync steps go as one call: inline, or one hop to a worker thread (a
-    # remote worker could not fill this values dict, so remote lanes take them one by one).
-    batch = scope.cache is None and (scope.inline or scope.body.kind == "threads")
-    observed = scope.callbacks is not None
+    # Runs of plain sync steps go as one call: inline, or (without cache and callbacks,
+    # whose work must stay on this thread) one hop to a worker thread. A remote worker
+    # could not fill this values dict, so remote lanes take steps one by one.
+    plain, inline = scope.plain, scope.inline
+    hop = plain and not inline and scope.body.kind == "threads"
     for is_run, steps in plan.segments:
-        if is_run and batch:
-            if not observed:
-                if scope.inline:
+        if is_run:
+            if inline:
+                if plain:
                     run_sync_steps(steps, values)
                 else:
-                    await scope.body.call(run_sync_steps, (steps, values))
+                    run_sync_steps_observed(steps, values, scope)
                 continue
-            if scope.inline:  # events must fire on this thread, so no hop with callbacks
-                run_sync_steps_observed(steps, values, scope)
+            if hop:
+                await scope.body.call(run_sync_steps, (steps, values))
                 continue
         for step in steps:
             await run_step(step, values, scope, None)
@@ -236,11 +237,24 @@ async def _run_observed(
 
 
 def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope: Scope) -> None:
-    """``run_sync_steps`` with node events (inline, on the thread that owns the run)."""
+    """``run_sync_steps`` with the cache and node events, in the thread that owns the run.
+
+    Only for runs that may block their thread (inline on a loop HyperNodes owns, or with
+    no loop at all): store reads and writes happen right here.
+    """
     d = scope.callbacks
-    assert d is not None
+    cache = scope.cache
     for step in steps:
-        started = _emit_start(d, scope, step, None, values)
+        key = None
+        if cache is not None and step.node.cache:
+            key, hit = cache.lookup_now(step, values)
+            if hit is not None:
+                step.store(hit[0], values)
+                if d is not None and d.on_node_cached:
+                    outs = {n: values[n] for n in step.outputs}
+                    d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
+                continue
+        started = _emit_start(d, scope, step, None, values) if d is not None else 0.0
         try:
             try:
                 result = step.call(values)
@@ -248,9 +262,13 @@ def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope
                 raise NodeError(step.name) from exc
             step.store(result, values)
         except NodeError as err:
-            _emit_error(d, scope, step, err, started)
+            if d is not None:
+                _emit_error(d, scope, step, err, started)
             raise
-        _emit_end(d, scope, step, values, started)
+        if key is not None and cache is not None:
+            cache.save_now(step, key, result)
+        if d is not None:
+            _emit_end(d, scope, step, values, started)
 
 
 def _emit_start(

@@ -227,13 +227,6 @@ async def test_reentrant_run_inside_the_background_loop(
     assert seen == ["hypernodes-loop"]
 
 
-@pytest.mark.xfail(
-    reason="kernel bug: a sync node that calls run() on a pipeline sharing its engine "
-    "deadlocks once the pool is saturated: the outer body holds the only worker while "
-    "the inner run waits for one (engine._scope offloads the inner run's bodies instead "
-    "of running them inline in the worker that already holds the slot)",
-    strict=True,
-)
 @pytest.mark.parametrize("executor", ["threaded", "async"])
 def test_reentrant_run_with_a_saturated_pool_does_not_deadlock(
     executor: str, run_python: Callable[..., Any]
@@ -462,12 +455,6 @@ async def test_a_cold_executor_does_not_block_arun(
     assert hb.max_gap < 0.1, f"the loop was blocked for {hb.max_gap * 1000:.0f} ms"
 
 
-@pytest.mark.xfail(
-    reason="kernel bug: map items shipped to a remote executor are submitted on the "
-    "caller's loop (engines/shipping.py ship() calls executor.submit directly), so a cold "
-    "pool's start blocks it; use executors.workers.submit_from_loop",
-    strict=True,
-)
 @pytest.mark.asyncio
 async def test_a_cold_executor_does_not_block_amap(
     slow_start_pool: SlowStartPool, heartbeat: Callable[..., Any]

@@ -118,6 +118,9 @@ pending_cache_runtime = pytest.mark.xfail(
 )
 
 
+_CALLS: Counter[str] = Counter()
+
+
 class Nested:
     """outer = [inner.as_node(...), outer_f]; inner = [inner_f]. Counts node calls.
 
@@ -125,17 +128,19 @@ class Nested:
     """
 
     def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        calls = self.calls
+        # A module-level counter, not a closure: closure values are part of a node's code
+        # identity, so a counter captured by the nodes would change their cache keys.
+        _CALLS.clear()
+        self.calls = _CALLS
 
         @node
         def inner_f(x: int) -> int:
-            calls["inner_f"] += 1
+            _CALLS["inner_f"] += 1
             return x + 1000
 
         @node
         def outer_f(inner_f: int) -> int:
-            calls["outer_f"] += 1
+            _CALLS["outer_f"] += 1
             return inner_f * 2
 
         self.outer_f = outer_f

@@ -15,19 +15,20 @@ with one warning naming the node and the type.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from .base import MISSING, Cache
+from ..plan import VERSION
+from ._hashing import digest128
+from .base import MISSING, Cache, CacheWarning, UnfingerprintableError
+from .code import code_identity
+from .fingerprint import fingerprint
 
 if TYPE_CHECKING:
     from ..scheduler import Scope, Step
 
 __all__ = ["VERSION", "CacheRuntime", "node_identity"]
 
-VERSION = "\x00version"
-"""First element of the ``(VERSION, name)`` keys that hold versions in a values dict."""
 
 
 class _Unversioned:
@@ -40,7 +41,7 @@ class _Unversioned:
 
 
 def _digest(*parts: str) -> str:
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+    return digest128("\x1f".join(parts).encode()).hex()
 
 
 def node_identity(node: Any) -> str:
@@ -52,17 +53,9 @@ def node_identity(node: Any) -> str:
     Raises:
         UnfingerprintableError: The code or a bound value cannot be fingerprinted.
     """
-    from .code import code_identity
-    from .fingerprint import fingerprint
-
     inner = getattr(node, "pipeline", None)
     if inner is None:
-        return _digest(
-            "node",
-            code_identity(node.func),
-            repr(node.output_name),
-            ",".join(node.inputs),
-        )
+        return _structure(code_identity(node.func), node)
     parts = ["pipeline", repr(node.outputs), ",".join(node.inputs)]
     parts.append(repr(sorted(node.input_mapping.items())))
     parts.append(repr(sorted(node.output_mapping.items())))
@@ -70,6 +63,10 @@ def node_identity(node: Any) -> str:
     parts.extend(node_identity(n) for n in inner.nodes)
     parts.extend(f"{k}={fingerprint(v)}" for k, v in sorted(inner.bound.items()))
     return _digest(*parts)
+
+
+def _structure(code: str, node: Any) -> str:
+    return _digest("node", code, repr(node.output_name), ",".join(node.inputs))
 
 
 class CacheRuntime:
@@ -101,11 +98,26 @@ class CacheRuntime:
         """A runtime for ``store``, or ``None`` when there is no store."""
         return None if store is None else cls(store)
 
+    def _identity(self, step: Step) -> str:
+        node = step.node
+        if step.nested is None:
+            # A plain node: its code identity is re-checked (cheaply) on every lookup, so
+            # an edit is seen at once; the rest of its identity is kept on the step.
+            code = code_identity(node.func)
+            memo = step.identity
+            if memo is None or memo[0] != code:
+                memo = step.identity = (code, _structure(code, node))
+            return memo[1]
+        known = self._identities.get(id(node))
+        if known is not None and known[0] is node:
+            return known[1]
+        identity = node_identity(node)
+        self._identities[id(node)] = (node, identity)
+        return identity
+
     def version(self, values: dict[Any, Any], name: str) -> str | _Unversioned | None:
         """The version of ``values[name]``: its upstream-derived version or fingerprint
         (``None`` when the value does not exist yet and has no version)."""
-        from .fingerprint import UnfingerprintableError, fingerprint
-
         slot = (VERSION, name)
         version: str | _Unversioned | None = values.get(slot)
         if version is None:
@@ -131,40 +143,60 @@ class CacheRuntime:
         ``missing_ok``, an input that has neither a value nor a version yet (the output of
         an uncached upstream node, before it ran) gives ``None`` silently.
         """
-        from .fingerprint import UnfingerprintableError
-
         node = step.node
-        known = self._identities.get(id(node))
-        if known is not None and known[0] is node:
-            identity = known[1]
-        else:
-            try:
-                identity = node_identity(node)
-            except UnfingerprintableError as exc:
-                _warn_uncached(node.name, str(exc))
-                return None
-            self._identities[id(node)] = (node, identity)
+        try:
+            identity = self._identity(step)
+        except UnfingerprintableError as exc:
+            _warn_uncached(node.name, str(exc))
+            return None
         parts = [identity]
-        for name in node.inputs:
-            version = self.version(values, name)
-            if version is None:
-                if missing_ok:
+        get = values.get
+        for slot in step.version_slots:
+            version = get(slot)
+            if version.__class__ is not str:  # not versioned yet (or not fingerprintable)
+                version = self._input_version(step, values, slot[1], missing_ok)
+                if version is None:
                     return None
-                raise KeyError(name)
-            if isinstance(version, _Unversioned):
-                _warn_uncached(
-                    node.name,
-                    f"its input {name!r} is a {version.type_name}, which cannot be "
-                    "fingerprinted reliably",
-                    hint=f"register one with hypernodes.cache.register_fingerprint({version.type_name})",
-                )
-                return None
             parts.append(version)
-        key = _digest(*parts)
-        for name in node.outputs:
-            if name not in step.keep:  # a supplied value keeps its own fingerprint
-                values[(VERSION, name)] = _digest(key, name)
+        key = digest128("\x1f".join(parts).encode()).hex()
+        for slot in step.output_slots:  # (a supplied output keeps its own fingerprint)
+            values[slot] = key + slot[1]
         return key
+
+    def _input_version(
+        self, step: Step, values: dict[Any, Any], name: str, missing_ok: bool
+    ) -> str | None:
+        version = self.version(values, name)
+        if version is None:
+            if missing_ok:
+                return None
+            raise KeyError(name)
+        if isinstance(version, _Unversioned):
+            _warn_uncached(
+                step.node.name,
+                f"its input {name!r} is a {version.type_name}, which cannot be "
+                "fingerprinted reliably",
+                hint=f"register one with hypernodes.cache.register_fingerprint({version.type_name})",
+            )
+            return None
+        return version
+
+    def lookup_now(
+        self, step: Step, values: dict[Any, Any]
+    ) -> tuple[str | None, tuple[Any] | None]:
+        """``lookup`` in the calling thread, for runs that own their thread (inline)."""
+        key = self.key(step, values)
+        if key is None:
+            return None, None
+        value = self.store.get(key)
+        return key, None if value is MISSING else (value,)
+
+    def save_now(self, step: Step, key: str, result: Any) -> None:
+        """``save`` in the calling thread, for runs that own their thread (inline)."""
+        try:
+            self.store.put(key, result)
+        except Exception as exc:
+            _warn_uncached(step.name, f"its result could not be stored: {exc}")
 
     async def lookup(
         self, step: Step, args: tuple[Any, ...], values: dict[Any, Any], scope: Scope
@@ -198,8 +230,6 @@ class CacheRuntime:
 
 
 def _warn_uncached(node: str, why: str, hint: str | None = None) -> None:
-    from .base import CacheWarning
-
     message = f"node {node!r} is not cached in this run: {why}"
     if hint:
         message += f"; {hint}"

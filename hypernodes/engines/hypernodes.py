@@ -12,7 +12,14 @@ from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
 from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
 from ..errors import ConfigError, NodeError, PathFrame
-from ..executors.workers import Lane, PoolSet, cpu_count, resolve_lane, validate_executor
+from ..executors.workers import (
+    Lane,
+    PoolSet,
+    cpu_count,
+    holds,
+    resolve_lane,
+    validate_executor,
+)
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
 from ..scheduler import Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
 from .base import Engine, MapMode, OutputName, Parent
@@ -178,18 +185,24 @@ class HyperNodesEngine(Engine):
                 pipeline=pipeline.name, cache=cache, callbacks=callbacks, context=context
             )
         node, _, body = self.lanes
+        concurrent = node.concurrent
         if inline is not None:
             pass  # the caller knows (the loop-free direct path runs inline)
         elif parent is not None:
             inline = parent.scope.inline and node.kind == "sequential"
+        elif holds(body.executor):
+            # A node body of this engine started this run (it called pipeline.run()): it
+            # holds a slot of our pool already, so the run goes on in that thread rather
+            # than waiting for another slot (which, with the pool saturated, never comes).
+            concurrent, inline = False, True
         else:
             inline = node.kind == "sequential" and is_own_loop(asyncio.get_running_loop())
         width = node.width if node.kind == "async" else self.max_concurrent
-        limiter = asyncio.Semaphore(width) if node.concurrent and width else None
+        limiter = asyncio.Semaphore(width) if concurrent and width else None
         return Scope(
             engine=self,
             pipeline=pipeline.name,
-            concurrent=node.concurrent,
+            concurrent=concurrent,
             limiter=limiter,
             body=body,
             inline=inline,
@@ -216,10 +229,11 @@ class HyperNodesEngine(Engine):
     def _direct(self, pipeline: Pipeline, map_too: bool) -> bool:
         """Whether a sync call may skip the event loop (the plan decides the rest).
 
-        With no loop running in this thread, a sequential run without cache whose nodes are
-        all plain sync calls can never suspend: running it in the calling thread is exactly
-        what the loop would do inline (callbacks included), minus the loop's ~100 µs per
-        call. (Maps take this path only without callbacks.)
+        With no loop running in this thread, a sequential run whose nodes are all plain
+        sync calls can never suspend: running it in the calling thread is exactly what the
+        loop would do inline (cache and callbacks included; with no loop, store I/O blocks
+        nobody), minus the loop's ~100 µs per call. Maps take this path only without cache
+        and callbacks.
         """
         if self.node_executor != "sequential" or (map_too and self.map_executor != "sequential"):
             return False
@@ -229,9 +243,12 @@ class HyperNodesEngine(Engine):
             pass
         else:
             return False
-        if effective_cache(pipeline) is not None:
-            return False
-        return not map_too or Dispatcher.create(effective_callbacks(pipeline)) is None
+        if not map_too:
+            return True
+        return (
+            effective_cache(pipeline) is None
+            and Dispatcher.create(effective_callbacks(pipeline)) is None
+        )
 
     def run(
         self,
@@ -245,12 +262,11 @@ class HyperNodesEngine(Engine):
             plan = pipeline.plan(output_name, inputs)
             if plan.simple:
                 values = {**plan.optional, **pipeline.bound, **inputs}
-                dispatcher = Dispatcher.create(effective_callbacks(pipeline))
-                if dispatcher is None:
+                cache, dispatcher, context = self._resolve(pipeline, None, "run")
+                if cache is None and dispatcher is None:
                     run_plan_sync(plan, values, pipeline.name)
                     return plan.collect(values)
-                context = CallbackContext("run", pipeline.name)
-                scope = self._scope(pipeline, None, None, dispatcher, context, inline=True)
+                scope = self._scope(pipeline, None, cache, dispatcher, context, inline=True)
                 with _run_events(dispatcher, context, pipeline, inputs) as done:
                     try:
                         run_sync_steps_observed(plan.steps, values, scope)
@@ -343,7 +359,7 @@ class HyperNodesEngine(Engine):
         node, lane, _ = self.lanes
         if lane.kind == "remote":
             return await map_remote(pipeline, plan, exp, base, scope, lane)
-        if lane.kind == "sequential":
+        if lane.kind == "sequential" or (scope.inline and holds(lane.executor)):
             item_scope, width = scope, 1
         else:
             width = lane.width
@@ -390,14 +406,20 @@ class HyperNodesEngine(Engine):
 
 @contextlib.contextmanager
 def _run_events(
-    d: Dispatcher, context: CallbackContext | None, pipeline: Pipeline, inputs: Mapping[str, Any]
+    d: Dispatcher | None,
+    context: CallbackContext | None,
+    pipeline: Pipeline,
+    inputs: Mapping[str, Any],
 ) -> Iterator[dict[str, Any]]:
     """``on_pipeline_start`` / ``on_pipeline_end`` around a top-level run; the body puts
     the result in the yielded dict under ``"outputs"``."""
+    done: dict[str, Any] = {"outputs": None}
+    if d is None:
+        yield done
+        return
     if d.on_pipeline_start:
         d.emit(d.on_pipeline_start, context=context, pipeline=pipeline, inputs=dict(inputs))
     started = perf_counter()
-    done: dict[str, Any] = {"outputs": None}
     error: BaseException | None = None
     try:
         yield done

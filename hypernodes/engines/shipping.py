@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
 from ..executors.remote import RemoteFailure, Shipped, run_shipped_item
+from ..executors.workers import submit_from_loop
 from ..mapping import Expansion, run_items
 
 if TYPE_CHECKING:
@@ -190,7 +191,9 @@ async def map_remote(
     observe = d is not None
 
     async def ship(provided: dict[str, Any], wanted: tuple[str, ...]) -> Any:
-        future = executor.submit(run_shipped_item, bundle, provided, wanted, observe)
+        future = await submit_from_loop(
+            executor, run_shipped_item, bundle, provided, wanted, observe
+        )
         return await asyncio.wrap_future(future)
 
     if scope.plain:

@@ -120,7 +120,31 @@ class Lane:
             return _remote(executor, payload, args)
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        return loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
+        call = functools.partial(ctx.run, _holding, executor, fn, *args)
+        return loop.run_in_executor(executor, call)
+
+
+# The thread-like executors whose slot the current worker thread holds (see ``holds``).
+_held: contextvars.ContextVar[tuple[concurrent.futures.Executor, ...]] = contextvars.ContextVar(
+    "hypernodes_held_executors", default=()
+)
+
+
+def _holding(executor: concurrent.futures.Executor, fn: Callable[..., Any], *args: Any) -> Any:
+    token = _held.set((*_held.get(), executor))
+    try:
+        return fn(*args)
+    finally:
+        _held.reset(token)
+
+
+def holds(executor: concurrent.futures.Executor | None) -> bool:
+    """Whether this thread is a node body running on ``executor`` (it holds a slot).
+
+    A run started from there (a node calling ``pipeline.run()``) must not wait for a
+    second slot of the same pool: with the pool saturated, that would deadlock.
+    """
+    return executor is not None and any(e is executor for e in _held.get())
 
 
 async def _remote(
