@@ -314,10 +314,6 @@ def test_a_dask_executor_passed_by_the_user_is_sized_by_its_cluster(client: Any)
     assert client.status == "running"
 
 
-@pytest.mark.xfail(
-    reason="kernel: a plain ClientExecutor is sized by the local cpu count, not its cluster",
-    strict=True,
-)
 def test_a_plain_client_executor_is_sized_by_its_cluster() -> None:
     with (
         distributed.LocalCluster(

@@ -215,7 +215,12 @@ class CacheRuntime:
         return None if value is MISSING else (value,)
 
     async def save(
-        self, step: Step, key: str, result: Any, values: dict[Any, Any], scope: Scope
+        self,
+        step: Step,
+        key: str,
+        result: Any,
+        values: dict[Any, Any] | None = None,
+        scope: Scope | None = None,
     ) -> None:
         """Store a node's result under ``key``; a value that cannot be stored is skipped
         with a warning (the run goes on)."""

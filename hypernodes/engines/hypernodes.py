@@ -167,6 +167,11 @@ class HyperNodesEngine(Engine):
         pools, self._pools, self._lanes = self._pools, self._new_pools(), None
         await asyncio.to_thread(pools.close)
 
+    async def _start_lanes(self) -> None:
+        """Resolve the lanes off the loop when that means starting a cluster (seconds)."""
+        if self._lanes is None and {self.node_executor, self.map_executor} & {"dask", "ray"}:
+            await asyncio.to_thread(lambda: self.lanes)
+
     # -- scopes -------------------------------------------------------------------------
 
     def _scope(
@@ -308,6 +313,7 @@ class HyperNodesEngine(Engine):
         _parent: Parent | None = None,
     ) -> dict[str, Any]:
         """Run ``pipeline`` once; see :meth:`Pipeline.arun`."""
+        await self._start_lanes()
         inputs = {} if inputs is None else inputs
         plan = pipeline.plan(output_name, inputs)
         values = {**plan.optional, **pipeline.bound, **inputs}
@@ -334,6 +340,7 @@ class HyperNodesEngine(Engine):
         _parent: Parent | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item; see :meth:`Pipeline.amap`."""
+        await self._start_lanes()
         exp = expand(inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name)
         plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
         base = {**plan.optional, **pipeline.bound, **exp.shared}

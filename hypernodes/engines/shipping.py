@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..scheduler import Plan, Scope, Step
 
-__all__ = ["Recorder", "map_remote"]
+__all__ = ["Recorder", "map_remote", "replay"]
 
 # One context level below the item: (kind, pipeline name, nested node name, item index).
 Level = tuple[str, str, str | None, int | None]

@@ -296,7 +296,14 @@ def _shutdown_all(
 
 def _distributed_width(executor: concurrent.futures.Executor) -> int | None:
     width = getattr(executor, "hypernodes_width", None)
-    return width() if callable(width) else None
+    if callable(width):
+        return width()  # type: ignore[no-any-return]
+    if type(executor).__module__ == "distributed.cfexecutor":
+        # A plain ``Client.get_executor()``: size it by its cluster, not by this machine.
+        client = getattr(executor, "_client", None)
+        if client is not None:
+            return sum(client.nthreads().values()) or None
+    return None
 
 
 def spawn_safe_context() -> multiprocessing.context.BaseContext:
