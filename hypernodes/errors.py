@@ -8,8 +8,16 @@ HyperNodesError
 ├── InvalidInputError            (ValueError) unknown inputs, bad map_over values, ...
 ├── InvalidExecutorError         (ValueError) an executor alias or object we cannot use
 ├── ConfigError                  (ValueError) bad engine configuration (keys, values, files)
-└── NodeError                    a node failed while running; the user's exception is
-                                 its ``__cause__`` (never replaced)
+├── NodeError                    a node failed while running; the user's exception is
+│                                its ``__cause__`` (never replaced)
+├── UnfingerprintableError       (TypeError) a value no cache key can be made from
+│                                (``hypernodes.cache``; the node runs uncached, with a warning)
+├── CacheWriteError              a value a cache store cannot hold (``hypernodes.cache``)
+└── UnsupportedNodeError         (TypeError) a node DaftEngine cannot translate
+                                 (``hypernodes.engines.daft``)
+
+Warnings: ``CacheWarning`` (``hypernodes.cache``) for entries that are corrupt, tampered
+with or unreadable, and for nodes left uncached in a run.
 
 A failing node always surfaces as exactly one ``NodeError`` that names the node, the
 pipeline path (outer pipeline, nested node, item index, inner pipeline) and, inside a
