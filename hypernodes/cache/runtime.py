@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "CacheRuntime", "node_identity"]
 
 
-
 class _Unversioned:
     """Marks a value that could not be fingerprinted (and why), so we warn only when used."""
 

@@ -114,4 +114,4 @@ async def save(plan: Plan, state: ItemCache, outputs: dict[int, dict[str, Any]])
         if k in outputs:
             step = plan.steps[k]
             # The runtime only reads the step (for its warnings) and the result.
-            await runtime.save(step, key, packed(step, outputs[k]), state.values, None)  # type: ignore[arg-type]
+            await runtime.save(step, key, packed(step, outputs[k]), state.values)
