@@ -333,11 +333,13 @@ async def _run_nested_step(
 async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
     attempts = step.node.retries + 1
     for attempt in range(1, attempts + 1):
+        abandoned = False
         try:
             return await _attempt(step, args, scope)
-        except _Abandoned as abandoned:
-            failure: BaseException = abandoned.__cause__ or abandoned
-            detail: str | None = str(abandoned)
+        except _TimedOut as timed_out:
+            failure: BaseException = timed_out.__cause__ or timed_out
+            detail: str | None = str(timed_out)
+            abandoned = isinstance(timed_out, _Abandoned)
         except Exception as exc:
             failure, detail = exc, None
         if attempt < attempts:
@@ -349,7 +351,7 @@ async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
                 failure,
             )
             continue
-        error = NodeError(step.name, detail=detail, abandoned=detail is not None)
+        error = NodeError(step.name, detail=detail, abandoned=abandoned)
         if attempts > 1:
             error.detail = (
                 f"{detail or f'{type(failure).__name__}: {failure}'} (after {attempts} attempts)"
@@ -358,7 +360,11 @@ async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class _Abandoned(Exception):
+class _TimedOut(Exception):
+    """An async node timed out (it was cancelled); the message says so."""
+
+
+class _Abandoned(_TimedOut):
     """A sync body timed out in a worker: it cannot be interrupted, so it was abandoned."""
 
 
@@ -367,8 +373,14 @@ async def _attempt(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
     if step.is_async:
         if timeout is None:
             return await step.fn(*args)
-        async with asyncio.timeout(timeout):
-            return await step.fn(*args)
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                return await step.fn(*args)
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise  # the node's own TimeoutError, not ours
+            raise _TimedOut(f"timed out after {timeout:g} s and was cancelled") from exc
     if scope.inline and timeout is None:
         return step.fn(*args)
     body = scope.body

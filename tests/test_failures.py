@@ -257,14 +257,6 @@ def test_async_children_of_other_branches_never_start(
     assert log == ["slow ended"]
 
 
-QUEUED_BUG = (
-    "kernel bug: a failure does not stop sync work already queued in the pool: the pool's "
-    "only worker picks up the queued node the moment the failing one returns, before the "
-    "loop can cancel it (scheduler submits every ready node to the pool at once)"
-)
-
-
-@pytest.mark.xfail(reason=QUEUED_BUG, strict=True)
 @pytest.mark.parametrize("executor", ["threaded", "async", "parallel"])
 def test_queued_sync_node_never_starts_after_a_failure(
     executor: str, engine_factory: Callable[..., HyperNodesEngine], tmp_path: Any
@@ -451,11 +443,6 @@ def test_timed_out_async_node_is_cancelled(
     assert isinstance(info.value.__cause__, TimeoutError)
 
 
-@pytest.mark.xfail(
-    reason="kernel bug: a timed-out async node's error reads 'TimeoutError: ' (empty "
-    "message) instead of saying it timed out after N s and was cancelled",
-    strict=True,
-)
 def test_timed_out_async_node_message_says_so() -> None:
     @node(timeout=0.1)
     async def stuck(x: int) -> int:

@@ -115,13 +115,48 @@ class Lane:
         """
         executor = self.executor
         assert executor is not None, "a lane without an executor cannot offload"
-        if self.kind == "remote":
+        return _gated(self, executor, fn, args, shipped)
+
+
+# Calls handed to an executor and not finished, per executor and event loop, are capped at
+# the executor's width: work beyond it waits here, on the loop, where the first failure
+# cancels it at once, instead of in the pool's queue, where a worker would pick it up the
+# moment a slot frees (and a process pool pre-feeds its call queue). No body ever waits
+# for another body's slot, so the gate cannot deadlock.
+_gates: weakref.WeakKeyDictionary[
+    concurrent.futures.Executor,
+    weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore],
+] = weakref.WeakKeyDictionary()
+_gates_lock = threading.Lock()
+
+
+def _gate(executor: concurrent.futures.Executor, width: int) -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    per_loop = _gates.get(executor)
+    if per_loop is None:
+        with _gates_lock:
+            per_loop = _gates.setdefault(executor, weakref.WeakKeyDictionary())
+    gate = per_loop.get(loop)
+    if gate is None:
+        gate = per_loop.setdefault(loop, asyncio.Semaphore(width))
+    return gate
+
+
+async def _gated(
+    lane: Lane,
+    executor: concurrent.futures.Executor,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    shipped: Shipped | None,
+) -> Any:
+    async with _gate(executor, lane.width):
+        if lane.kind == "remote":
             payload = shipped if shipped is not None else Shipped(fn)
-            return _remote(executor, payload, args)
+            return await _remote(executor, payload, args)
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, _holding, executor, fn, *args)
-        return loop.run_in_executor(executor, call)
+        return await loop.run_in_executor(executor, call)
 
 
 # The thread-like executors whose slot the current worker thread holds (see ``holds``).
