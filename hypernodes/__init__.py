@@ -24,6 +24,7 @@ from .errors import (
     MissingInputError,
     NodeError,
     PipelineDefinitionError,
+    WorkerLostError,
 )
 from .nested import PipelineNode
 from .node import Node, node
@@ -51,6 +52,7 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineNode",
     "ProgressCallback",
+    "WorkerLostError",
     "__version__",
     "enable_nested_loops",
     "get_default_config",

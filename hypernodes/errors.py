@@ -10,6 +10,7 @@ HyperNodesError
 ├── ConfigError                  (ValueError) bad engine configuration (keys, values, files)
 ├── NodeError                    a node failed while running; the user's exception is
 │                                its ``__cause__`` (never replaced)
+├── WorkerLostError              a worker process died (its pool is broken); names the fix
 ├── UnfingerprintableError       (TypeError) a value no cache key can be made from
 │                                (``hypernodes.cache``; the node runs uncached, with a warning)
 ├── CacheWriteError              a value a cache store cannot hold (``hypernodes.cache``)
@@ -42,6 +43,7 @@ __all__ = [
     "NodeError",
     "PathFrame",
     "PipelineDefinitionError",
+    "WorkerLostError",
 ]
 
 
@@ -132,6 +134,21 @@ class InvalidExecutorError(HyperNodesError, ValueError):
 
 class ConfigError(HyperNodesError, ValueError):
     """An engine configuration (mapping, file or flag) is invalid."""
+
+
+class WorkerLostError(HyperNodesError):
+    """A worker process of an executor died, so the executor cannot run anything more.
+
+    The executor's own error (e.g. ``BrokenProcessPool``) is the ``__cause__``.
+    """
+
+    def __init__(self, executor: str) -> None:
+        super().__init__(
+            f"a worker process of {executor} died abruptly and the pool is broken. The usual "
+            'cause: a script using a process pool without an `if __name__ == "__main__":` '
+            "guard (spawn-safe pools import the main module in every worker). Otherwise a "
+            "worker was killed (out of memory, a crash in native code, a signal)"
+        )
 
 
 @dataclass(frozen=True, slots=True)

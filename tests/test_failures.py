@@ -477,3 +477,32 @@ def test_fast_node_with_a_timeout_is_unaffected() -> None:
         return quick + 1
 
     assert Pipeline([quick, aquick]).run({"x": 2}) == {"quick": 4, "aquick": 5}
+
+
+# -- a process pool in a script without a __main__ guard -------------------------------
+
+
+def test_a_script_without_a_main_guard_fails_fast_and_names_the_fix(tmp_path: Any) -> None:
+    # Spawned workers import the main module, so an unguarded script's top-level code runs
+    # in every worker, which breaks the pool. The user gets one error that names the fix,
+    # and no process is left behind (an orphan would hold our pipes open: this would time
+    # out).
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from hypernodes import HyperNodesEngine, Pipeline, node\n"
+        "engine = HyperNodesEngine(map_executor='parallel', max_workers=2)\n"
+        "pipeline = Pipeline([node(lambda x: x + 1, output_name='y', name='inc')], engine=engine)\n"
+        "print(pipeline.map({'x': [1, 2]}, map_over='x'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    (line,) = [
+        ln for ln in proc.stderr.splitlines() if ln.startswith("hypernodes.errors.WorkerLostError")
+    ]
+    assert "a worker process of ProcessPoolExecutor died" in line
+    assert 'if __name__ == "__main__":' in line

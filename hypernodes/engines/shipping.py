@@ -13,14 +13,13 @@ its own values. Caching and callbacks stay with the orchestrator, as on local ex
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
 from ..executors.remote import RemoteFailure, Shipped, run_shipped_item
-from ..executors.workers import submit_from_loop
+from ..executors.workers import run_remote
 from ..mapping import Expansion, run_items
 
 if TYPE_CHECKING:
@@ -191,10 +190,7 @@ async def map_remote(
     observe = d is not None
 
     async def ship(provided: dict[str, Any], wanted: tuple[str, ...]) -> Any:
-        future = await submit_from_loop(
-            executor, run_shipped_item, bundle, provided, wanted, observe
-        )
-        return await asyncio.wrap_future(future)
+        return await run_remote(executor, run_shipped_item, bundle, provided, wanted, observe)
 
     if scope.plain:
 

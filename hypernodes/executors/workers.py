@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import InvalidExecutorError
+from ..errors import InvalidExecutorError, WorkerLostError
 from .async_executor import AsyncExecutor
 from .remote import Shipped, call_shipped, unwrap
 
@@ -32,6 +32,7 @@ __all__ = [
     "Lane",
     "PoolSet",
     "resolve_lane",
+    "run_remote",
     "submit_from_loop",
     "validate_executor",
 ]
@@ -185,8 +186,22 @@ def holds(executor: concurrent.futures.Executor | None) -> bool:
 async def _remote(
     executor: concurrent.futures.Executor, payload: Shipped, args: tuple[Any, ...]
 ) -> Any:
-    future = await submit_from_loop(executor, call_shipped, payload, args, {})
-    return unwrap(await asyncio.wrap_future(future))
+    return unwrap(await run_remote(executor, call_shipped, payload, args, {}))
+
+
+async def run_remote(
+    executor: concurrent.futures.Executor, fn: Callable[..., Any], *args: Any
+) -> Any:
+    """Submit ``fn(*args)`` to a remote executor from the loop and await its result.
+
+    Raises:
+        WorkerLostError: A worker process died and broke the pool (with the likely fix).
+    """
+    try:
+        future = await submit_from_loop(executor, fn, *args)
+        return await asyncio.wrap_future(future)
+    except concurrent.futures.BrokenExecutor as exc:
+        raise WorkerLostError(type(executor).__name__) from exc
 
 
 # Executors that have taken a submission: their workers (or connection) are up.
@@ -199,7 +214,7 @@ async def submit_from_loop(
     """``executor.submit(fn, *args)`` from a running event loop, without blocking it.
 
     The first submission to an executor can block for long: a process pool starts its
-    workers (and, on first use in this process, the forkserver), a cluster client
+    workers, a cluster client
     connects. That one is made from a helper thread while the loop keeps running; later
     submissions are made directly (they only queue the call).
 
@@ -342,13 +357,14 @@ def _distributed_width(executor: concurrent.futures.Executor) -> int | None:
 
 
 def spawn_safe_context() -> multiprocessing.context.BaseContext:
-    """A start method that does not fork a process with threads running.
+    """The ``spawn`` start method: it never forks a process with threads running.
 
-    ``forkserver`` where available (the default from Python 3.14 on), else ``spawn``; both
-    need tasks to be pickled, which cloudpickle payloads are.
+    Tasks travel pickled (our cloudpickle payloads do). Not ``forkserver``: its server
+    imports ``__main__``, so a script without an ``if __name__ == "__main__":`` guard runs
+    its own pipeline inside the server and leaves orphaned processes behind, where
+    ``spawn`` fails cleanly (``WorkerLostError`` naming the guard). Start-up costs the same.
     """
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return multiprocessing.get_context("spawn")
 
 
 def resolve_lane(
