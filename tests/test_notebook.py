@@ -164,3 +164,13 @@ def test_failure_names_the_path(executed: dict[str, str]) -> None:
 
 def test_async_executor_in_jupyter(executed: dict[str, str]) -> None:
     assert executed["executor"] == "[60, 60, 60, 23]"
+
+
+def test_cache_progress_and_picture(executed: dict[str, str]) -> None:
+    # The second run came from the cache: three nodes, three hits.
+    assert "CacheStats(hits=3, misses=3, writes=3" in executed["cache"]
+    # The bar counted every item, and the nested pipeline's runs added into one bar.
+    assert "20/20" in executed["progress"]
+    assert "per_page 40/40" in executed["progress"]
+    assert executed["progress"].endswith("20")
+    assert executed["picture"].startswith("<GraphPicture 'site' items=")
