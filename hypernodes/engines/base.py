@@ -3,18 +3,23 @@ the sync ``run`` / ``map`` live here, once, as bridges over them."""
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..callbacks import CallbackContext, Dispatcher
+from ..config import effective_cache, effective_callbacks
+from ..errors import NodeError
+
 if TYPE_CHECKING:
-    from ..callbacks import CallbackContext, Dispatcher
     from ..pipeline import Pipeline
     from ..scheduler import Scope
 
-__all__ = ["Engine", "MapMode", "OutputName", "Parent"]
+__all__ = ["Engine", "MapMode", "OutputName", "Parent", "map_events", "run_events", "user_error"]
 
 OutputName = str | Sequence[str] | None
 MapMode = Literal["zip", "product"]
@@ -88,6 +93,20 @@ class Engine(ABC):
 
         return run_sync(self.amap(pipeline, inputs, map_over, map_mode, output_name))
 
+    def _resolve(
+        self, pipeline: Pipeline, parent: Parent | None, kind: Literal["run", "map"]
+    ) -> tuple[Any, Dispatcher | None, CallbackContext | None]:
+        """The cache runtime, dispatcher and callback context of a run or map: inherited
+        from the enclosing level, or resolved (precedence) at the top."""
+        if parent is not None:
+            return parent.cache, parent.callbacks, parent.context
+        from ..cache.runtime import CacheRuntime  # deferred: hashing libraries
+
+        cache = CacheRuntime.create(effective_cache(pipeline))
+        dispatcher = Dispatcher.create(effective_callbacks(pipeline))
+        context = CallbackContext(kind, pipeline.name) if dispatcher is not None else None
+        return cache, dispatcher, context
+
     def close(self) -> None:  # noqa: B027 - optional hook: engines without resources
         """Release what the engine owns (pools, clusters). Idempotent."""
 
@@ -116,3 +135,80 @@ class Engine(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def user_error(exc: BaseException) -> BaseException:
+    """What callbacks report for a failure: the user's exception behind a ``NodeError``."""
+    if isinstance(exc, NodeError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+@contextlib.contextmanager
+def run_events(
+    d: Dispatcher | None,
+    context: CallbackContext | None,
+    pipeline: Pipeline,
+    inputs: Mapping[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """``on_pipeline_start`` / ``on_pipeline_end`` around a top-level run; the body puts
+    the result in the yielded dict under ``"outputs"``."""
+    done: dict[str, Any] = {"outputs": None}
+    if d is None:
+        yield done
+        return
+    if d.on_pipeline_start:
+        d.emit(d.on_pipeline_start, context=context, pipeline=pipeline, inputs=dict(inputs))
+    started = perf_counter()
+    error: BaseException | None = None
+    try:
+        yield done
+    except BaseException as exc:
+        error = user_error(exc)
+        raise
+    finally:
+        if d.on_pipeline_end:
+            outputs = None if error is not None else done["outputs"]
+            d.emit(
+                d.on_pipeline_end,
+                context=context,
+                pipeline=pipeline,
+                outputs=outputs,
+                duration=perf_counter() - started,
+                error=error,
+            )
+
+
+@contextlib.contextmanager
+def map_events(
+    d: Dispatcher | None,
+    context: CallbackContext | None,
+    pipeline: Pipeline,
+    n_items: int,
+    map_over: Sequence[str],
+) -> Iterator[None]:
+    """``on_map_start`` / ``on_map_end`` around a map."""
+    if d is None:
+        yield
+        return
+    if d.on_map_start:
+        d.emit(
+            d.on_map_start, context=context, pipeline=pipeline, n_items=n_items, map_over=map_over
+        )
+    started = perf_counter()
+    error: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        error = user_error(exc)
+        raise
+    finally:
+        if d.on_map_end:
+            d.emit(
+                d.on_map_end,
+                context=context,
+                pipeline=pipeline,
+                n_items=n_items,
+                duration=perf_counter() - started,
+                error=error,
+            )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from ..executors.workers import (
 )
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
 from ..scheduler import Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
-from .base import Engine, MapMode, OutputName, Parent
+from .base import Engine, MapMode, OutputName, Parent, map_events, run_events, user_error
 from .shipping import map_remote
 
 if TYPE_CHECKING:
@@ -216,19 +215,6 @@ class HyperNodesEngine(Engine):
             context=context,
         )
 
-    def _resolve(
-        self, pipeline: Pipeline, parent: Parent | None, kind: str
-    ) -> tuple[Any, Dispatcher | None, CallbackContext | None]:
-        if parent is not None:
-            return parent.cache, parent.callbacks, parent.context
-        from ..cache.runtime import CacheRuntime
-
-        store = effective_cache(pipeline)
-        cache = CacheRuntime.create(store)
-        dispatcher = Dispatcher.create(effective_callbacks(pipeline))
-        context = CallbackContext(kind, pipeline.name) if dispatcher else None  # type: ignore[arg-type]
-        return cache, dispatcher, context
-
     # -- run ----------------------------------------------------------------------------
 
     def _direct(self, pipeline: Pipeline, map_too: bool) -> bool:
@@ -272,7 +258,7 @@ class HyperNodesEngine(Engine):
                     run_plan_sync(plan, values, pipeline.name)
                     return plan.collect(values)
                 scope = self._scope(pipeline, None, cache, dispatcher, context, inline=True)
-                with _run_events(dispatcher, context, pipeline, inputs) as done:
+                with run_events(dispatcher, context, pipeline, inputs) as done:
                     try:
                         run_sync_steps_observed(plan.steps, values, scope)
                     except NodeError as err:
@@ -322,7 +308,7 @@ class HyperNodesEngine(Engine):
         if _parent is not None or dispatcher is None:
             await run_plan(plan, values, scope)
             return plan.collect(values)
-        with _run_events(dispatcher, context, pipeline, inputs) as done:
+        with run_events(dispatcher, context, pipeline, inputs) as done:
             await run_plan(plan, values, scope)
             done["outputs"] = plan.collect(values)
         return done["outputs"]  # type: ignore[no-any-return]
@@ -350,7 +336,7 @@ class HyperNodesEngine(Engine):
             cache.prime(base, list(base))  # shared inputs: fingerprinted once, not per item
         if dispatcher is None:
             return await self._map_items(pipeline, plan, exp, base, scope)
-        with _map_events(dispatcher, context, pipeline, exp):
+        with map_events(dispatcher, context, pipeline, exp.count, exp.names):
             return await self._map_items(pipeline, plan, exp, base, scope)
 
     async def _map_items(
@@ -395,7 +381,7 @@ class HyperNodesEngine(Engine):
             try:
                 await run_plan(plan, values, item_scope.derive(context=ctx))
             except BaseException as exc:
-                error = _user_error(exc)
+                error = user_error(exc)
                 raise
             finally:
                 if d.on_map_item_end:
@@ -409,78 +395,3 @@ class HyperNodesEngine(Engine):
             return plan.collect(values)
 
         return await run_items(exp.items(), exp.count, width, run_one)
-
-
-@contextlib.contextmanager
-def _run_events(
-    d: Dispatcher | None,
-    context: CallbackContext | None,
-    pipeline: Pipeline,
-    inputs: Mapping[str, Any],
-) -> Iterator[dict[str, Any]]:
-    """``on_pipeline_start`` / ``on_pipeline_end`` around a top-level run; the body puts
-    the result in the yielded dict under ``"outputs"``."""
-    done: dict[str, Any] = {"outputs": None}
-    if d is None:
-        yield done
-        return
-    if d.on_pipeline_start:
-        d.emit(d.on_pipeline_start, context=context, pipeline=pipeline, inputs=dict(inputs))
-    started = perf_counter()
-    error: BaseException | None = None
-    try:
-        yield done
-    except BaseException as exc:
-        error = _user_error(exc)
-        raise
-    finally:
-        if d.on_pipeline_end:
-            duration = perf_counter() - started
-            outputs = None if error is not None else done["outputs"]
-            d.emit(
-                d.on_pipeline_end,
-                context=context,
-                pipeline=pipeline,
-                outputs=outputs,
-                duration=duration,
-                error=error,
-            )
-
-
-@contextlib.contextmanager
-def _map_events(
-    d: Dispatcher, context: CallbackContext | None, pipeline: Pipeline, exp: Expansion
-) -> Iterator[None]:
-    """``on_map_start`` / ``on_map_end`` around a map."""
-    if d.on_map_start:
-        d.emit(
-            d.on_map_start,
-            context=context,
-            pipeline=pipeline,
-            n_items=exp.count,
-            map_over=exp.names,
-        )
-    started = perf_counter()
-    error: BaseException | None = None
-    try:
-        yield
-    except BaseException as exc:
-        error = _user_error(exc)
-        raise
-    finally:
-        if d.on_map_end:
-            d.emit(
-                d.on_map_end,
-                context=context,
-                pipeline=pipeline,
-                n_items=exp.count,
-                duration=perf_counter() - started,
-                error=error,
-            )
-
-
-def _user_error(exc: BaseException) -> BaseException:
-    """The user's exception behind a NodeError (what callbacks report)."""
-    if isinstance(exc, NodeError) and exc.__cause__ is not None:
-        return exc.__cause__
-    return exc

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ...cache.runtime import CacheRuntime
 from ...callbacks import CallbackContext, Dispatcher
-from ...config import effective_cache, effective_callbacks
 from ...errors import ConfigError
 from ...mapping import expand
-from ..base import Engine, MapMode, OutputName, Parent
+from ..base import Engine, MapMode, OutputName, Parent, map_events, run_events
 from .cached import ItemCache, look_up, save
 from .calls import Hit
 from .frame import Frame, build_frame, ensure_runner, import_daft, stream
@@ -98,34 +96,12 @@ class DaftEngine(Engine):
         plan = pipeline.plan(output_name, inputs)
         constants = {**plan.optional, **pipeline.bound, **inputs}
         cache, d, context = self._resolve(pipeline, _parent, "run")
-        top = _parent is None and d is not None
-        if top and d is not None and d.on_pipeline_start:
-            d.emit(d.on_pipeline_start, context=context, pipeline=pipeline, inputs=dict(inputs))
-        started = perf_counter()
-        try:
+        events = run_events(d if _parent is None else None, context, pipeline, inputs)
+        with events as done:
             [result] = await self._execute(
                 pipeline, plan, constants, (), [()], cache, d, context, mapped=False
             )
-        except BaseException as exc:
-            if top and d is not None and d.on_pipeline_end:
-                d.emit(
-                    d.on_pipeline_end,
-                    context=context,
-                    pipeline=pipeline,
-                    outputs=None,
-                    duration=perf_counter() - started,
-                    error=user_error(exc, exc),
-                )
-            raise
-        if top and d is not None and d.on_pipeline_end:
-            d.emit(
-                d.on_pipeline_end,
-                context=context,
-                pipeline=pipeline,
-                outputs=result,
-                duration=perf_counter() - started,
-                error=None,
-            )
+            done["outputs"] = result
         return result
 
     async def amap(
@@ -149,33 +125,10 @@ class DaftEngine(Engine):
         plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
         constants = {**plan.optional, **pipeline.bound, **exp.shared}
         cache, d, context = self._resolve(pipeline, _parent, "map")
-        if d is not None and d.on_map_start:
-            d.emit(
-                d.on_map_start,
-                context=context,
-                pipeline=pipeline,
-                n_items=exp.count,
-                map_over=exp.names,
-            )
-        started = perf_counter()
-        error: BaseException | None = None
-        try:
+        with map_events(d, context, pipeline, exp.count, exp.names):
             return await self._execute(
                 pipeline, plan, constants, exp.names, list(exp.items()), cache, d, context
             )
-        except BaseException as exc:
-            error = user_error(exc, exc)
-            raise
-        finally:
-            if d is not None and d.on_map_end:
-                d.emit(
-                    d.on_map_end,
-                    context=context,
-                    pipeline=pipeline,
-                    n_items=exp.count,
-                    duration=perf_counter() - started,
-                    error=error,
-                )
 
     def to_dataframe(
         self,
@@ -213,16 +166,6 @@ class DaftEngine(Engine):
         return frame.df.select(*outputs)
 
     # -- internals ----------------------------------------------------------------------
-
-    def _resolve(
-        self, pipeline: Pipeline, parent: Parent | None, kind: str
-    ) -> tuple[CacheRuntime | None, Dispatcher | None, CallbackContext | None]:
-        if parent is not None:
-            return parent.cache, parent.callbacks, parent.context
-        cache = CacheRuntime.create(effective_cache(pipeline))
-        d = Dispatcher.create(effective_callbacks(pipeline))
-        context = CallbackContext(kind, pipeline.name) if d is not None else None  # type: ignore[arg-type]
-        return cache, d, context
 
     def _program(
         self,
