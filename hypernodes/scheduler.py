@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
+from .cache.base import MISSING
 from .callbacks import CallbackContext, Dispatcher
 from .errors import NodeError, PathFrame
 from .executors.workers import Lane
@@ -236,6 +237,27 @@ async def _run_observed(
     return result
 
 
+def run_sync_steps_cached(steps: Iterable[Step], values: dict[str, Any], cache: Any) -> None:
+    """``run_sync_steps`` with the cache and no callbacks, in the thread that owns the run
+    (the hit path of a cached run: kept free of anything the cache does not need)."""
+    key_of = cache.key
+    get = cache.store.get
+    for step in steps:
+        key = key_of(step, values) if step.node.cache else None
+        if key is not None:
+            hit = get(key, MISSING)
+            if hit is not MISSING:
+                step.store(hit, values)
+                continue
+        try:
+            result = step.call(values)
+        except Exception as exc:
+            raise NodeError(step.name) from exc
+        step.store(result, values)
+        if key is not None:
+            cache.save_now(step, key, result)
+
+
 def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope: Scope) -> None:
     """``run_sync_steps`` with the cache and node events, in the thread that owns the run.
 
@@ -244,6 +266,9 @@ def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope
     """
     d = scope.callbacks
     cache = scope.cache
+    if d is None:
+        run_sync_steps_cached(steps, values, cache)
+        return
     for step in steps:
         key = None
         if cache is not None and step.node.cache:

@@ -51,6 +51,7 @@ _CLASS_SKIP = frozenset(
     {"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__annotations__"}
 )
 _local = threading.local()
+_ROOTS = (types.FunctionType, type)  # a tuple, not a union rebuilt on every call
 
 
 def _encode(text: str) -> bytes:
@@ -368,7 +369,7 @@ def code_identity(func: Callable[..., Any]) -> str:
         TypeError: ``func`` is not callable.
     """
     try:
-        if isinstance(func, types.FunctionType | type):
+        if isinstance(func, _ROOTS):
             return _root_identity(func)
         if not callable(func):
             raise TypeError(f"code_identity needs a callable, got {type(func).__name__}")

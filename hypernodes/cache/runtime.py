@@ -144,7 +144,14 @@ class CacheRuntime:
         """
         node = step.node
         try:
-            identity = self._identity(step)
+            if step.nested is None:  # the common case, inlined: this is the hit path
+                code = code_identity(node.func)
+                memo = step.identity
+                if memo is None or memo[0] != code:
+                    memo = step.identity = (code, _structure(code, node))
+                identity = memo[1]
+            else:
+                identity = self._identity(step)
         except UnfingerprintableError as exc:
             _warn_uncached(node.name, str(exc))
             return None
