@@ -58,6 +58,7 @@ class Step:
         "name",
         "nested",
         "node",
+        "once",
         "out",
         "output_slots",
         "outputs",
@@ -78,9 +79,8 @@ class Step:
         self.out = node.outputs[0] if isinstance(node.output_name, str) and not self.keep else None
         self.is_async = node.is_async
         self.nested: NestedRunner | None = node if hasattr(node, "run_nested") else None  # type: ignore[assignment]
-        self.simple = (
-            not self.is_async and self.nested is None and not node.retries and not node.timeout
-        )
+        self.once = not node.retries and not node.timeout  # a single plain attempt
+        self.simple = not self.is_async and self.nested is None and self.once
         self.gather = _gatherer(names)
         self.call = _caller(self.fn, names)
         self.children: tuple[int, ...] = ()
@@ -188,9 +188,10 @@ class Plan:
         roots: Indices of steps whose inputs are all provided.
         simple: Whether every step is a plain sync call (no async, retries, timeout,
             nesting), so a whole run can be one synchronous call.
+        nested: Whether some step runs a nested pipeline.
     """
 
-    __slots__ = ("optional", "outputs", "roots", "segments", "simple", "steps")
+    __slots__ = ("nested", "optional", "outputs", "roots", "segments", "simple", "steps")
 
     def __init__(
         self,
@@ -215,6 +216,7 @@ class Plan:
         self.optional = selection.optional
         self.roots = tuple(k for k, s in enumerate(steps) if s.n_parents == 0)
         self.simple = all(s.simple for s in steps)
+        self.nested = any(s.nested is not None for s in steps)
         segments: list[tuple[bool, tuple[Step, ...]]] = []
         run: list[Step] = []
         for s in steps:

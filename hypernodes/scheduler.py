@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Awaitable, Iterable
 from time import perf_counter
 from typing import Any
 
@@ -27,6 +28,7 @@ from .executors.workers import Lane
 from .plan import NestedRunner, Plan, Step, compile_plan, run_plan_sync, run_sync_steps
 
 __all__ = [
+    "Limiter",
     "Plan",
     "Scope",
     "Step",
@@ -78,7 +80,7 @@ class Scope:
         engine: Any,
         pipeline: str,
         concurrent: bool,
-        limiter: asyncio.Semaphore | None,
+        limiter: Limiter | None,
         body: Lane,
         inline: bool,
         cache: Any = None,
@@ -140,14 +142,41 @@ async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> N
             await run_step(step, values, scope, None)
 
 
+class Limiter(asyncio.Semaphore):
+    """``max_concurrent``: a semaphore that knows its width and the scope that made it."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.width = width
+        self.owner: Scope | None = None
+
+
 async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
     steps = plan.steps
     pending = [s.n_parents for s in steps]
     limiter = scope.limiter
+    # At most `cap` chains live at once in this level; ready nodes beyond it wait in the
+    # backlog for a chain to take them, rather than as tasks parked on the limiter.
+    cap = limiter.width if isinstance(limiter, Limiter) else len(steps)
+    if limiter is not None and limiter.owner is scope and not plan.nested:
+        # No other level can share this run's limit (no nested pipelines, not a map item
+        # or a nested level): the cap alone bounds the nodes, per-node slots are not needed.
+        limiter = None
+    backlog: deque[int] = deque()
+    live = 0
     failures: list[BaseException] = []
 
+    def launch(k: int) -> None:
+        nonlocal live
+        if live >= cap:
+            backlog.append(k)
+            return
+        live += 1
+        group.create_task(chain(k))
+
     async def chain(k: int) -> None:
-        # Run step k, then keep going with the first child it made ready.
+        # Run step k, then keep going with the first child it made ready (or the backlog).
+        nonlocal live
         try:
             while True:
                 step = steps[k]
@@ -159,19 +188,24 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
                         if follow < 0:
                             follow = c
                         else:
-                            group.create_task(chain(c))
+                            launch(c)
                 if follow < 0:
-                    return
+                    if not backlog:
+                        return
+                    follow = backlog.popleft()
                 k = follow
         except BaseException as exc:
             failures.append(exc)
             raise
+        finally:
+            live -= 1
 
     try:
         async with asyncio.TaskGroup() as group:
             first, *rest = plan.roots
+            live = 1  # the first chain runs in this task
             for k in rest:
-                group.create_task(chain(k))
+                launch(k)
             await chain(first)
     except BaseExceptionGroup as group_error:
         raise_first(group_error, failures)
@@ -209,13 +243,38 @@ async def run_step(
                 d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
             return
     # Events fire inside the slot: a node "starts" when it runs, not when it queues.
-    if limiter is None:
+    if scope.callbacks is None and step.once:
+        # The common case, one await deep: no events, no retries, no timeout.
+        try:
+            if limiter is None:
+                result = await _once(step, args, scope)
+            else:
+                async with limiter:
+                    result = await _once(step, args, scope)
+        except Exception as exc:
+            raise NodeError(step.name) from exc
+        step.store(result, values)
+    elif limiter is None:
         result = await _run_observed(step, args, values, scope)
     else:
         async with limiter:
             result = await _run_observed(step, args, values, scope)
     if key is not None:
         await cache.save(step, key, result, values, scope)
+
+
+def _once(step: Step, args: tuple[Any, ...], scope: Scope) -> Awaitable[Any]:
+    """The awaitable of one plain attempt (no retries, no timeout)."""
+    if step.is_async:
+        return step.fn(*args)  # type: ignore[no-any-return]
+    if scope.inline:
+        return _ready(step.fn(*args))
+    body = scope.body
+    return body.call(step.fn, args, step.shipped if body.kind == "remote" else None)
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 async def _run_observed(

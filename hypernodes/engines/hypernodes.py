@@ -20,7 +20,7 @@ from ..executors.workers import (
     validate_executor,
 )
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
-from ..scheduler import Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
+from ..scheduler import Limiter, Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
 from .base import Engine, MapMode, OutputName, Parent, map_events, run_events, user_error
 from .shipping import map_remote
 
@@ -202,8 +202,8 @@ class HyperNodesEngine(Engine):
         else:
             inline = node.kind == "sequential" and is_own_loop(asyncio.get_running_loop())
         width = node.width if node.kind == "async" else self.max_concurrent
-        limiter = asyncio.Semaphore(width) if concurrent and width else None
-        return Scope(
+        limiter = Limiter(width) if concurrent and width else None
+        scope = Scope(
             engine=self,
             pipeline=pipeline.name,
             concurrent=concurrent,
@@ -214,6 +214,9 @@ class HyperNodesEngine(Engine):
             callbacks=callbacks,
             context=context,
         )
+        if limiter is not None:
+            limiter.owner = scope  # levels derived from it share the limit, not ownership
+        return scope
 
     # -- run ----------------------------------------------------------------------------
 

@@ -206,6 +206,10 @@ async def run_remote(
 
 # Executors that have taken a submission: their workers (or connection) are up.
 _warm: weakref.WeakSet[concurrent.futures.Executor] = weakref.WeakSet()
+# Executors whose first submission is under way (done when it is).
+_warming: weakref.WeakKeyDictionary[concurrent.futures.Executor, asyncio.Future[None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def submit_from_loop(
@@ -214,9 +218,10 @@ async def submit_from_loop(
     """``executor.submit(fn, *args)`` from a running event loop, without blocking it.
 
     The first submission to an executor can block for long: a process pool starts its
-    workers, a cluster client
-    connects. That one is made from a helper thread while the loop keeps running; later
-    submissions are made directly (they only queue the call).
+    workers, a cluster client connects. That one is made from a helper thread while the
+    loop keeps running; submissions racing it wait for it, and later ones are made directly
+    (they only queue the call). One helper at a time, and not a daemon: a process started
+    while the interpreter exits would be left behind, owned by no pool.
 
     Raises:
         Exception: Whatever ``executor.submit`` raises (a shut-down or broken pool).
@@ -224,6 +229,31 @@ async def submit_from_loop(
     if executor in _warm:
         return executor.submit(fn, *args)
     loop = asyncio.get_running_loop()
+    warming = _warming.get(executor)
+    if warming is not None and warming.get_loop() is loop:
+        await asyncio.shield(warming)  # the first submission is on its way: wait for it
+        return executor.submit(fn, *args)  # (raises at once if that one broke the pool)
+    warming = loop.create_future()
+    with contextlib.suppress(TypeError):  # an executor without weak references stays cold
+        _warming[executor] = warming
+    try:
+        future = await _submit_in_thread(loop, executor, fn, args)
+        with contextlib.suppress(TypeError):
+            _warm.add(executor)
+        return future
+    finally:
+        if not warming.done():
+            warming.set_result(None)
+        if _warming.get(executor) is warming:
+            del _warming[executor]
+
+
+async def _submit_in_thread(
+    loop: asyncio.AbstractEventLoop,
+    executor: concurrent.futures.Executor,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> concurrent.futures.Future[Any]:
     waiter: asyncio.Future[concurrent.futures.Future[Any]] = loop.create_future()
 
     def settle(future: concurrent.futures.Future[Any] | None, error: BaseException | None) -> None:
@@ -247,11 +277,8 @@ async def submit_from_loop(
         except RuntimeError:
             future.cancel()
 
-    threading.Thread(target=submit, name="hypernodes-submit", daemon=True).start()
-    future = await waiter
-    with contextlib.suppress(TypeError):  # an executor without weak references stays cold
-        _warm.add(executor)
-    return future
+    threading.Thread(target=submit, name="hypernodes-submit").start()
+    return await waiter
 
 
 class PoolSet:
