@@ -451,3 +451,40 @@ def test_three_levels_of_nested_maps_with_one_worker_finish(
         {"result": EXPECTED[:1]},
         {"result": EXPECTED[1:]},
     ]
+
+
+def test_max_concurrent_bounds_async_nodes_across_nested_levels() -> None:
+    # One limit per top-level run, shared by the nested levels and their items: only leaf
+    # nodes take a slot, so the bound holds across levels and nesting cannot deadlock.
+    live = 0
+    peak = 0
+
+    async def body(x: int) -> int:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        await asyncio.sleep(0.005)
+        live -= 1
+        return x
+
+    inner = Pipeline(
+        [
+            node(body, output_name="first", name="first"),
+            node(body, output_name="twin", name="twin"),
+        ],
+        name="inner",
+    )
+
+    @node(output_name="total")
+    async def total(first: list[int]) -> int:
+        return await body(sum(first))
+
+    outer = Pipeline(
+        [inner.as_node(name="each", map_over="x"), total],
+        engine=HyperNodesEngine(node_executor="async", map_executor="async", max_concurrent=3),
+        name="outer",
+    )
+    result = outer.run({"x": list(range(20))})
+    assert result["first"] == list(range(20))
+    assert result["total"] == sum(range(20))
+    assert peak == 3  # reached (items and nodes do overlap) and never exceeded
