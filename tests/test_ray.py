@@ -186,7 +186,7 @@ def test_first_failure_interrupts_running_ray_tasks(
     raised = time.time()
     assert info.value.item_index == 0
     time.sleep(2.5)  # a running item that was not cancelled would have finished by now
-    started = {p.name: float(p.read_text()) for p in tmp_path.glob("start-*")}
+    started = {p.name: _stamp(p) for p in tmp_path.glob("start-*")}
     assert "start-0" in started
     # Every task that was running when the map raised was interrupted. (Under load, Ray
     # can dispatch a queued task in the instant before its cancellation lands: such a task
@@ -194,6 +194,14 @@ def test_first_failure_interrupts_running_ray_tasks(
     running = {name.split("-")[1] for name, at in started.items() if at < raised}
     ended = {p.name.split("-")[1] for p in tmp_path.glob("end-*")}
     assert not running & ended, "cancelled Ray tasks are interrupted"
+
+
+def _stamp(path: Path) -> float:
+    # A task interrupted while writing its stamp leaves it empty: it proves nothing.
+    try:
+        return float(path.read_text())
+    except ValueError:
+        return float("inf")
 
 
 class Recorder(PipelineCallback):
