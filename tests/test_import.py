@@ -15,6 +15,9 @@ import hypernodes
 
 # Top-level module names that `import hypernodes` must not load.
 HEAVY = (
+    "asyncio",  # about half of a cold import: only running (not defining) needs it
+    "concurrent",
+    "cloudpickle",  # only remote executors need it
     "networkx",  # only Pipeline.graph needs it
     "anyio",
     "uvloop",  # only a run creates a loop
