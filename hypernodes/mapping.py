@@ -12,10 +12,11 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from .errors import InvalidInputError, NodeError, PathFrame
-from .plan import Plan, run_sync_steps
+from .plan import Plan
 from .scheduler import Scope, raise_first
 
 __all__ = ["Expansion", "expand", "map_plain", "run_items", "run_plain_items"]
@@ -242,25 +243,33 @@ def run_plain_items(
     outputs = plan.outputs
     index = -1
     halted = stop if stop is not None else ()
+    # The innermost loop of a map: the step loop is inlined, its parts looked up once.
+    calls = tuple((s.call, s.out, s) for s in steps)
+    single = names[0] if len(names) == 1 else None
+    collect = itemgetter(*outputs) if len(outputs) > 1 else None
+    only = outputs[0]
     try:
-        if len(names) == 1 and len(outputs) == 1:
-            (name,) = names
-            (out,) = outputs
-            for index, (value,) in itertools.islice(numbered, limit):
-                if halted:
-                    return
-                values = base.copy()
-                values[name] = value
-                run_sync_steps(steps, values)
-                results[index] = {out: values[out]}
-            return
         for index, item in itertools.islice(numbered, limit):
             if halted:
                 return
             values = base.copy()
-            values.update(zip(names, item, strict=True))
-            run_sync_steps(steps, values)
-            results[index] = {o: values[o] for o in outputs}
+            if single is not None:
+                values[single] = item[0]
+            else:
+                values.update(zip(names, item, strict=True))
+            for call, out, step in calls:
+                try:
+                    result = call(values)
+                except Exception as exc:  # (a NodeError from user code is wrapped too)
+                    raise NodeError(step.name) from exc
+                if out is not None:
+                    values[out] = result
+                else:
+                    step.store(result, values)
+            if collect is not None:
+                results[index] = dict(zip(outputs, collect(values), strict=True))
+            else:
+                results[index] = {only: values[only]}
     except NodeError as err:
         if stop is not None:
             stop.append(True)
