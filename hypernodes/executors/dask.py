@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
+from .tracking import TrackedExecutor
 from .workers import cpu_count
 
 __all__ = ["ENV_ADDRESS", "DaskExecutor", "make_dask_executor"]
@@ -42,7 +42,7 @@ def _dask_config() -> Any:
     return dask.config
 
 
-class DaskExecutor(concurrent.futures.Executor):
+class DaskExecutor(TrackedExecutor):
     """A ``concurrent.futures.Executor`` that runs calls as tasks of a Dask cluster.
 
     Any ``distributed.Client`` works; ``client.get_executor()`` works with HyperNodes too,
@@ -71,14 +71,9 @@ class DaskExecutor(concurrent.futures.Executor):
                 "DaskExecutor always submits with pure=False: nodes may be impure, and Dask "
                 "would run identical calls of an impure node only once"
             )
+        super().__init__()
         self.client = client
         self._inner = client.get_executor(pure=False, **options)
-        self._lock = threading.Lock()
-        self._pending: set[concurrent.futures.Future[Any]] = set()
-        self._shutdown = False
-        # The last object shared, by digest: a map repeated with the same pipeline and
-        # shared inputs reuses what is already on the workers.
-        self._shared: tuple[bytes, Any] | None = None
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -92,33 +87,15 @@ class DaskExecutor(concurrent.futures.Executor):
             RuntimeError: The executor was shut down.
         """
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
             future: concurrent.futures.Future[Any] = self._inner.submit(fn, *args, **kwargs)
-            self._pending.add(future)
+            self._pending[future] = None
         future.add_done_callback(self._forget)
         return future
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
-            self._pending.discard(future)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting work, like the standard library's executors.
-
-        Args:
-            wait: Block until the submitted calls are done (or cancelled).
-            cancel_futures: Cancel the calls that have not finished.
-        """
-        with self._lock:
-            self._shutdown = True
-            pending = list(self._pending)
-            self._shared = None
-        if cancel_futures:
-            for future in pending:
-                future.cancel()
-        if wait and pending:
-            concurrent.futures.wait(pending)
+            self._pending.pop(future, None)
 
     def hypernodes_width(self) -> int:
         """The cluster's total worker threads (how many calls run at once)."""

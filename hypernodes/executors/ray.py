@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 
+from .tracking import TrackedExecutor
 from .workers import cpu_count
 
 __all__ = ["ENV_ADDRESS", "RayExecutor", "make_ray_executor"]
@@ -134,7 +135,7 @@ def _remote_invoke() -> Any:
     return _task
 
 
-class RayExecutor(concurrent.futures.Executor):
+class RayExecutor(TrackedExecutor):
     """A ``concurrent.futures.Executor`` that runs each call as a Ray task.
 
     Uses the Ray this process is connected to (``ray.init`` is called with Ray's defaults
@@ -148,12 +149,9 @@ class RayExecutor(concurrent.futures.Executor):
     """
 
     def __init__(self, **options: Any) -> None:
+        super().__init__()
         self._ray = _ray()
         self._options = options
-        self._lock = threading.Lock()
-        self._pending: dict[concurrent.futures.Future[Any], Any] = {}
-        self._shutdown = False
-        self._shared: tuple[bytes, Any] | None = None
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -173,8 +171,7 @@ class RayExecutor(concurrent.futures.Executor):
             task = task.options(**self._options)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
             payload, refs = _pack(fn, args, kwargs, self._ray.ObjectRef)
             ref = task.remote(payload, *refs)
             self._pending[future] = ref
@@ -205,23 +202,6 @@ class RayExecutor(concurrent.futures.Executor):
             ref = self._pending.pop(future, None)
         if ref is not None and future.cancelled():
             self._ray.cancel(ref)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting work, like the standard library's executors.
-
-        Args:
-            wait: Block until the submitted calls are done (or cancelled).
-            cancel_futures: Cancel the calls that have not finished.
-        """
-        with self._lock:
-            self._shutdown = True
-            pending = list(self._pending)
-            self._shared = None
-        if cancel_futures:
-            for future in pending:
-                future.cancel()
-        if wait and pending:
-            concurrent.futures.wait(pending)
 
     def hypernodes_width(self) -> int:
         """How many calls the cluster runs at once (its CPUs over the CPUs per call)."""
