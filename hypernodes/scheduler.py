@@ -237,10 +237,7 @@ async def run_step(
         key, hit = await cache.lookup(step, args, values, scope)
         if hit is not None:
             step.store(hit[0], values)
-            d = scope.callbacks
-            if d is not None and d.on_node_cached:
-                outs = {n: values[n] for n in step.outputs}
-                d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
+            _emit_cached(scope, step, values)
             return
     # Events fire inside the slot: a node "starts" when it runs, not when it queues.
     if scope.callbacks is None and step.once:
@@ -334,9 +331,7 @@ def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope
             key, hit = cache.lookup_now(step, values)
             if hit is not None:
                 step.store(hit[0], values)
-                if d is not None and d.on_node_cached:
-                    outs = {n: values[n] for n in step.outputs}
-                    d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
+                _emit_cached(scope, step, values)
                 continue
         started = _emit_start(d, scope, step, None, values) if d is not None else 0.0
         try:
@@ -353,6 +348,13 @@ def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope
             cache.save_now(step, key, result)
         if d is not None:
             _emit_end(d, scope, step, values, started)
+
+
+def _emit_cached(scope: Scope, step: Step, values: dict[str, Any]) -> None:
+    d = scope.callbacks
+    if d is not None and d.on_node_cached:
+        outputs = {n: values[n] for n in step.outputs}
+        d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outputs)
 
 
 def _emit_start(
@@ -403,10 +405,7 @@ async def _run_nested_step(
         key, hit = await cache.lookup(step, args, values, scope)
         if hit is not None:
             step.put(hit[0], values)
-            d = scope.callbacks
-            if d is not None and d.on_node_cached:
-                outs = {n: values[n] for n in step.outputs}
-                d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outs)
+            _emit_cached(scope, step, values)
             return
     results = await nested.run_nested(args, scope)
     step.put(results, values)

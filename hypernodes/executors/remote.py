@@ -16,7 +16,14 @@ from typing import Any, NoReturn
 
 import cloudpickle
 
-__all__ = ["RemoteFailure", "Shipped", "call_shipped", "run_shipped_item", "unwrap"]
+__all__ = [
+    "RemoteFailure",
+    "Shipped",
+    "call_shipped",
+    "run_shipped_item",
+    "unwrap",
+    "worker_engine",
+]
 
 _CACHE_LIMIT = 256
 _loaded: dict[bytes, Any] = {}
@@ -124,7 +131,7 @@ def run_shipped_item(
         recorder = Recorder()
         pipe = pipe.stripped().with_callbacks([recorder])
     try:
-        outputs = run_sync(_worker_engine().arun(pipe, inputs, names))
+        outputs = run_sync(worker_engine().arun(pipe, inputs, names))
     except Exception as exc:
         if recorder is not None:
             return RemoteFailure(exc, recorder.records)
@@ -135,7 +142,8 @@ def run_shipped_item(
 _engine: Any = None
 
 
-def _worker_engine() -> Any:
+def worker_engine() -> Any:
+    """The sequential ``HyperNodesEngine`` that runs shipped sub-runs in this worker."""
     global _engine
     if _engine is None:
         from ..engines.hypernodes import HyperNodesEngine

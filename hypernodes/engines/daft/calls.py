@@ -20,6 +20,8 @@ from typing import Any
 
 import cloudpickle
 
+from ...executors.remote import worker_engine
+
 __all__ = ["SKIP", "Failure", "Hit", "Recorded", "make_call", "nested_body"]
 
 
@@ -279,7 +281,7 @@ def nested_body(node: Any, stripped: Any, observe: bool) -> Callable[..., Corout
 
     async def run(*args: Any) -> Any:
         inputs = {to_inner.get(k, k): v for k, v in zip(names, args, strict=True)}
-        engine = _engine()
+        engine = worker_engine()
         pipe, recorder = stripped, None
         if observe:
             from ..shipping import Recorder
@@ -302,15 +304,3 @@ def nested_body(node: Any, stripped: Any, observe: bool) -> Callable[..., Corout
         return value if recorder is None else (value, recorder.records)
 
     return run
-
-
-_worker_engine: Any = None
-
-
-def _engine() -> Any:
-    global _worker_engine
-    if _worker_engine is None:
-        from ..hypernodes import HyperNodesEngine
-
-        _worker_engine = HyperNodesEngine()
-    return _worker_engine
