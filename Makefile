@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PEERS := .venv-peers
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test suite lint typecheck bench clean
 
 $(VENV)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check hypernodes tests benchmarks
 	$(VENV)/bin/mypy
 
+# The test suite alone (CI runs it on every other Python: make suite PYTHON=... VENV=...).
+suite: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check hypernodes tests benchmarks
 	$(VENV)/bin/ruff format --check hypernodes tests benchmarks
@@ -44,4 +48,4 @@ bench: $(VENV)/.installed-dev $(PEERS)/.installed
 	$(PY) -m benchmarks.run --peers-python $(PEERS)/bin/python
 
 clean:
-	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* $(PEERS) .pytest_cache .mypy_cache .ruff_cache
