@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hypernodes import (
     ConfigError,
+    DiskCache,
     Engine,
     HyperNodesEngine,
+    MemoryCache,
     NodeError,
     Pipeline,
     PipelineCallback,
@@ -563,6 +567,55 @@ def test_cache_hits_skip_nodes_and_items() -> None:
     assert sorted(calls) == [("first", 3), ("second", 4)]
     cached = [e for e in recorder.events if e[0] == "node_cached"]
     assert len(cached) == 4
+
+
+_daft_calls: Counter[str] = Counter()
+
+
+@node(output_name="scaled")
+def scale(x: int, factor: int) -> int:
+    _daft_calls["scale"] += 1
+    return x * factor
+
+
+@node(output_name="shifted")
+def shift(scaled: int, offset: int = 0) -> int:
+    _daft_calls["shift"] += 1
+    return scaled + offset
+
+
+@pytest.fixture(params=["memory", "disk"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Cache:
+    return MemoryCache() if request.param == "memory" else DiskCache(tmp_path / "cache")
+
+
+def test_run_with_a_cache_hits_on_the_second_run(store: Cache) -> None:
+    # Every input of a run is a non-mapped (shared) value: priming their versions used
+    # to add version slots to the dict being iterated ("dictionary changed size").
+    _daft_calls.clear()
+    pipe = Pipeline([scale, shift], engine=DaftEngine(), cache=store)
+    assert pipe.run({"x": 2, "factor": 3}) == {"scaled": 6, "shifted": 6}
+    assert pipe.run({"x": 2, "factor": 3}) == {"scaled": 6, "shifted": 6}
+    assert _daft_calls == {"scale": 1, "shift": 1}
+    assert pipe.run({"x": 2, "factor": 4}) == {"scaled": 8, "shifted": 8}
+    assert _daft_calls == {"scale": 2, "shift": 2}
+
+
+def test_map_with_a_shared_input_and_a_cache_hits_on_the_second_map(store: Cache) -> None:
+    _daft_calls.clear()
+    pipe = Pipeline([scale, shift], engine=DaftEngine(), cache=store)
+    expected = [{"scaled": 3, "shifted": 4}, {"scaled": 6, "shifted": 7}]
+    inputs = {"x": [1, 2], "factor": 3, "offset": 1}
+    assert pipe.map(inputs, "x") == expected
+    assert _daft_calls == {"scale": 2, "shift": 2}
+    assert pipe.map(inputs, "x") == expected
+    assert _daft_calls == {"scale": 2, "shift": 2}
+    # A new shared value is a new version: every item misses.
+    assert pipe.map({**inputs, "offset": 2}, "x") == [
+        {"scaled": 3, "shifted": 5},
+        {"scaled": 6, "shifted": 8},
+    ]
+    assert _daft_calls == {"scale": 2, "shift": 4}
 
 
 # -- options -----------------------------------------------------------------------------

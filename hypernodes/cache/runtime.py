@@ -16,6 +16,7 @@ with one warning naming the node and the type.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..plan import VERSION
@@ -129,9 +130,13 @@ class CacheRuntime:
             values[slot] = version
         return version
 
-    def prime(self, values: dict[Any, Any], names: Any) -> None:
-        """Fingerprint shared values once (e.g. a map's shared inputs, before copying)."""
-        for name in names:
+    def prime(self, values: dict[Any, Any], names: Iterable[str]) -> None:
+        """Fingerprint shared values once (e.g. a map's shared inputs, before copying).
+
+        ``names`` may be ``values`` itself (or a view of it): the names are read before
+        any version slot is added to ``values``.
+        """
+        for name in tuple(names):
             if name in values:
                 self.version(values, name)
 
