@@ -52,9 +52,28 @@ class _ThreadRunner:
         _runners.add(self)
 
     def close(self) -> None:
+        """Close the loop: its tasks cancelled, async generators finalised.
+
+        It runs when the thread's locals die (the thread is ending) or at interpreter exit,
+        where no thread may be started (Python 3.12+) or should be (a new thread asks for
+        the current thread, which a dying thread no longer is). So the loop's default
+        executor is not joined through a helper thread, as ``asyncio.Runner.close`` would
+        do: ``loop.close()`` shuts it down without waiting, and ``concurrent.futures``
+        joins its threads at exit as it does for every pool.
+        """
         _runners.discard(self)
-        if not self.loop.is_closed():
-            self.runner.close()
+        loop = self.loop
+        if loop.is_closed():
+            return
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
     def __del__(self) -> None:
         # Runs when the thread's locals die with the thread.

@@ -464,3 +464,52 @@ async def test_a_cold_executor_does_not_block_amap(
         async with heartbeat(0.005) as hb:
             assert await pipeline.amap({"x": [1, 2]}, "x") == [{"plus_one": 2}, {"plus_one": 3}]
     assert hb.max_gap < 0.1, f"the loop was blocked for {hb.max_gap * 1000:.0f} ms"
+
+
+# -- interpreter exit ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop_flavour", ["uvloop", "asyncio"])
+def test_a_script_exits_silently(run_python: Callable[..., Any], loop_flavour: str) -> None:
+    # Python 3.12+ refuses to start threads during atexit; closing a kept loop must not
+    # need one (asyncio.Runner.close joins the default executor through a new thread,
+    # and DiskCache's file I/O gives every loop a default executor).
+    proc = run_python(
+        f"""
+        import asyncio, tempfile, threading
+        import hypernodes.bridge as bridge
+        from hypernodes import DiskCache, HyperNodesEngine, Pipeline, node
+
+        if {loop_flavour!r} == "asyncio":
+            bridge.new_event_loop = asyncio.new_event_loop
+
+        @node(output_name="y")
+        async def f(x):
+            await asyncio.sleep(0)
+            return x + 1
+
+        @node(output_name="z")
+        def g(y):
+            return y * 2
+
+        cache = DiskCache(tempfile.mkdtemp())
+        p = Pipeline([f, g], cache=cache)
+        assert p.run({{"x": 1}}) == {{"y": 2, "z": 4}}
+        assert p.run({{"x": 1}}) == {{"y": 2, "z": 4}}
+
+        async def main():  # the background loop thread, with a default executor too
+            assert p.run({{"x": 2}}) == {{"y": 3, "z": 6}}
+            assert await p.arun({{"x": 3}}) == {{"y": 4, "z": 8}}
+
+        asyncio.run(main())
+        threaded = Pipeline([f, g], cache=cache, engine=HyperNodesEngine(node_executor="async"))
+        t = threading.Thread(target=lambda: threaded.run({{"x": 4}}))
+        t.start(); t.join()
+        kept = threading.Thread(target=lambda: threaded.run({{"x": 5}}), daemon=True)
+        kept.start(); kept.join()
+        print("DONE")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "DONE"
+    assert proc.stderr == ""
