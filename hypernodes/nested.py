@@ -34,6 +34,8 @@ class PipelineNode(Node):
         output_mapping: ``{inner_name: outer_name}``.
         map_over: Outer input names that carry lists (the inner pipeline maps over them).
         map_mode: ``"zip"`` or ``"product"``.
+        cache: Whether the nested run may be cached as a whole: ``False`` when some node
+            inside, at any depth, is ``@node(cache=False)``.
     """
 
     def __init__(
@@ -77,7 +79,10 @@ class PipelineNode(Node):
         self.call_keyword = ()
         self.func = self._call
         self.is_async = True
-        self.cache = True
+        # Cached as a whole only when every node inside (at any depth: an inner
+        # PipelineNode decided the same when it was built) may be cached; its cacheable
+        # inner nodes are still cached one by one.
+        self.cache = all(n.cache for n in pipeline.nodes)
         self.retries = 0
         self.timeout = None
 

@@ -398,8 +398,9 @@ async def _run_nested_step(
 ) -> None:
     # Nested pipelines are coroutines on this loop and never hold a slot: only the nodes
     # inside them do, so nesting cannot exhaust a limit and deadlock. They are cached as
-    # a whole (and their inner nodes one by one) by the cache their level uses.
-    cache = nested.cache_for(scope)
+    # a whole (unless some node inside may not be cached) and their inner nodes one by
+    # one, by the cache their level uses.
+    cache = nested.cache_for(scope) if step.node.cache else None
     key = None
     if cache is not None:
         key, hit = await cache.lookup(step, args, values, scope)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,8 +14,11 @@ import pytest
 
 from hypernodes import (
     HyperNodesEngine,
+    MemoryCache,
+    Node,
     NodeError,
     Pipeline,
+    PipelineCallback,
     PipelineDefinitionError,
     PipelineNode,
     node,
@@ -488,3 +492,96 @@ def test_max_concurrent_bounds_async_nodes_across_nested_levels() -> None:
     assert result["first"] == list(range(20))
     assert result["total"] == sum(range(20))
     assert peak == 3  # reached (items and nodes do overlap) and never exceeded
+
+
+# -- caching a nested pipeline as a whole ----------------------------------------------
+
+
+QUOTE_CALLS: Counter[str] = Counter()
+
+
+@node(output_name="price", cache=False)
+def quote(symbol: str) -> int:
+    """A live quote: impure, a new value on every call."""
+    QUOTE_CALLS["quote"] += 1
+    return QUOTE_CALLS["quote"]
+
+
+@node(output_name="label")
+def label(symbol: str) -> str:
+    QUOTE_CALLS["label"] += 1
+    return symbol.upper()
+
+
+class LiveQuotes:
+    """A pipeline with an impure inner node and a pure one; counts their calls."""
+
+    def __init__(self) -> None:
+        QUOTE_CALLS.clear()
+        self.calls = QUOTE_CALLS
+        self.pipeline = Pipeline([quote, label], name="live")
+
+
+def test_an_uncacheable_inner_node_keeps_the_nested_pipeline_out_of_the_whole_cache() -> None:
+    live = LiveQuotes()
+    step = live.pipeline.as_node(name="quotes")
+    assert step.cache is False  # decided when the node is built
+    outer = Pipeline([step], cache=MemoryCache())
+    assert outer.run({"symbol": "abc"}) == {"price": 1, "label": "ABC"}
+    assert outer.run({"symbol": "abc"}) == {"price": 2, "label": "ABC"}  # not served stale
+    assert live.calls == Counter(quote=2, label=1)  # the cacheable inner node still hits
+
+
+def test_an_uncacheable_node_at_any_depth_keeps_every_level_out_of_the_whole_cache() -> None:
+    live = LiveQuotes()
+    middle = Pipeline([live.pipeline.as_node(name="quotes")], name="middle")
+    step = middle.as_node(name="deep")
+    assert step.cache is False
+    outer = Pipeline([step], cache=MemoryCache())
+    assert outer.run({"symbol": "x"})["price"] == 1
+    assert outer.run({"symbol": "x"})["price"] == 2
+    assert live.calls == Counter(quote=2, label=1)
+
+
+def test_a_mapped_nested_pipeline_with_an_uncacheable_node_is_not_cached_whole() -> None:
+    live = LiveQuotes()
+    step = live.pipeline.as_node(
+        name="each", input_mapping={"symbols": "symbol"}, map_over="symbols"
+    )
+    assert step.cache is False
+    outer = Pipeline([step], cache=MemoryCache())
+    assert outer.run({"symbols": ["a", "b"]}) == {"price": [1, 2], "label": ["A", "B"]}
+    assert outer.run({"symbols": ["a", "b"]}) == {"price": [3, 4], "label": ["A", "B"]}
+    assert live.calls == Counter(quote=4, label=2)
+
+
+def test_daft_engine_does_not_serve_a_nested_uncacheable_node_stale() -> None:
+    pytest.importorskip("daft")
+    from hypernodes.engines import DaftEngine
+
+    live = LiveQuotes()
+    outer = Pipeline([live.pipeline.as_node(name="quotes")], cache=MemoryCache())
+    outer.with_engine(DaftEngine())
+    first = outer.map({"symbol": ["a", "b"]}, map_over="symbol")
+    again = outer.map({"symbol": ["a", "b"]}, map_over="symbol")
+    assert sorted(r["price"] for r in first + again) == [1, 2, 3, 4]
+    assert live.calls["quote"] == 4
+
+
+def test_a_nested_pipeline_of_cacheable_nodes_is_still_cached_whole() -> None:
+    live = LiveQuotes()
+    step = Pipeline([label], name="inner").as_node(name="sub")
+    assert step.cache is True
+    seen = CachedNodes()
+    outer = Pipeline([step], cache=MemoryCache(), callbacks=[seen])
+    assert outer.run({"symbol": "a"}) == outer.run({"symbol": "a"}) == {"label": "A"}
+    assert seen.names == ["sub"]  # the second run hit the nested node as a whole
+    assert live.calls == Counter(label=1)
+
+
+class CachedNodes(PipelineCallback):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def on_node_cached(self, *, node: Node, **_: Any) -> None:
+        self.names.append(node.name)

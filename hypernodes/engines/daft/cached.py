@@ -46,8 +46,10 @@ class ItemCache:
 
 def _runtime_for(step: Step, outer: CacheRuntime) -> CacheRuntime | None:
     node: Any = step.node
+    if not node.cache:  # (a nested pipeline with an uncacheable node inside included)
+        return None
     if step.nested is None:
-        return outer if node.cache else None
+        return outer
     # The precedence of a nested run: as_node(cache=...) > the pipeline's own > enclosing.
     if node.cache_override is not ...:
         return CacheRuntime.create(node.cache_override)
