@@ -76,9 +76,25 @@ class _ThreadRunner:
             loop.close()
 
     def __del__(self) -> None:
-        # Runs when the thread's locals die with the thread.
         with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
+
+
+class _ThreadEnd:
+    """Closes a thread's runner when the thread ends, even if the runner lives on.
+
+    Held by the thread's locals alone, so it dies with the thread. The runner itself may
+    outlive the thread: a ``NodeError`` the caller keeps references frames that reference
+    the runner, and its loop (with its file descriptors) must not live as long as that.
+    """
+
+    __slots__ = ("runner",)
+
+    def __init__(self, runner: _ThreadRunner) -> None:
+        self.runner = runner
+
+    def __del__(self) -> None:
+        self.runner.__del__()
 
 
 # Weak: a thread's runner must die with the thread's locals (closing its loop), not be
@@ -108,6 +124,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         runner: _ThreadRunner | None = getattr(_local, "runner", None)
         if runner is None or runner.loop.is_closed():
             runner = _local.runner = _ThreadRunner()
+            _local.end = _ThreadEnd(runner)
         # The caller's current context, on every call (Runner would reuse its first one).
         return runner.runner.run(coro, context=contextvars.copy_context())
     if _nested_loops:

@@ -255,3 +255,31 @@ def test_threads_that_called_run_and_ended_do_not_leak_their_loops() -> None:
         t.join(WAIT)
     gc.collect()
     assert open_fds() - before < 10, f"{open_fds() - before} file descriptors leaked"
+
+
+def test_a_kept_error_does_not_pin_its_threads_loop() -> None:
+    # A NodeError references frames that reference the thread's runner; the loop must
+    # still close when the thread ends, not when the caller lets go of the error.
+    pipeline = Pipeline([fails])
+    with pytest.raises(NodeError):
+        pipeline.run({"x": 0})
+    gc.collect()
+    before = open_fds()
+    kept: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            pipeline.run({"x": i})
+        except NodeError as err:
+            kept.append(err)
+
+    for i in range(50):
+        t = threading.Thread(target=work, args=(i,))
+        t.start()
+        t.join(WAIT)
+    gc.collect()
+    assert len(kept) == 50
+    assert open_fds() - before < 10, f"{open_fds() - before} file descriptors held"
+    kept.clear()  # releasing them later warns about nothing (filterwarnings = error)
+    gc.collect()
+    assert open_fds() - before < 10
