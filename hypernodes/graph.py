@@ -31,11 +31,14 @@ class Selection:
 
     Attributes:
         order: Indices of the nodes to run, in topological order.
+        nodes: The node to run at each position of ``order``: the graph's node, or the
+            graph's node narrowed to the outputs needed of it.
         required: Root inputs that must be supplied, each with the nodes that need it.
         optional: Root inputs that may be omitted, with the default used when they are.
     """
 
     order: tuple[int, ...]
+    nodes: tuple[Node, ...]
     required: dict[str, tuple[int, ...]]
     optional: dict[str, Any]
 
@@ -160,25 +163,28 @@ class Graph:
         """The nodes needed to compute ``outputs`` when the names in ``provided`` are given.
 
         A provided name that some node produces overrides it: that node is skipped, and so
-        are nodes needed only by it.
+        are nodes needed only by it. A node of which only some outputs are needed is
+        narrowed to them (``Node.narrowed``): a nested pipeline then runs only the inner
+        nodes those outputs need, and reads only the inputs they read.
         """
-        needed: set[int] = set()
-        stack = [self.producer[o] for o in outputs if o not in provided and o in self.producer]
-        while stack:
-            i = stack.pop()
-            if i in needed:
+        needed = {o for o in outputs if o not in provided}
+        chosen: dict[int, Node] = {}
+        # Consumers come after their producers in topological order, so walking it
+        # backwards, every output a node must deliver is known by the time it is reached.
+        for i in reversed(self.order):
+            node = self.nodes[i]
+            wanted = [o for o in node.outputs if o in needed]
+            if not wanted:
                 continue
-            needed.add(i)
-            stack.extend(
-                self.producer[name]
-                for name in self.nodes[i].inputs
-                if name not in provided and name in self.producer
-            )
-        order = tuple(i for i in self.order if i in needed)
+            if len(wanted) < len(node.outputs):
+                node = node.narrowed(wanted)
+            chosen[i] = node
+            needed.update(name for name in node.inputs if name not in provided)
+        order = tuple(i for i in self.order if i in chosen)
+        nodes = tuple(chosen[i] for i in order)
         required: dict[str, list[int]] = {}
         optional: dict[str, Any] = {}
-        for i in order:
-            node = self.nodes[i]
+        for i, node in zip(order, nodes, strict=True):
             for name in node.inputs:
                 if name in provided or name in self.producer:
                     continue
@@ -188,7 +194,7 @@ class Graph:
                     required.setdefault(name, []).append(i)
         for name in required:
             optional.pop(name, None)
-        return Selection(order, {k: tuple(v) for k, v in required.items()}, optional)
+        return Selection(order, nodes, {k: tuple(v) for k, v in required.items()}, optional)
 
     def to_networkx(self) -> nx.DiGraph:
         """A networkx view: ``Node`` objects and root-input names (``str``) as graph nodes.

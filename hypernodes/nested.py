@@ -72,6 +72,7 @@ class PipelineNode(Node):
         self.outputs = tuple(self.output_mapping.get(n, n) for n in exposed)
         self.output_name = self.outputs
         to_outer = {inner: outer for outer, inner in self.input_mapping.items()}
+        self._inner_inputs = inner_inputs
         self.inputs = tuple(to_outer.get(n, n) for n in inner_inputs)
         self.defaults = {to_outer.get(n, n): v for n, v in pipeline.optional_inputs.items()}
         self.map_over = self._check_map_over(map_over, to_outer)
@@ -85,6 +86,7 @@ class PipelineNode(Node):
         self.cache = all(n.cache for n in pipeline.nodes)
         self.retries = 0
         self.timeout = None
+        self._narrowed: dict[tuple[str, ...], PipelineNode] = {}
 
     def _check_inputs(self, inner_inputs: Sequence[str]) -> dict[str, str]:
         known = set(inner_inputs)
@@ -144,6 +146,51 @@ class PipelineNode(Node):
         engine = self.engine_override or effective_engine(self.pipeline)
         result = run_sync(self._dispatch(engine, inputs, None))
         return dict(zip(self.outputs, result, strict=True))
+
+    def narrowed(self, outputs: Sequence[str]) -> PipelineNode:
+        """This node as run when only ``outputs`` (outer names) of it are needed.
+
+        The narrowed node asks the inner pipeline for those outputs only, so only the
+        inner nodes they need run (at any depth: the inner plan narrows in turn), and it
+        reads only the inputs those nodes read (mapped inputs always). Its identity names
+        its outputs, so a narrowed run and a full one never share a whole-node cache entry.
+        Built once per set of outputs.
+        """
+        wanted = set(outputs)
+        kept = tuple(o for o in self.outputs if o in wanted)
+        if kept == self.outputs:
+            return self
+        found = self._narrowed.get(kept)
+        if found is None:
+            found = self._narrowed[kept] = self._narrow(kept)
+        return found
+
+    def _narrow(self, outputs: tuple[str, ...]) -> PipelineNode:
+        to_inner = dict(zip(self.outputs, self._inner_outputs, strict=True))
+        narrow = PipelineNode(
+            self.pipeline,
+            input_mapping=self.input_mapping,
+            output_mapping={to_inner[o]: o for o in outputs},
+            map_over=self.map_over,
+            map_mode=self.map_mode,
+            name=self.name,
+            engine=self.engine_override,
+            cache=self.cache_override,
+            callbacks=self.callbacks_override,
+        )
+        plan = self.pipeline.plan(list(narrow._inner_outputs), narrow._inner_inputs)
+        read = {name for step in plan.steps for name in step.node.inputs}
+        mapped = set(self.map_over or ())
+        inputs = tuple(
+            outer
+            for outer, inner in zip(narrow.inputs, narrow._inner_inputs, strict=True)
+            if inner in read or outer in mapped
+        )
+        narrow.inputs = narrow.call_positional = inputs
+        narrow._inner_inputs = tuple(self._to_inner.get(n, n) for n in inputs)
+        narrow.defaults = {k: v for k, v in narrow.defaults.items() if k in inputs}
+        narrow.cache = self.cache  # decided once, for the whole node
+        return narrow
 
     def copy(self, **changes: Any) -> Node:
         """A copy with a different ``name`` (other node options do not apply)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
 __all__ = ["Node", "node"]
@@ -166,6 +166,14 @@ class Node:
             if value != default
         )
         return f"<{kind}Node {self.name}({ins}) -> {self.output_name!r}{options}>"
+
+    def narrowed(self, outputs: Sequence[str]) -> Node:
+        """This node as run when only ``outputs`` of it are needed.
+
+        A function computes all its outputs whichever are needed, so this is the node
+        itself; a nested pipeline (``PipelineNode``) narrows to the inner nodes needed.
+        """
+        return self
 
     def copy(self, **changes: Any) -> Node:
         """Return a copy of this node with some options changed (``name``, ``cache``, ...)."""

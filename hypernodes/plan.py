@@ -200,12 +200,17 @@ class Plan:
         outputs: tuple[str, ...],
         provided: frozenset[str] = frozenset(),
     ) -> None:
-        nodes = graph.nodes
         position = {idx: k for k, idx in enumerate(selection.order)}
-        steps = [Step(nodes[i], nodes[i].inputs, provided) for i in selection.order]
+        steps = [Step(node, node.inputs, provided) for node in selection.nodes]
         children: list[list[int]] = [[] for _ in steps]
-        for k, i in enumerate(selection.order):
-            parents = {position[p] for p in graph.parents(i) if p in position}
+        producer = graph.producer
+        for k, node in enumerate(selection.nodes):
+            # (From the selected node's inputs: a narrowed nested node may read fewer.)
+            parents = {
+                position[producer[name]]
+                for name in node.inputs
+                if name in producer and producer[name] in position
+            }
             steps[k].n_parents = len(parents)
             for p in parents:
                 children[p].append(k)

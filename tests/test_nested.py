@@ -585,3 +585,112 @@ class CachedNodes(PipelineCallback):
 
     def on_node_cached(self, *, node: Node, **_: Any) -> None:
         self.names.append(node.name)
+
+
+# -- output_name prunes inside nested pipelines -----------------------------------------
+
+
+BRANCH_CALLS: Counter[str] = Counter()
+
+
+@node(output_name="a")
+def make_a(x: int) -> int:
+    BRANCH_CALLS["make_a"] += 1
+    return x + 1
+
+
+@node(output_name="b")
+def make_b(y: int) -> int:
+    BRANCH_CALLS["make_b"] += 1
+    return y * 10
+
+
+@node(output_name=("lo", "hi"))
+def split(x: int) -> tuple[int, int]:
+    BRANCH_CALLS["split"] += 1
+    return x - 1, x + 1
+
+
+@node(output_name="spread")
+def spread(lo: int, hi: int) -> int:
+    BRANCH_CALLS["spread"] += 1
+    return hi - lo
+
+
+class Branches:
+    """An inner pipeline with independent branches (one through a tuple output), counting
+    the calls of each node (module-level nodes: their cache keys do not change)."""
+
+    def __init__(self) -> None:
+        BRANCH_CALLS.clear()
+        self.calls = BRANCH_CALLS
+        self.pipeline = Pipeline([make_a, make_b, split, spread], name="branches")
+
+
+def test_output_name_runs_only_the_inner_nodes_it_needs() -> None:
+    br = Branches()
+    outer = Pipeline([br.pipeline.as_node(name="sub")], name="outer")
+    assert outer.run({"x": 1, "y": 2}, output_name="a") == {"a": 2}
+    assert br.calls == Counter(make_a=1)
+    assert outer.run({"x": 1, "y": 2}, output_name=["b", "lo"]) == {"b": 20, "lo": 0}
+    assert br.calls == Counter(make_a=1, make_b=1, split=1)
+
+
+def test_inputs_only_pruned_inner_nodes_read_are_not_required() -> None:
+    br = Branches()
+
+    @node(output_name="y")
+    def make_y(z: int) -> int:
+        br.calls["make_y"] += 1
+        return z
+
+    outer = Pipeline([make_y, br.pipeline.as_node(name="sub")], name="outer")
+    assert outer.run({"x": 1}, output_name="a") == {"a": 2}  # no y, so no z either
+    assert br.calls == Counter(make_a=1)
+    assert outer.run({"x": 1, "z": 3}, output_name="b") == {"b": 30}
+    assert br.calls == Counter(make_a=1, make_y=1, make_b=1)
+
+
+def test_output_name_prunes_at_any_depth_and_in_nested_maps() -> None:
+    br = Branches()
+    middle = Pipeline(
+        [br.pipeline.as_node(name="sub", map_over="x", input_mapping={"xs": "x"})], name="mid"
+    )
+    outer = Pipeline([middle.as_node(name="deep")], name="outer")
+    assert outer.run({"xs": [1, 2], "y": 0}, output_name="a") == {"a": [2, 3]}
+    assert br.calls == Counter(make_a=2)
+    assert outer.map({"xs": [[1], [2, 3]], "y": 1}, map_over="xs", output_name="spread") == [
+        {"spread": [2]},
+        {"spread": [2, 2]},
+    ]
+    assert br.calls == Counter(make_a=2, split=3, spread=3)
+
+
+def test_a_pruned_nested_run_and_a_full_one_have_their_own_cache_entries() -> None:
+    br = Branches()
+    outer = Pipeline([br.pipeline.as_node(name="sub")], name="outer", cache=MemoryCache())
+    inputs = {"x": 1, "y": 2}
+    assert outer.run(inputs, output_name="lo") == {"lo": 0}
+    full = {"a": 2, "b": 20, "lo": 0, "hi": 2, "spread": 2}
+    assert outer.run(inputs) == full  # not the pruned entry
+    assert outer.run(inputs, output_name="hi") == {"hi": 2}  # its own entry: a tuple output
+    assert outer.run(inputs, output_name="lo") == {"lo": 0}  # a hit
+    assert outer.run(inputs) == full  # a hit
+    # The inner nodes ran once each: the pruned runs computed what they needed, the
+    # full run reused the inner entries and computed the rest.
+    assert br.calls == Counter(split=1, make_a=1, make_b=1, spread=1)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_daft_engine_prunes_inside_nested_pipelines(cached: bool) -> None:
+    # Inlined into the Daft plan without a cache; run per row (cached whole) with one.
+    pytest.importorskip("daft")
+    from hypernodes.engines import DaftEngine
+
+    br = Branches()
+    outer = Pipeline([br.pipeline.as_node(name="sub")], engine=DaftEngine(), name="outer")
+    if cached:
+        outer.with_cache(MemoryCache())
+    assert outer.run({"x": 1}, output_name="a") == {"a": 2}
+    assert outer.map({"x": [1, 2]}, map_over="x", output_name="hi") == [{"hi": 2}, {"hi": 3}]
+    assert br.calls == Counter(make_a=1, split=2)
