@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InvalidInputError, NodeError, PathFrame
 from .plan import Plan
-from .scheduler import Scope, raise_first
+from .scheduler import Scope, cancel_requests, raise_first
 
 __all__ = ["Expansion", "expand", "map_plain", "run_items", "run_plain_items"]
 
@@ -172,13 +172,14 @@ async def run_items(
     if width <= 1 or count <= 1:
         await worker()
         return results
+    requests = cancel_requests()
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(width, count) - 1):
                 group.create_task(worker())
             await worker()
     except BaseExceptionGroup as group_error:
-        raise_first(group_error, failures)
+        raise_first(group_error, failures, requests)
     return results
 
 

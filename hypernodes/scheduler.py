@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from collections.abc import Awaitable, Iterable
 from time import perf_counter
-from typing import Any
+from typing import Any, NoReturn
 
 from .cache.base import MISSING
 from .callbacks import CallbackContext, Dispatcher
@@ -32,6 +33,7 @@ __all__ = [
     "Plan",
     "Scope",
     "Step",
+    "cancel_requests",
     "compile_plan",
     "raise_first",
     "run_plan",
@@ -200,6 +202,7 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
         finally:
             live -= 1
 
+    requests = cancel_requests()
     try:
         async with asyncio.TaskGroup() as group:
             first, *rest = plan.roots
@@ -208,11 +211,32 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
                 launch(k)
             await chain(first)
     except BaseExceptionGroup as group_error:
-        raise_first(group_error, failures)
+        raise_first(group_error, failures, requests)
 
 
-def raise_first(group_error: BaseExceptionGroup[Any], failures: list[BaseException]) -> None:
-    """Re-raise the first failure recorded in a task group as itself, not as a group."""
+def cancel_requests() -> tuple[asyncio.Task[Any] | None, int]:
+    """The current task and its pending cancel requests, taken before a task group."""
+    task = asyncio.current_task()
+    return task, (task.cancelling() if task is not None else 0)
+
+
+def raise_first(
+    group_error: BaseExceptionGroup[Any],
+    failures: list[BaseException],
+    requests: tuple[asyncio.Task[Any] | None, int],
+) -> NoReturn:
+    """Re-raise the first failure recorded in a task group as itself, not as a group.
+
+    ``requests`` is :func:`cancel_requests` from before the group. On Python 3.11 and
+    3.12 a task group whose body finished before a child failed leaves its own cancel
+    request on the task (fixed in 3.13): it is withdrawn here, so the caller's task is
+    not left "cancelling" (a later Ctrl-C would then end ``asyncio.run`` with
+    ``CancelledError`` instead of ``KeyboardInterrupt``).
+    """
+    task, before = requests
+    if task is not None and sys.version_info < (3, 13):
+        while task.cancelling() > before:
+            task.uncancel()
     for exc in failures:
         if not isinstance(exc, asyncio.CancelledError):
             raise exc
