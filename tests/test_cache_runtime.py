@@ -283,6 +283,80 @@ def test_arrays_differing_in_one_element_do_not_collide(store: Any) -> None:
     assert calls["total"] == 2
 
 
+# -- closures ------------------------------------------------------------------------------
+
+
+def test_a_node_counting_its_calls_in_a_closure_hits_on_the_second_run(store: Any) -> None:
+    # The node's own side effect on a closed-over object used to change its key.
+    ran = Counter[str]()
+    log: list[int] = []
+
+    @node(output_name="y")
+    def counted(x: int) -> int:
+        ran["counted"] += 1
+        log.append(x)
+        return x * 2
+
+    pipeline = Pipeline([counted], cache=store)
+    assert pipeline.run({"x": 1}) == {"y": 2}
+    assert pipeline.run({"x": 1}) == {"y": 2}
+    assert ran == {"counted": 1}
+    assert log == [1]
+    assert store.stats().hits == 1
+
+
+def test_a_factorys_immutable_closure_value_is_part_of_the_key(store: Any) -> None:
+    def make(threshold: float) -> Any:
+        @node(output_name="flag")
+        def above(x: float) -> bool:
+            count("above")
+            return x > threshold
+
+        return above
+
+    assert Pipeline([make(0.5)], cache=store).run({"x": 0.7}) == {"flag": True}
+    assert Pipeline([make(0.9)], cache=store).run({"x": 0.7}) == {"flag": False}
+    assert Pipeline([make(0.5)], cache=store).run({"x": 0.7}) == {"flag": True}
+    assert calls == {"above": 2}
+
+
+CLOSURE_MODULE = """
+from collections import Counter
+from hypernodes import node
+
+COUNTS = Counter()
+
+def make(threshold):
+    seen = []
+
+    @node(output_name="y")
+    def scaled(x):
+        COUNTS["scaled"] += 1
+        seen.append(x)
+        return x {op} threshold
+
+    return scaled
+"""
+
+
+def test_editing_a_node_with_a_mutated_closure_still_invalidates(tmp_path: Path) -> None:
+    store = MemoryCache()
+    modules = []
+    for name, op in (("closure_v1", "*"), ("closure_v2", "+")):
+        (tmp_path / f"{name}.py").write_text(CLOSURE_MODULE.format(op=op))
+        sys.path.insert(0, str(tmp_path))
+        try:
+            modules.append(importlib.import_module(name))
+        finally:
+            sys.path.remove(str(tmp_path))
+    v1, v2 = modules
+    fn = v1.make(3)
+    assert Pipeline([fn], cache=store).run({"x": 2}) == {"y": 6}
+    assert Pipeline([fn], cache=store).run({"x": 2}) == {"y": 6}
+    assert Pipeline([v2.make(3)], cache=store).run({"x": 2}) == {"y": 5}
+    assert (v1.COUNTS, v2.COUNTS) == ({"scaled": 1}, {"scaled": 1})
+
+
 # -- invalidation by code edits ------------------------------------------------------------
 
 MODULE = """

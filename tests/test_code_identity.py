@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import functools
 import importlib
 import itertools
@@ -24,10 +28,11 @@ from hypernodes import node
 from hypernodes.cache import (
     UnfingerprintableError,
     _bytecode,
-    code,
+    _walk,
     code_dependencies,
     code_identity,
     fingerprint,
+    register_fingerprint,
 )
 
 _counter = itertools.count()
@@ -345,12 +350,91 @@ def test_closure_values_are_part_of_the_identity() -> None:
     assert code_identity(make_scaler(2)) != code_identity(make_scaler(2.0))
 
 
-def test_a_mutated_closure_value_is_seen() -> None:
+def test_the_state_of_a_closed_over_mutable_object_is_not_part_of_the_identity() -> None:
+    # Like a module-level object: a node's own side effect on it (a call log, a counter)
+    # must not change its key. Its type still counts.
     weights = [1, 2]
     fn = make_scaler(weights)
     before = code_identity(fn)
     weights.append(3)
-    assert code_identity(fn) != before
+    assert code_identity(fn) == before
+    assert code_identity(make_scaler([5])) == before
+    assert code_identity(make_scaler({1: 2})) != before
+
+
+def test_immutable_closure_values_count_by_value() -> None:
+    class Mode(enum.Enum):
+        FAST = 1
+        SLOW = 2
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        threshold: float
+        tags: tuple[str, ...] = ()
+
+    for a, b in [
+        (Mode.FAST, Mode.SLOW),
+        (Settings(0.5), Settings(0.6)),
+        (Path("a"), Path("b")),
+        (datetime.date(2024, 1, 1), datetime.date(2024, 1, 2)),
+        (decimal.Decimal("1.5"), decimal.Decimal("2.5")),
+        (("a", (1, 2)), ("a", (1, 3))),
+        (frozenset({1}), frozenset({2})),
+        (None, b""),
+    ]:
+        assert code_identity(make_scaler(a)) == code_identity(make_scaler(a))
+        assert code_identity(make_scaler(a)) != code_identity(make_scaler(b)), (a, b)
+
+
+def test_a_frozen_dataclass_holding_a_mutable_object_counts_by_type() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Holder:
+        items: list[int]
+
+    held = Holder([1])
+    fn = make_scaler(held)
+    before = code_identity(fn)
+    held.items.append(2)
+    assert code_identity(fn) == before
+
+
+def test_closed_over_code_counts_inside_tuples_and_bound_methods() -> None:
+    def one(v: int) -> int:
+        return v + 1
+
+    def two(v: int) -> int:
+        return v + 2
+
+    assert code_identity(make_scaler((one, 3))) != code_identity(make_scaler((two, 3)))
+    assert code_identity(make_scaler((one, 3))) != code_identity(make_scaler((one, 4)))
+    # A bound method: the method's code and the class's code; the object's state does not.
+    tool = Scaler(2)
+    fn = make_scaler(tool.apply)
+    before = code_identity(fn)
+    tool.factor = 5
+    assert code_identity(fn) == before
+    assert code_identity(make_scaler(Scaler(7).apply)) == before
+    assert code_identity(make_scaler(tool.__call__)) != before
+    # A partial: its function and its immutable arguments.
+    assert code_identity(make_scaler(functools.partial(one))) != code_identity(
+        make_scaler(functools.partial(two))
+    )
+    assert code_identity(make_scaler(functools.partial(base_fn, k=1))) != code_identity(
+        make_scaler(functools.partial(base_fn, k=2))
+    )
+
+
+def test_a_closed_over_user_object_counts_by_its_class() -> None:
+    tool = Scaler(2)
+    fn = make_scaler(tool)
+    before = code_identity(fn)
+    tool.factor = 3
+    assert code_identity(fn) == before
+
+    class Other(Scaler):
+        pass
+
+    assert code_identity(make_scaler(Other(2))) != before
 
 
 def test_a_rebound_nonlocal_is_seen() -> None:
@@ -364,10 +448,22 @@ def test_a_rebound_nonlocal_is_seen() -> None:
     assert code_identity(fn) != before
 
 
-def test_an_unfingerprintable_closure_value_raises_naming_it() -> None:
-    fn = make_scaler(threading.Lock())
+def test_a_constant_that_cannot_be_fingerprinted_raises_naming_the_closure_variable() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Opaque:
+        n: int
+
+    register_fingerprint(Opaque, lambda v: threading.Lock())
     with pytest.raises(UnfingerprintableError, match=r"closure variable 'factor'.*_thread.lock"):
-        code_identity(fn)
+        code_identity(make_scaler(Opaque(1)))
+
+
+def test_a_closed_over_lock_or_module_counts_by_what_it_is() -> None:
+    # Neither can be fingerprinted by value, and neither needs to be.
+    assert code_identity(make_scaler(threading.Lock())) == code_identity(
+        make_scaler(threading.Lock())
+    )
+    assert code_identity(make_scaler(json)) != code_identity(make_scaler(os))
 
 
 def test_default_values_are_part_of_the_identity() -> None:
@@ -559,13 +655,13 @@ def test_repeated_calls_reuse_the_cached_identity(
     fn = build(modules)
     code_identity(fn)
     walks: list[Any] = []
-    real = code._Walk.callable
+    real = _walk.Walk.callable
 
     def counting(self: Any, obj: Any) -> bytes:
         walks.append(obj)
         return real(self, obj)
 
-    monkeypatch.setattr(code._Walk, "callable", counting)
+    monkeypatch.setattr(_walk.Walk, "callable", counting)
     for _ in range(5):
         code_identity(fn)
     assert walks == []
