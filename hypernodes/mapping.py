@@ -59,7 +59,12 @@ def normalize_map_over(map_over: str | Sequence[str]) -> tuple[str, ...]:
     Raises:
         InvalidInputError: It is empty or not made of strings.
     """
-    names = (map_over,) if isinstance(map_over, str) else tuple(map_over)
+    if isinstance(map_over, str):
+        names: tuple[Any, ...] = (map_over,)
+    elif isinstance(map_over, Iterable) and not isinstance(map_over, bytes | Mapping):
+        names = tuple(map_over)
+    else:
+        names = ()
     if not names or not all(isinstance(n, str) for n in names):
         raise InvalidInputError(
             f"map_over must name one or more inputs (a str or a list of str), got {map_over!r}"

@@ -134,9 +134,11 @@ class Node:
         defaults: dict[str, Any] = {}
         for p in sig.parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                stars = "*" if p.kind is p.VAR_POSITIONAL else "**"
                 raise TypeError(
-                    f"node {self.name!r} takes *{p.name}; a node's inputs are its named "
-                    "parameters, so list them explicitly"
+                    f"node {self.name!r} takes {stars}{p.name}; a node's inputs are its "
+                    "named parameters, so list them explicitly (or wrap the function in one "
+                    "that names them)"
                 )
             if p.kind is p.KEYWORD_ONLY:
                 keyword.append(p.name)

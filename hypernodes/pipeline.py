@@ -410,6 +410,12 @@ def _inputs(inputs: Mapping[str, Any] | None) -> Mapping[str, Any]:
         raise TypeError(
             f"inputs must be a dict of input name -> value, got {type(inputs).__name__}"
         )
+    bad = [k for k in inputs if not isinstance(k, str)]
+    if bad:
+        raise InvalidInputError(
+            f"input names must be strings, got {bad[0]!r} ({type(bad[0]).__name__}); pass "
+            "inputs as {'name': value}"
+        )
     return inputs
 
 
