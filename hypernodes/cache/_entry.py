@@ -9,12 +9,15 @@ Layout (little-endian)::
     algorithm               1 byte   checksum hash (1: xxh3-128, 2: blake2b-128); 0 if signed
     reserved                1 byte   0
     payload length          8 bytes
-    digest                  16 bytes (checksum of the payload) or 32 bytes (HMAC of the
-                                     key, the 16 header bytes above and the payload)
+    digest                  16 bytes (checksum) or 32 bytes (HMAC-SHA256), either of
+                                     the key, the 16 header bytes above and the payload
     payload                 pickle protocol 5
 
 Readers check every field: a short file is truncated, a wrong magic is not an entry, a
-bad checksum is corruption, a bad HMAC is tampering (or another secret).
+bad checksum is corruption (or an entry of another key copied under this key's name: the
+checksum covers the key, so it is refused like a signed one), a bad HMAC is tampering (or
+another secret). Entries of an older format version (1: its checksum left the key out)
+are outdated, a plain miss that the next write replaces; of a newer one, a problem.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import os
 import struct
 from typing import Any
 
-from ._hashing import ALGORITHM, digest128
+from ._hashing import ALGORITHM, new_hasher
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAGIC",
     "INLINE_MAX",
     "NOWAIT",
     "WOULD_BLOCK",
     "CorruptEntry",
+    "OutdatedEntry",
     "decode",
     "encode_header",
     "read_file",
@@ -41,7 +46,7 @@ __all__ = [
 ]
 
 MAGIC = b"HNDC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEAD = struct.Struct("<4sBBBBQ")
 _CHECKSUM, _SIGNED = 0, 1
 _ALGORITHMS = {"xxh3-128": 1, "blake2b-128": 2}
@@ -50,10 +55,18 @@ _DIGEST_SIZE = {_CHECKSUM: 16, _SIGNED: 32}
 _PLAIN_PREFIX = MAGIC + bytes([FORMAT_VERSION, _CHECKSUM, _ALGORITHM_ID, 0])
 _PLAIN_START = _HEAD.size + 16
 _LENGTH = struct.Struct("<Q")
+_BAD_CHECKSUM = (
+    "fails its checksum (the file is corrupt, or is the entry of another key copied under "
+    "this key's name)"
+)
 
 
 class CorruptEntry(Exception):
     """An entry that must not be trusted; the message says why (e.g. "is truncated")."""
+
+
+class OutdatedEntry(CorruptEntry):
+    """An entry in an older format: not a problem, a miss (the next write replaces it)."""
 
 
 def _mac(secret: bytes, key: str, head: bytes | memoryview, payload: bytes | memoryview) -> bytes:
@@ -63,11 +76,21 @@ def _mac(secret: bytes, key: str, head: bytes | memoryview, payload: bytes | mem
     return mac.digest()
 
 
+def _checksum(key: str, head: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+    # What the HMAC covers, so an entry is only ever valid under its own key.
+    h = new_hasher()
+    name = key.encode("utf-8", "surrogatepass")
+    h.update(_LENGTH.pack(len(name)) + name)
+    h.update(head)
+    h.update(payload)
+    return h.digest()
+
+
 def encode_header(key: str, payload: bytes, secret: bytes | None) -> bytes:
     """The bytes to write before ``payload`` for ``key``."""
     if secret is None:
         head = _HEAD.pack(MAGIC, FORMAT_VERSION, _CHECKSUM, _ALGORITHM_ID, 0, len(payload))
-        return head + digest128(payload)
+        return head + _checksum(key, head, payload)
     head = _HEAD.pack(MAGIC, FORMAT_VERSION, _SIGNED, 0, 0, len(payload))
     return head + _mac(secret, key, head, payload)
 
@@ -76,8 +99,10 @@ def decode(key: str, data: bytes | bytearray, secret: bytes | None) -> memoryvie
     """The verified payload of an entry read from disk.
 
     Raises:
-        CorruptEntry: The entry is empty, truncated, not an entry, from another format
-            version, fails its checksum, or its signature does not match ``secret``.
+        OutdatedEntry: The entry was written in an older format version.
+        CorruptEntry: The entry is empty, truncated, not an entry, from a newer format
+            version, fails its checksum (corrupt, or another key's entry), or its
+            signature does not match ``secret``.
     """
     size = len(data)
     if (  # the common case, checked with as few Python operations as possible
@@ -85,15 +110,18 @@ def decode(key: str, data: bytes | bytearray, secret: bytes | None) -> memoryvie
         and data[:8] == _PLAIN_PREFIX
         and size == _PLAIN_START + _LENGTH.unpack_from(data, 8)[0]
     ):
-        payload = memoryview(data)[_PLAIN_START:]
-        if data[_HEAD.size : _PLAIN_START] == digest128(payload):
+        view = memoryview(data)
+        payload = view[_PLAIN_START:]
+        if view[_HEAD.size : _PLAIN_START] == _checksum(key, view[: _HEAD.size], payload):
             return payload
-        raise CorruptEntry("fails its checksum (the file is corrupt)")
+        raise CorruptEntry(_BAD_CHECKSUM)
     if size < _HEAD.size:
         raise CorruptEntry("is empty" if size == 0 else f"is truncated ({size} bytes)")
     magic, version, kind, algorithm, _, length = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise CorruptEntry("is not a HyperNodes cache entry (bad magic bytes)")
+    if version < FORMAT_VERSION:
+        raise OutdatedEntry(f"was written in format version {version}")
     if version != FORMAT_VERSION:
         raise CorruptEntry(
             f"was written in format version {version}, this reader needs {FORMAT_VERSION}"
@@ -125,8 +153,8 @@ def decode(key: str, data: bytes | bytearray, secret: bytes | None) -> memoryvie
             f"has a {names.get(algorithm, '?')} checksum, which this process cannot check "
             "(pip install xxhash)"
         )
-    if digest != digest128(payload):
-        raise CorruptEntry("fails its checksum (the file is corrupt)")
+    if digest != _checksum(key, view[: _HEAD.size], payload):
+        raise CorruptEntry(_BAD_CHECKSUM)
     return payload
 
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from ._entry import (
     WOULD_BLOCK,
     CorruptEntry,
+    OutdatedEntry,
     decode,
     encode_header,
     read_file,
@@ -51,9 +52,10 @@ class DiskCache(Cache):
     fsynced, and then renamed over the entry with ``os.replace``, so a reader sees the old
     entry or the new one, never half of one; concurrent writers of one key leave one valid
     entry; a writer killed mid-write leaves at most a stray temporary file (removed by
-    :meth:`clear`). An entry that is truncated, corrupt or fails its signature is a miss,
-    counted in ``stats().errors``, warned about once (:class:`CacheWarning`), and replaced
-    by the next ``put``.
+    :meth:`clear`). An entry that is truncated, corrupt, fails its signature or belongs to
+    another key (checksums and signatures both cover the key) is a miss, counted in
+    ``stats().errors``, warned about once (:class:`CacheWarning`), and replaced by the next
+    ``put``. An entry written in an older format is a plain miss, replaced the same way.
 
     Nothing touches the disk until first use: the directory is created (mode 0o700) by
     the first ``put``. The store is thread-safe, and pickles to its configuration only
@@ -199,6 +201,9 @@ class DiskCache(Cache):
             return default
         try:
             value = loads(decode(key, data, self._secret))
+        except OutdatedEntry:  # written by an older HyperNodes: nothing wrong, a miss
+            self._stats.add_miss()
+            return default
         except CorruptEntry as exc:
             self._problem(key, file, str(exc), lookup=True)
             return default
@@ -254,6 +259,8 @@ class DiskCache(Cache):
             if data is None:
                 return False
             decode(key, data, self._secret)
+        except OutdatedEntry:
+            return False
         except (OSError, CorruptEntry) as exc:
             self._problem(key, file, str(exc), lookup=False)
             return False
