@@ -9,12 +9,15 @@ defined in ``__main__`` or a notebook work under the spawn start method.
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
-import traceback
+import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import cloudpickle
+
+from .worker_tracebacks import Part, capture, remember, render
 
 __all__ = [
     "RemoteFailure",
@@ -36,7 +39,7 @@ class Shipped:
     __slots__ = ("blob", "digest")
 
     def __init__(self, obj: object) -> None:
-        self.blob = cloudpickle.dumps(obj)
+        self.blob = dumps(obj)
         self.digest = hashlib.blake2b(self.blob, digest_size=16).digest()
 
     def load(self) -> Any:
@@ -62,25 +65,43 @@ def _rebuild_shipped(blob: bytes, digest: bytes) -> Shipped:
     return shipped
 
 
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
+    """cloudpickle, remembering where each code object it ships by value came from."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            remember(obj)  # so that worker tracebacks name the user's file and line
+        return super().reducer_override(obj)
+
+
+def dumps(obj: object) -> bytes:
+    """``cloudpickle.dumps(obj)``, noting the origin of the code it carries (see
+    ``worker_tracebacks``)."""
+    with io.BytesIO() as file:
+        _Pickler(file).dump(obj)
+        return file.getvalue()
+
+
 class RemoteFailure:
     """An exception raised in a worker, sent back as a value.
 
     Executors that re-raise worker exceptions themselves may rewrite them (the standard
     process pool replaces ``__cause__`` with its traceback text), which would lose the
     user's exception behind a ``NodeError``. Returned as a value, it arrives intact; the
-    worker's traceback travels as text and is attached as a note.
+    worker's traceback travels as data and is rendered here, with the user's files and
+    source lines (see ``worker_tracebacks``), as a note.
     """
 
-    __slots__ = ("error", "records", "traceback")
+    __slots__ = ("error", "records", "trace")
 
     def __init__(self, error: BaseException, records: list[Any] | None = None) -> None:
         self.error = error
         self.records = records
-        self.traceback = "".join(traceback.format_exception(error))
+        self.trace: tuple[Part, ...] = capture(error)
 
     def reraise(self) -> NoReturn:
         """Raise the worker's exception here, with the worker's traceback as a note."""
-        self.error.add_note(f"Traceback in the worker:\n{self.traceback.rstrip()}")
+        self.error.add_note(f"Traceback in the worker:\n{render(self.trace).rstrip()}")
         raise self.error
 
 
