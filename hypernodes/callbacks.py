@@ -233,14 +233,16 @@ def _hooks_of(cls: type[PipelineCallback]) -> tuple[str, ...]:
 class Dispatcher:
     """The callbacks of one run, as one listener list per hook (empty lists cost nothing).
 
-    A listener that raises is logged once and disabled for the rest of the run. Callbacks
-    whose ``enabled`` is false when the run starts are left out.
+    A listener that raises is logged once and disabled for the rest of the run, at every
+    level of it. Callbacks whose ``enabled`` is false when the run starts are left out.
+    A nested level's dispatcher is composed from its enclosing level's (see
+    :meth:`compose`).
 
     Raises:
         TypeError: A callback is not a ``PipelineCallback`` instance, or a hook is async.
     """
 
-    __slots__ = (*HOOKS, "_disabled", "callbacks")
+    __slots__ = (*HOOKS, "_composed", "_disabled", "_parent", "callbacks")
 
     # One listener list per hook (set in __init__), spelled out for type checkers.
     on_pipeline_start: list[Callable[..., None]]
@@ -265,6 +267,10 @@ class Dispatcher:
                     + (" (pass an instance, not the class)" if isinstance(cb, type) else "")
                 )
         self._disabled: set[int] = set()
+        self._parent: Dispatcher | None = None
+        # Composed nested-level dispatchers, by the ids of the callbacks added (kept with
+        # them, so an id cannot be reused while its entry lives).
+        self._composed: dict[tuple[int, ...], tuple[tuple[PipelineCallback, ...], Dispatcher]] = {}
         listening = [(cb, _hooks_of(type(cb))) for cb in self.callbacks if cb.enabled]
         for hook in HOOKS:
             setattr(self, hook, [getattr(cb, hook) for cb, hooks in listening if hook in hooks])
@@ -285,6 +291,42 @@ class Dispatcher:
             pass  # not a callback: the constructor says what is wrong
         return cls(callbacks)
 
+    @classmethod
+    def compose(
+        cls, outer: Dispatcher | None, own: Sequence[PipelineCallback]
+    ) -> Dispatcher | None:
+        """The dispatcher of a nested level: the enclosing level's callbacks (they see
+        every event inside), then the level's ``own`` callbacks that are not among them
+        (each callback gets each event once).
+
+        Built once per run and set of own callbacks, and shares the run's record of
+        callbacks disabled for raising.
+
+        Raises:
+            TypeError: A callback is not a ``PipelineCallback`` instance, or a hook is async.
+        """
+        if outer is None:
+            return cls.create(own)
+        present = {id(cb) for cb in outer.callbacks}
+        extra = tuple(cb for cb in own if id(cb) not in present)
+        if not extra:
+            return outer
+        key = tuple(map(id, extra))
+        known = outer._composed.get(key)
+        if known is not None:
+            return known[1]
+        found: Dispatcher
+        if cls.create(extra) is None:  # none of them listens: nothing to add
+            found = outer
+        else:
+            disabled = outer._disabled
+            kept = tuple(cb for cb in outer.callbacks if id(cb) not in disabled)
+            found = cls((*kept, *extra))
+            found._disabled = disabled
+            found._parent = outer
+        outer._composed[key] = (extra, found)
+        return found
+
     @property
     def active(self) -> bool:
         """Whether any hook has a listener."""
@@ -299,14 +341,24 @@ class Dispatcher:
                 self._disable(listener)
 
     def _disable(self, listener: Callable[..., None]) -> None:
-        # Take every hook of that callback out of this run's lists, so the hot path never
-        # checks a "disabled" flag. (Emitting iterates over a copy from here on.)
+        # Take every hook of that callback out of this run's lists, at every level of the
+        # run, so the hot path never checks a "disabled" flag. (Emitting iterates over a
+        # copy from here on.)
         owner = getattr(listener, "__self__", listener)
-        if id(owner) in self._disabled:
+        if id(owner) in self._disabled:  # (one set, shared by every level of the run)
             return
         self._disabled.add(id(owner))
+        top = self
+        while top._parent is not None:
+            top = top._parent
+        top._drop(owner)
+        name = getattr(listener, "__qualname__", repr(listener))
+        logger.exception("callback %s raised; it is disabled for the rest of this run", name)
+
+    def _drop(self, owner: object) -> None:
         for hook in HOOKS:
             kept = [m for m in getattr(self, hook) if getattr(m, "__self__", m) is not owner]
             setattr(self, hook, kept)
-        name = getattr(listener, "__qualname__", repr(listener))
-        logger.exception("callback %s raised; it is disabled for the rest of this run", name)
+        for _, child in self._composed.values():
+            if child is not self:
+                child._drop(owner)

@@ -228,7 +228,7 @@ class PipelineNode(Node):
         to_inner = self._to_inner
         inputs = {to_inner.get(k, k): v for k, v in values.items()}
         cache = self.cache_for(scope)
-        dispatcher = self._resolve_callbacks(scope)
+        dispatcher = self.callbacks_for(scope.callbacks)
         parent_ctx = scope.context
         context = None
         if dispatcher is not None:
@@ -292,11 +292,16 @@ class PipelineNode(Node):
             return CacheRuntime.create(own)
         return scope.cache
 
-    def _resolve_callbacks(self, scope: Scope) -> Dispatcher | None:
-        override = self.callbacks_override
-        if not isinstance(override, EllipsisType):
-            return Dispatcher.create(override)
-        own = self.pipeline.own_callbacks
-        if own is not UNSET:
-            return Dispatcher.create(own)
-        return scope.callbacks
+    def callbacks_for(self, outer: Dispatcher | None) -> Dispatcher | None:
+        """The dispatcher of the nested level: the enclosing level's callbacks (``outer``)
+        composed with the level's own, which are the ``as_node(callbacks=...)`` override
+        when given, else the inner pipeline's own callbacks.
+
+        Raises:
+            TypeError: A callback is not a ``PipelineCallback`` instance, or a hook is async.
+        """
+        own = self.callbacks_override
+        if isinstance(own, EllipsisType):
+            inner = self.pipeline.own_callbacks
+            own = () if inner is UNSET else inner
+        return Dispatcher.compose(outer, own)

@@ -455,3 +455,117 @@ async def test_events_from_arun_inside_a_running_loop_stay_on_that_loop() -> Non
     async with HyperNodesEngine("threaded") as engine:
         await Pipeline([double], callbacks=[rec], engine=engine).arun({"x": 1})
     assert rec.threads == {threading.get_ident()}
+
+
+# -- callbacks of nested levels compose ---------------------------------------------------
+
+
+def _with_own(*callbacks: PipelineCallback) -> Pipeline:
+    return Pipeline([double, inc], name="inner", callbacks=list(callbacks))
+
+
+def test_outer_callbacks_see_inside_a_nested_pipeline_with_callbacks_of_its_own() -> None:
+    outer_rec, inner_rec = Recorder(), Recorder()
+    sub = _with_own(inner_rec).as_node(name="sub", output_mapping={"inc": "y"})
+
+    @node
+    def after(y: int) -> int:
+        return y
+
+    outer = Pipeline([sub, after], name="outer", callbacks=[outer_rec])
+    assert outer.run({"x": 1}) == {"y": 3, "after": 3}
+    inside = [
+        ("on_nested_pipeline_start", "outer/sub:inner"),
+        ("on_node_start", "outer/sub:inner"),
+        ("on_node_end", "outer/sub:inner"),
+        ("on_node_start", "outer/sub:inner"),
+        ("on_node_end", "outer/sub:inner"),
+        ("on_nested_pipeline_end", "outer/sub:inner"),
+    ]
+    assert [(h, p) for h, p, _ in outer_rec.events] == [
+        ("on_pipeline_start", "outer"),
+        *inside,
+        ("on_node_start", "outer"),
+        ("on_node_end", "outer"),
+        ("on_pipeline_end", "outer"),
+    ]
+    # The nested pipeline's own callbacks see its events too, in the same contexts.
+    assert [(h, p) for h, p, _ in inner_rec.events] == inside
+    assert [f["node"] for _, f in inner_rec.of("on_node_end")] == ["double", "inc"]
+
+
+def test_a_callback_at_two_levels_gets_each_event_once() -> None:
+    rec = Recorder()
+    outer = Pipeline([_with_own(rec).as_node(name="sub")], name="outer", callbacks=[rec])
+    outer.run({"x": 1})
+    assert rec.names("on_node_end") == ["on_node_end", "on_node_end"]
+    assert rec.names("on_nested_pipeline_start") == ["on_nested_pipeline_start"]
+
+
+def test_own_callbacks_of_a_nested_map_compose_with_the_outer_ones() -> None:
+    outer_rec, inner_rec = Recorder(), Recorder()
+    sub = _with_own(inner_rec).as_node(name="each", map_over="x")
+    Pipeline([sub], name="outer", callbacks=[outer_rec]).run({"x": [1, 2]})
+    for rec in (outer_rec, inner_rec):
+        assert [p for p, _ in rec.of("on_map_item_end")] == [
+            "outer/each:inner/[0]",
+            "outer/each:inner/[1]",
+        ]
+        assert len(rec.of("on_node_end")) == 4
+
+
+def test_as_node_callbacks_replace_the_nested_pipelines_own_not_the_outer_ones() -> None:
+    outer_rec, own_rec, override_rec = Recorder(), Recorder(), Recorder()
+    sub = _with_own(own_rec).as_node(name="sub", callbacks=[override_rec])
+    Pipeline([sub], name="outer", callbacks=[outer_rec]).run({"x": 1})
+    assert own_rec.events == []
+    assert len(override_rec.of("on_node_end")) == 2
+    assert len(outer_rec.of("on_node_end")) == 2
+
+
+def test_a_callback_raising_inside_a_nested_level_is_disabled_at_every_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BreaksInside(PipelineCallback):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def on_node_end(self, *, context: CallbackContext, **_: Any) -> None:
+            self.calls += 1
+            if context.depth > 0:
+                raise RuntimeError("callback bug")
+
+    broken, inner_rec = BreaksInside(), Recorder()
+
+    @node
+    def after(inc: int) -> int:
+        return inc
+
+    sub = _with_own(inner_rec).as_node(name="sub")
+    outer = Pipeline([sub, after], name="outer", callbacks=[broken])
+    with caplog.at_level(logging.ERROR, logger="hypernodes"):
+        assert outer.run({"x": 1})["after"] == 3
+    assert broken.calls == 1  # not called again, inside or outside
+    assert len(caplog.records) == 1
+    assert len(inner_rec.of("on_node_end")) == 2  # the others are unaffected
+
+
+@pytest.mark.slow
+def test_events_of_nested_levels_in_shipped_items_reach_outer_and_own_callbacks() -> None:
+    outer_rec, inner_rec = Recorder(), Recorder()
+    sub = _with_own(inner_rec).as_node(name="sub")
+    with HyperNodesEngine(map_executor="parallel", max_workers=2) as engine:
+        outer = Pipeline([sub], name="outer", callbacks=[outer_rec], engine=engine)
+        assert outer.map({"x": [1, 2]}, map_over="x") == [
+            {"double": 2, "inc": 3},
+            {"double": 4, "inc": 5},
+        ]
+    for rec in (outer_rec, inner_rec):  # replayed on this side, each level by its own
+        assert sorted(p for p, _ in rec.of("on_node_end")) == [
+            "outer/[0]/sub:inner",
+            "outer/[0]/sub:inner",
+            "outer/[1]/sub:inner",
+            "outer/[1]/sub:inner",
+        ]
+    assert len(inner_rec.of("on_map_item_end")) == 0  # the outer map is not its level
+    assert len(outer_rec.of("on_map_item_end")) == 2

@@ -381,42 +381,44 @@ def test_callbacks_empty_list_turns_the_global_default_off(nested: Nested) -> No
     assert log == []
 
 
-def test_callbacks_inner_own_replaces_the_enclosing(nested: Nested) -> None:
+def test_callbacks_inner_own_add_to_the_enclosing(nested: Nested) -> None:
+    # The enclosing level's callbacks see every event inside; the nested pipeline's own
+    # see its level's events too.
     log, (g, o, i) = _callbacks("global", "outer", "inner")
     set_default_config(callbacks=[g])
     nested.inner.with_callbacks([i])
     nested.outer().with_callbacks([o]).run({"x": 1})
-    assert sorted(log) == [("inner", "inner_f"), ("outer", "outer_f")]
+    assert sorted(log) == [("inner", "inner_f"), ("outer", "inner_f"), ("outer", "outer_f")]
 
 
-def test_callbacks_inner_own_replaces_the_global_default(nested: Nested) -> None:
+def test_callbacks_inner_own_add_to_the_global_default(nested: Nested) -> None:
     log, (g, i) = _callbacks("global", "inner")
     set_default_config(callbacks=[g])
     nested.inner.with_callbacks([i])
     nested.outer().run({"x": 1})
-    assert sorted(log) == [("global", "outer_f"), ("inner", "inner_f")]
+    assert sorted(log) == [("global", "inner_f"), ("global", "outer_f"), ("inner", "inner_f")]
 
 
-def test_callbacks_inner_empty_list_silences_only_the_inner_level(nested: Nested) -> None:
+def test_callbacks_inner_empty_list_does_not_hide_the_inner_level(nested: Nested) -> None:
     log, (o,) = _callbacks("outer")
     nested.inner.with_callbacks([])
     nested.outer().with_callbacks([o]).run({"x": 1})
-    assert log == [("outer", "outer_f")]
+    assert sorted(log) == [("outer", "inner_f"), ("outer", "outer_f")]
 
 
-def test_callbacks_as_node_override_beats_everything(nested: Nested) -> None:
+def test_callbacks_as_node_override_replaces_the_inner_own(nested: Nested) -> None:
     log, (g, o, i, n) = _callbacks("global", "outer", "inner", "as_node")
     set_default_config(callbacks=[g])
     nested.inner.with_callbacks([i])
     nested.outer(callbacks=[n]).with_callbacks([o]).run({"x": 1})
-    assert sorted(log) == [("as_node", "inner_f"), ("outer", "outer_f")]
+    assert sorted(log) == [("as_node", "inner_f"), ("outer", "inner_f"), ("outer", "outer_f")]
 
 
-def test_callbacks_as_node_empty_override_silences_the_nested_level(nested: Nested) -> None:
+def test_callbacks_as_node_empty_override_leaves_the_enclosing_ones(nested: Nested) -> None:
     log, (o, i) = _callbacks("outer", "inner")
     nested.inner.with_callbacks([i])
     nested.outer(callbacks=[]).with_callbacks([o]).run({"x": 1})
-    assert log == [("outer", "outer_f")]
+    assert sorted(log) == [("outer", "inner_f"), ("outer", "outer_f")]
 
 
 def test_callbacks_lists_are_not_merged_across_levels(nested: Nested) -> None:

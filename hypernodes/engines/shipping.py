@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
 from ..executors.remote import RemoteFailure, Shipped, run_shipped_item
 from ..executors.workers import run_remote
 from ..mapping import Expansion, run_items
+from ..nested import PipelineNode
 
 if TYPE_CHECKING:
     from ..executors.workers import Lane
@@ -73,24 +74,26 @@ for _hook in HOOKS:
 
 def replay(
     records: Sequence[Record],
-    dispatcher: Dispatcher,
+    dispatcher: Dispatcher | None,
     item: CallbackContext,
     pipeline: Pipeline,
     values: dict[Any, Any],
 ) -> None:
     """Emit a worker's recorded events under the item's context, on this thread.
 
+    Each level's events go to that level's dispatcher: ``dispatcher`` for the item's own
+    level, composed with a nested pipeline's own callbacks below it (as in a local run).
     Events of the item's own nodes get their inputs and outputs back from ``values``
     (the orchestrator has them); deeper levels' come with empty dicts.
     """
-    contexts: dict[tuple[Level, ...], CallbackContext] = {(): item}
-    pipelines: dict[tuple[Level, ...], Pipeline] = {(): pipeline}
+    levels: dict[tuple[Level, ...], _Replayed] = {(): _Replayed(item, pipeline, dispatcher)}
     for hook, path, fields in records:
-        context = _context(path, contexts, pipelines)
-        where = pipelines[path]
+        context, where, d = _level(path, levels)
+        if d is None:
+            continue
         event = dict(fields)
         if "node" in event:
-            owner = pipelines[path[:-1]] if hook.startswith("on_nested") and path else where
+            owner = levels[path[:-1]].pipeline if hook.startswith("on_nested") and path else where
             event["node"] = _node_named(owner, event["node"])
         if "pipeline" in event:
             event["pipeline"] = where
@@ -99,27 +102,31 @@ def replay(
             for field, names in (("inputs", node.inputs), ("outputs", node.outputs)):
                 if field in event:
                     event[field] = {n: values[n] for n in names if n in values}
-        dispatcher.emit(getattr(dispatcher, hook), context=context, **event)
+        d.emit(getattr(d, hook), context=context, **event)
 
 
-def _context(
-    path: tuple[Level, ...],
-    contexts: dict[tuple[Level, ...], CallbackContext],
-    pipelines: dict[tuple[Level, ...], Pipeline],
-) -> CallbackContext:
-    found = contexts.get(path)
+class _Replayed(NamedTuple):
+    """One level of a replayed sub-run: its context, pipeline and dispatcher."""
+
+    context: CallbackContext
+    pipeline: Pipeline
+    dispatcher: Dispatcher | None
+
+
+def _level(path: tuple[Level, ...], levels: dict[tuple[Level, ...], _Replayed]) -> _Replayed:
+    found = levels.get(path)
     if found is not None:
         return found
-    parent = _context(path[:-1], contexts, pipelines)
+    parent = _level(path[:-1], levels)
     kind, name, node, index = path[-1]
-    outer = pipelines[path[:-1]]
-    inner = outer
+    inner, d = parent.pipeline, parent.dispatcher
     if node is not None and kind in ("nested", "map"):
-        inner = getattr(_node_named(outer, node), "pipeline", outer)
-    context = parent.child(kind, name, node=node, index=index)  # type: ignore[arg-type]
-    contexts[path] = context
-    pipelines[path] = inner
-    return context
+        via = _node_named(parent.pipeline, node)
+        if isinstance(via, PipelineNode):
+            inner, d = via.pipeline, via.callbacks_for(d)
+    context = parent.context.child(kind, name, node=node, index=index)  # type: ignore[arg-type]
+    found = levels[path] = _Replayed(context, inner, d)
+    return found
 
 
 def _node_named(pipeline: Pipeline, name: str) -> Node | str:

@@ -13,11 +13,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from ...callbacks import Dispatcher
-from ...config import UNSET
 from ...errors import HyperNodesError
 from ...nested import PipelineNode
 
@@ -250,15 +248,9 @@ def _inline(
 
 
 def nested_callbacks(node: PipelineNode, outer: Dispatcher | None) -> Dispatcher | None:
-    """The dispatcher of a nested level: ``as_node(...)`` override > the nested
-    pipeline's own callbacks > the enclosing level's (as for a nested run)."""
-    override = node.callbacks_override
-    if not isinstance(override, EllipsisType):
-        return Dispatcher.create(override)
-    own = node.pipeline.own_callbacks
-    if own is not UNSET:
-        return Dispatcher.create(own)
-    return outer
+    """The dispatcher of a nested level, composed as for a nested run (see
+    :meth:`PipelineNode.callbacks_for`)."""
+    return node.callbacks_for(outer)
 
 
 def _is_native(engine: Any) -> bool:
