@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from .config import UNSET, check_cache, check_callbacks, check_engine, effective_engine
 from .engines.base import Engine, MapMode, OutputName
-from .errors import InvalidInputError, MissingInputError
+from .errors import HyperNodesError, InvalidInputError, MissingInputError
 from .graph import Graph
 from .node import Node
+from .tracebacks import hide_kernel_frames
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -280,7 +281,11 @@ class Pipeline:
             InvalidInputError: Unknown input or output names.
             NodeError: A node failed; the user's exception is its ``__cause__``.
         """
-        return effective_engine(self).run(self, _inputs(inputs), output_name)
+        try:
+            return effective_engine(self).run(self, _inputs(inputs), output_name)
+        except HyperNodesError as exc:
+            hide_kernel_frames(exc)
+            raise  # bare: re-raising adds no frame of ours
 
     async def arun(
         self, inputs: Mapping[str, Any] | None = None, output_name: OutputName = None
@@ -292,7 +297,11 @@ class Pipeline:
             InvalidInputError: Unknown input or output names.
             NodeError: A node failed; the user's exception is its ``__cause__``.
         """
-        return await effective_engine(self).arun(self, _inputs(inputs), output_name)
+        try:
+            return await effective_engine(self).arun(self, _inputs(inputs), output_name)
+        except HyperNodesError as exc:
+            hide_kernel_frames(exc)
+            raise
 
     def map(
         self,
@@ -314,7 +323,12 @@ class Pipeline:
             MissingInputError: Required inputs are missing.
             NodeError: A node failed in some item (the item index is on the error).
         """
-        return effective_engine(self).map(self, _inputs(inputs), map_over, map_mode, output_name)
+        engine = effective_engine(self)
+        try:
+            return engine.map(self, _inputs(inputs), map_over, map_mode, output_name)
+        except HyperNodesError as exc:
+            hide_kernel_frames(exc)
+            raise
 
     async def amap(
         self,
@@ -331,7 +345,11 @@ class Pipeline:
             NodeError: A node failed in some item (the item index is on the error).
         """
         engine = effective_engine(self)
-        return await engine.amap(self, _inputs(inputs), map_over, map_mode, output_name)
+        try:
+            return await engine.amap(self, _inputs(inputs), map_over, map_mode, output_name)
+        except HyperNodesError as exc:
+            hide_kernel_frames(exc)
+            raise
 
     # -- composition --------------------------------------------------------------------
 

@@ -239,7 +239,12 @@ def raise_first(
             task.uncancel()
     for exc in failures:
         if not isinstance(exc, asyncio.CancelledError):
-            raise exc
+            try:
+                raise exc
+            finally:
+                # Raised while the group is handled, exc would get it as __context__: a
+                # group holding exc itself, which IPython answers by dumping plain text.
+                exc.__context__ = None
     raise group_error
 
 

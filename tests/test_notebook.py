@@ -8,6 +8,7 @@ uses both top-level ``await pipeline.arun()`` and plain ``pipeline.run()``.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,17 @@ def executed(jupyter_path: str) -> dict[str, str]:
     for cell in nb.cells:
         for tag in cell.get("metadata", {}).get("tags", []):
             outputs[tag] = text_of(cell)
+            outputs[f"{tag}.traceback"] = traceback_of(cell)
     return outputs
+
+
+def traceback_of(cell: Any) -> str:
+    """The traceback the notebook shows for a failing cell, as plain text."""
+    lines = []
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "error":
+            lines.extend(_ANSI.sub("", line) for line in output["traceback"])
+    return "\n".join(lines)
 
 
 def test_the_notebook_is_a_quickstart() -> None:
@@ -160,6 +172,19 @@ def test_failure_names_the_path(executed: dict[str, str]) -> None:
         "item indices: (1, 1)\n"
         "cause: ValueError(\"not a URL: 'not a url'\")"
     )
+
+
+def test_an_uncaught_failure_shows_the_users_lines_not_the_kernels(
+    executed: dict[str, str],
+) -> None:
+    shown = executed["traceback.traceback"]
+    assert executed["traceback"].startswith("ERROR NodeError: node 'fetch' failed in site[item 1]")
+    assert 'raise ValueError(f"not a URL: {url!r}")' in shown  # the node's line
+    assert 'site.map({"urls": [["a.com"], ["b.com", "not a url"]]}' in shown  # the caller's
+    assert "ValueError: not a URL: 'not a url'" in shown
+    assert "HYPERNODES_DEBUG=1" in shown
+    assert "/hypernodes/" not in shown and "asyncio/" not in shown
+    assert len(shown.splitlines()) < 30  # it was about 140 lines, some 20 of them frames
 
 
 def test_async_executor_in_jupyter(executed: dict[str, str]) -> None:
