@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -348,6 +349,99 @@ def test_a_writer_killed_mid_write_leaves_no_entry_that_reads_back_wrong(
     if mode != "loop":  # the interrupted write (i == 6, key 2) never became the entry
         assert cache.get(f"{2:032x}")[0] == 2
     cache.clear()
+    assert temp_files(path) == []
+
+
+# -- stale temporary files --------------------------------------------------------------
+
+
+def plant_temp(cache: DiskCache, name: str, age: float, key: str = KEY) -> Path:
+    shard = Path(cache.path) / key[:2]
+    shard.mkdir(parents=True, exist_ok=True)
+    file = shard / name
+    file.write_bytes(b"left by a writer")
+    then = time.time() - age
+    os.utime(file, (then, then))
+    return file
+
+
+def test_stale_temp_files_are_removed_when_a_store_first_writes_there(tmp_path: Path) -> None:
+    # Writers killed mid-write (SIGKILL) leave their temp files behind.
+    cache = DiskCache(tmp_path / "c")
+    old = plant_temp(cache, ".tmp-killed", age=2 * disk_module.STALE_TEMP_AGE)
+    fresh = plant_temp(cache, ".tmp-live", age=1.0)
+    other = plant_temp(cache, "notes.txt", age=2 * disk_module.STALE_TEMP_AGE)
+    elsewhere = plant_temp(cache, ".tmp-other-shard", 2 * disk_module.STALE_TEMP_AGE, "ff" * 16)
+    assert cache.get(KEY) is MISSING  # reading removes nothing
+    assert old.exists()
+    cache.put(KEY, 1)
+    assert not old.exists()
+    assert fresh.exists() and other.exists()  # a live writer's file; not ours at all
+    assert elsewhere.exists()  # swept when a write goes to that directory
+    DiskCache(tmp_path / "c").put("ff" * 16, 2)
+    assert not elsewhere.exists()
+    assert cache.get(KEY) == 1
+
+
+def test_a_long_lived_store_sweeps_again_once_temp_files_can_have_gone_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(disk_module, "monotonic", lambda: clock[0])
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, 1)
+    old = plant_temp(cache, ".tmp-killed", age=2 * disk_module.STALE_TEMP_AGE)
+    cache.put(KEY, 2)
+    assert old.exists()  # swept a moment ago: not scanned on every write
+    clock[0] += disk_module.STALE_TEMP_AGE + 1
+    cache.put(KEY, 3)
+    assert not old.exists()
+
+
+LIVE_WRITER = """
+import os, sys
+from hypernodes.cache import DiskCache
+real_fsync = os.fsync
+def fsync(fd):
+    print("WRITING", flush=True)
+    sys.stdin.readline()  # the test lets the write finish
+    real_fsync(fd)
+os.fsync = fsync
+DiskCache(sys.argv[1]).put(sys.argv[2], "from the other process")
+print("DONE", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_writer_in_another_process_keeps_its_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    mine, theirs = KEY, KEY[:2] + "f" * 30  # one directory
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WRITER, str(path), theirs],
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "WRITING\n"
+        (their_temp,) = temp_files(path)
+        DiskCache(path).put(mine, "mine")  # this store's first write there: a sweep
+        assert their_temp.exists()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "DONE\n"
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert proc.returncode == 0
+    assert DiskCache(path).get(theirs) == "from the other process"
     assert temp_files(path) == []
 
 

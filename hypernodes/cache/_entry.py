@@ -1,5 +1,5 @@
-"""One DiskCache entry on disk: its format (header, checksum or HMAC, pickle payload) and
-the low-level reads and writes of its file.
+"""One DiskCache entry on disk: its format (header, checksum or HMAC, pickle payload),
+the low-level reads and writes of its file, and the removal of stale temporary files.
 
 Layout (little-endian)::
 
@@ -22,6 +22,7 @@ are outdated, a plain miss that the next write replaces; of a newer one, a probl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -35,6 +36,7 @@ __all__ = [
     "MAGIC",
     "INLINE_MAX",
     "NOWAIT",
+    "STALE_TEMP_AGE",
     "WOULD_BLOCK",
     "CorruptEntry",
     "OutdatedEntry",
@@ -42,6 +44,7 @@ __all__ = [
     "encode_header",
     "read_file",
     "read_file_nowait",
+    "remove_stale_temps",
     "write_all",
 ]
 
@@ -221,3 +224,32 @@ def write_all(fd: int, *chunks: bytes) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view) :]
+
+
+STALE_TEMP_AGE = 15 * 60.0
+"""Seconds without a write after which a temporary file is left over by a dead writer.
+
+A live writer writes its temporary file, fsyncs it and renames it within seconds, so a
+file untouched this long has no writer left; one stalled longer (a process paused for
+that long) loses its write, which then fails like any failed write (nothing is corrupted).
+"""
+
+
+def remove_stale_temps(directory: str, prefix: str, fd: int, own: str) -> None:
+    """Remove the temporary files (names starting with ``prefix``) in ``directory`` that
+    nothing has written to for :data:`STALE_TEMP_AGE` seconds: those of killed writers.
+
+    ``fd`` and ``own`` are the caller's own temporary file, just created. Best effort:
+    errors are ignored, so a write never fails because of the sweep.
+    """
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        # Our new file's mtime is "now" by the filesystem's clock (another machine's, on
+        # a network filesystem): other files are judged by that clock, not by ours.
+        limit = os.fstat(fd).st_mtime - STALE_TEMP_AGE
+        for entry in entries:
+            if not entry.name.startswith(prefix) or entry.path == own:
+                continue
+            # Gone already: renamed by its writer, or removed by another sweep.
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < limit:
+                    os.unlink(entry.path)

@@ -18,9 +18,11 @@ import stat
 import tempfile
 import threading
 import warnings
+from time import monotonic
 from typing import Any, ClassVar
 
 from ._entry import (
+    STALE_TEMP_AGE,
     WOULD_BLOCK,
     CorruptEntry,
     OutdatedEntry,
@@ -28,13 +30,14 @@ from ._entry import (
     encode_header,
     read_file,
     read_file_nowait,
+    remove_stale_temps,
     write_all,
 )
 from ._hashing import digest128
 from ._serialize import dumps, loads, type_name
 from .base import MISSING, Cache, CacheStats, CacheWarning, CacheWriteError, StatsCounter
 
-__all__ = ["DiskCache"]
+__all__ = ["STALE_TEMP_AGE", "DiskCache"]
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-]{1,128}")
 _ENTRY_NAME = re.compile(r"[0-9A-Za-z_-]{1,128}|=[0-9a-f]{32}")
@@ -51,9 +54,12 @@ class DiskCache(Cache):
     for lambdas and the like). Writes go to a temporary file in the same directory, are
     fsynced, and then renamed over the entry with ``os.replace``, so a reader sees the old
     entry or the new one, never half of one; concurrent writers of one key leave one valid
-    entry; a writer killed mid-write leaves at most a stray temporary file (removed by
-    :meth:`clear`). An entry that is truncated, corrupt, fails its signature or belongs to
-    another key (checksums and signatures both cover the key) is a miss, counted in
+    entry; a writer killed mid-write leaves at most a stray temporary file, removed by
+    the next store writing into its directory once nothing has written it for
+    :data:`STALE_TEMP_AGE` seconds (by the filesystem's clock), or by :meth:`clear`.
+
+    An entry that is truncated, corrupt, fails its signature or belongs to another key
+    (checksums and signatures both cover the key) is a miss, counted in
     ``stats().errors``, warned about once (:class:`CacheWarning`), and replaced by the next
     ``put``. An entry written in an older format is a plain miss, replaced the same way.
 
@@ -105,6 +111,7 @@ class DiskCache(Cache):
         self._stats = StatsCounter()
         self._lock = threading.Lock()
         self._made: set[str] = set()
+        self._swept: dict[str, float] = {}  # shard -> monotonic time of its last sweep
         self._warned: set[str] = set()
         self._checked = False
 
@@ -283,6 +290,8 @@ class DiskCache(Cache):
         except OSError as exc:
             raise CacheWriteError(key, "bytes", f"cannot create {shard} ({exc})") from exc
         try:
+            if self._sweep_due(shard):
+                remove_stale_temps(shard, _TEMP_PREFIX, fd, tmp)
             try:
                 write_all(fd, header, payload)
                 os.fsync(fd)
@@ -299,6 +308,17 @@ class DiskCache(Cache):
         if key in self._warned:
             with self._lock:
                 self._warned.discard(key)
+
+    def _sweep_due(self, shard: str) -> bool:
+        """Whether to look for stale temporary files in ``shard``: on this store's first
+        write there, then whenever any file found fresh then could have gone stale."""
+        now = monotonic()
+        with self._lock:
+            last = self._swept.get(shard)
+            if last is not None and now - last < STALE_TEMP_AGE:
+                return False
+            self._swept[shard] = now
+        return True
 
     def put(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` atomically (temp file, fsync, ``os.replace``).
@@ -355,6 +375,7 @@ class DiskCache(Cache):
                 os.rmdir(shard.path)
         with self._lock:
             self._made.clear()
+            self._swept.clear()
             self._warned.clear()
         self._stats.reset()
 
