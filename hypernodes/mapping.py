@@ -8,16 +8,20 @@ grows with the item count.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError, NodeError, PathFrame
 from .plan import Plan
 from .scheduler import Scope, cancel_requests, raise_first
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 __all__ = ["Expansion", "expand", "map_plain", "run_items", "run_plain_items"]
 
@@ -79,8 +83,7 @@ def expand(
     map_over: str | Sequence[str],
     map_mode: str,
     *,
-    known: Iterable[str],
-    pipeline: str,
+    pipeline: Pipeline,
 ) -> Expansion:
     """Validate a map's arguments and describe its items.
 
@@ -88,8 +91,8 @@ def expand(
         inputs: All inputs; the mapped ones hold sized iterables.
         map_over: The mapped input name(s).
         map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination.
-        known: The names the pipeline can take as inputs.
-        pipeline: The pipeline's name, for messages.
+        pipeline: The pipeline mapped: its inputs (and, as overrides, its outputs) may be
+            mapped over.
 
     Raises:
         InvalidInputError: A bad mode, an unknown or missing mapped name, a value that is
@@ -98,14 +101,13 @@ def expand(
     if map_mode not in ("zip", "product"):
         raise InvalidInputError(f"map_mode must be 'zip' or 'product', got {map_mode!r}")
     names = normalize_map_over(map_over)
-    known = set(known)
+    known = pipeline.known_names
     columns = []
     for name in names:
         if name not in known:
-            valid = ", ".join(repr(k) for k in sorted(known)) or "none"
             raise InvalidInputError(
-                f"map_over names {name!r}, which is not an input of pipeline {pipeline!r}; "
-                f"its inputs are: {valid}"
+                f"map_over names {name!r}, which is not an input of pipeline "
+                f"{pipeline.name!r}{_unknown(name, pipeline)}"
             )
         if name not in inputs:
             raise InvalidInputError(
@@ -123,6 +125,15 @@ def expand(
     count = math.prod(lengths) if map_mode == "product" else lengths[0]
     shared = {k: v for k, v in inputs.items() if k not in names}
     return Expansion(names, tuple(columns), count, shared, map_mode)
+
+
+def _unknown(name: str, pipeline: Pipeline) -> str:
+    """Did-you-mean and the inputs (required, optional, bound) that can be mapped over."""
+    inputs = list(dict.fromkeys((*pipeline.inputs, *pipeline.optional_inputs, *pipeline.bound)))
+    close = difflib.get_close_matches(name, inputs, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = ", ".join(map(repr, inputs)) or "none"
+    return f"{hint}; its inputs are {listed}"
 
 
 def _sized(name: str, value: Any) -> Any:

@@ -346,6 +346,13 @@ def test_map_over_unknown_input(project: Path) -> None:
     assert "'q'" in line
 
 
+def test_map_over_unknown_input_lists_only_inputs(project: Path) -> None:
+    line = fails(2, "run", "flows.py:pipeline", "-i", '{"x": [1]}', "--map-over", "xx")
+    assert "map_over names 'xx', which is not an input of pipeline 'math'" in line
+    assert "(did you mean 'x'?)" in line
+    assert line.endswith("its inputs are 'x', 'y'")  # not the outputs 'total', 'doubled'
+
+
 def test_map_zip_lengths_must_match(project: Path) -> None:
     line = fails(2, "run", "flows.py:pairs", "-i", '{"a": [1, 2], "b": [1]}', "--map-over", "a,b")
     assert "length" in line or "lengths" in line
@@ -489,8 +496,9 @@ def test_script_named_like_a_stdlib_module_does_not_shadow_it(project: Path) -> 
     [
         ("missing.py:pipeline", "file 'missing.py' not found"),
         ("no_such_module_xyz:pipeline", "cannot find module 'no_such_module_xyz'"),
-        ("flows.py:pipelin", "module 'flows' has no attribute 'pipelin'; pipelines in it: "),
-        ("flows.py:Holder.nope", "'Holder' has no attribute 'nope'"),
+        ("flows.py:pipelin", "flows.py has no attribute 'pipelin' (did you mean 'pipeline'?)"),
+        ("flows:pipelin", "module 'flows' has no attribute 'pipelin' (did you mean 'pipeline'?)"),
+        ("flows.py:Holder.inne", "flows.py:Holder has no attribute 'inne' (did you mean 'inner'?)"),
         ("flows.py:not_a_pipeline", "flows.py:not_a_pipeline is int, not a Pipeline"),
         ("flows.py:add", "is a node, not a Pipeline; wrap it: Pipeline([add])"),
         ("flows.py:needs_args", "needs arguments (a, b)"),
@@ -507,6 +515,20 @@ def test_bad_targets(project: Path, target: str, match: str) -> None:
 def test_attr_missing_lists_pipelines(project: Path) -> None:
     line = fails(2, "run", "flows.py:pipelin")
     assert "flows.py:pipeline" in line and "flows.py:failing" in line
+
+
+def test_attr_typo_in_a_file_named_like_a_stdlib_module_names_the_file(project: Path) -> None:
+    # pipes.py shadows a stdlib module, so it is imported under another module name:
+    # the message must name the file the user wrote, not that internal name.
+    (project / "pipes.py").write_text(
+        "from hypernodes import Pipeline, node\n"
+        "@node(output_name='y')\ndef f(x: int) -> int:\n    return x + 1\n"
+        "pipeline = Pipeline([f])\n"
+    )
+    line = fails(2, "run", "pipes.py:pipelin", "-i", '{"x": 1}')
+    assert "pipes.py has no attribute 'pipelin' (did you mean 'pipeline'?)" in line
+    assert "pipelines in it: pipes.py:pipeline" in line
+    assert "_hypernodes_target" not in line
 
 
 def test_import_error_inside_the_module_shows_the_line(project: Path) -> None:
@@ -1062,6 +1084,20 @@ def test_viz_draws_a_real_svg(project: Path) -> None:
 def test_viz_file_without_suffix_is_a_usage_error(project: Path) -> None:
     line = fails(2, "viz", "flows.py:pipeline", "-o", "graph", "--renderer", "builtin")
     assert "give it a suffix" in line
+
+
+@pytest.mark.parametrize("renderer", ["builtin", "auto"])
+def test_viz_into_a_missing_directory_is_a_usage_error(project: Path, renderer: str) -> None:
+    target = project / "nonexistent" / "dir" / "g.svg"
+    line = fails(2, "viz", "flows.py:pipeline", "-o", str(target), "--renderer", renderer)
+    assert "Invalid value for '-o' / '--output'" in line
+    assert f"directory {str(target.parent)!r} does not exist; create it first" in line
+    assert "unexpected" not in line
+
+
+def test_viz_into_a_file_used_as_a_directory_is_a_usage_error(project: Path) -> None:
+    line = fails(2, "viz", "flows.py:pipeline", "-o", "flows.py/g.svg", "--renderer", "builtin")
+    assert "'flows.py' is not a directory" in line
 
 
 def test_viz_needs_an_output(project: Path) -> None:

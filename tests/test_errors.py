@@ -411,3 +411,21 @@ def test_missing_inputs_of_a_map_are_listed_too() -> None:
     with pytest.raises(MissingInputError) as info:
         pipe.map({"x": [1, 2]}, map_over="x")
     assert info.value.missing == {"y": ("f",), "z": ("g",)}
+
+
+def test_map_over_an_unknown_name_lists_the_inputs_not_the_outputs() -> None:
+    @node(output_name="ratio")
+    def divide(x: int, scale: int = 1) -> float:
+        return x / scale
+
+    @node(output_name="total")
+    def add(ratio: float, offset: float) -> float:
+        return ratio + offset
+
+    pipe = Pipeline([divide, add], name="p").bind(offset=0.5)
+    with pytest.raises(InvalidInputError) as info:
+        pipe.map({"xs": [1, 2]}, map_over="xs")
+    assert str(info.value) == (
+        "map_over names 'xs', which is not an input of pipeline 'p' (did you mean 'x'?); "
+        "its inputs are 'x', 'scale', 'offset'"
+    )

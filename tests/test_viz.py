@@ -298,6 +298,21 @@ def test_save_svg_html_and_dot(tmp_path: Path) -> None:
         picture.save(tmp_path / "noext")
 
 
+def test_saving_into_a_missing_directory_names_it_and_the_fix(tmp_path: Path) -> None:
+    picture = visualize(diamond(), renderer="builtin")
+    missing = tmp_path / "nonexistent" / "dir"
+    with pytest.raises(FileNotFoundError) as info:
+        picture.save(missing / "g.svg")
+    assert str(info.value) == (
+        f"cannot save {str(missing / 'g.svg')!r}: directory {str(missing)!r} does not exist; "
+        "create it first"
+    )
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileNotFoundError, match=r"'.*file' is not a directory"):
+        picture.save(tmp_path / "file" / "g.png")  # checked before Graphviz is needed
+    assert not missing.exists()
+
+
 def test_png_without_graphviz_names_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

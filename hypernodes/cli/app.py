@@ -352,6 +352,9 @@ def viz_command(
                 picture.save(output)
             except ValueError as exc:  # e.g. a file name without a suffix
                 raise click.UsageError(str(exc)) from None
+            except OSError as exc:  # a missing directory, no permission, a full disk
+                reason = str(exc) if exc.strerror is None else f"cannot write it: {exc.strerror}"
+                raise click.BadParameter(reason, param_hint="'-o' / '--output'") from None
     say(f"wrote {output}")
 
 

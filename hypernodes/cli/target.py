@@ -13,6 +13,7 @@ file). A module name is imported with the working directory first on ``sys.path`
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -98,14 +99,16 @@ def load_target(spec: str) -> Pipeline:
     value: Any = module
     walked: list[str] = []
     for part in target.attr.split("."):
-        walked.append(part)
         if not hasattr(value, part):
-            where = (
-                f"module {module.__name__!r}" if len(walked) == 1 else repr(".".join(walked[:-1]))
-            )
+            # Name what the user wrote: a file TARGET's module may have an internal name.
+            where = target.location if target.is_file else f"module {target.location!r}"
+            if walked:
+                where = f"{target.location}:{'.'.join(walked)}"
             raise TargetError(
-                f"{where} has no attribute {part!r}{_suggest_pipelines(module, target)}"
+                f"{where} has no attribute {part!r}{_did_you_mean(part, value)}"
+                f"{_suggest_pipelines(module, target)}"
             )
+        walked.append(part)
         value = getattr(value, part)
     return _as_pipeline(value, target)
 
@@ -241,6 +244,12 @@ def _describe(exc: BaseException, file: Path | None) -> str:
     mine = [f for f in frames if file is not None and f.filename == str(file)]
     frame = (mine or frames)[-1]
     return f"{text} ({Path(frame.filename).name}, line {frame.lineno})"
+
+
+def _did_you_mean(name: str, owner: Any) -> str:
+    public = [n for n in dir(owner) if not n.startswith("_")]
+    close = difflib.get_close_matches(name, public, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _pipelines_in(module: ModuleType) -> list[str]:

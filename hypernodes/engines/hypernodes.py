@@ -281,9 +281,7 @@ class HyperNodesEngine(Engine):
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item from sync code; see :meth:`Pipeline.map`."""
         if self._direct(pipeline, map_too=True):
-            exp = expand(
-                inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name
-            )
+            exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
             plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
             if plan.simple:
                 base = {**plan.optional, **pipeline.bound, **exp.shared}
@@ -330,7 +328,7 @@ class HyperNodesEngine(Engine):
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item; see :meth:`Pipeline.amap`."""
         await self._start_lanes()
-        exp = expand(inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name)
+        exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
         plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
         base = {**plan.optional, **pipeline.bound, **exp.shared}
         cache, dispatcher, context = self._resolve(pipeline, _parent, "map")

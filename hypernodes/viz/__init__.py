@@ -69,6 +69,8 @@ class GraphPicture:
 
         Raises:
             ValueError: The file name has no suffix.
+            FileNotFoundError: The directory to save into does not exist (or is a file).
+            OSError: The file cannot be written (permissions, disk full, ...).
             HyperNodesError: The format needs Graphviz and it is not installed.
         """
         path = Path(filename)
@@ -77,6 +79,12 @@ class GraphPicture:
             raise ValueError(
                 f"cannot tell the format of {str(path)!r}: give it a suffix such as .svg, "
                 ".html or .png"
+            )
+        folder = path.parent
+        if not folder.is_dir():
+            problem = "is not a directory" if folder.exists() else "does not exist; create it first"
+            raise FileNotFoundError(
+                f"cannot save {str(path)!r}: directory {str(folder)!r} {problem}"
             )
         if fmt == "svg":
             path.write_text(self.svg, encoding="utf-8")

@@ -121,7 +121,7 @@ class DaftEngine(Engine):
         """
         if not self.collect and _parent is None:
             return self.to_dataframe(pipeline, inputs, map_over, map_mode, output_name)  # type: ignore[no-any-return]
-        exp = expand(inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name)
+        exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
         plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
         constants = {**plan.optional, **pipeline.bound, **exp.shared}
         cache, d, context = self._resolve(pipeline, _parent, "map")
@@ -148,7 +148,7 @@ class DaftEngine(Engine):
             InvalidInputError: Bad ``map_over`` / ``map_mode`` / list lengths.
             MissingInputError: Required inputs are missing.
         """
-        exp = expand(inputs, map_over, map_mode, known=pipeline.known_names, pipeline=pipeline.name)
+        exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
         plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
         constants = {**plan.optional, **pipeline.bound, **exp.shared}
         program = self._program(pipeline, plan, constants, exp.names, None, inline=True)
