@@ -2,8 +2,8 @@
 
 Every execution unit emits exactly one start/end pair: a top-level ``run`` emits
 ``on_pipeline_start/end``, a top-level ``map`` emits ``on_map_start/end`` and one
-``on_map_item_start/end`` per item, a nested pipeline emits
-``on_nested_pipeline_start/end`` (and map events when it maps). Nodes emit
+``on_map_item_start/end`` per item (the end with the item's outputs), a nested pipeline
+emits ``on_nested_pipeline_start/end`` (and map events when it maps). Nodes emit
 ``on_node_start`` followed by ``on_node_end`` or ``on_node_error``, or ``on_node_cached``
 alone. Events are emitted by the orchestrator on the event loop thread, whatever executor
 runs the node bodies.
@@ -119,9 +119,16 @@ class PipelineCallback:
         """Map item ``index`` started; ``context`` is the item's."""
 
     def on_map_item_end(
-        self, *, context: CallbackContext, index: int, duration: float, error: BaseException | None
+        self,
+        *,
+        context: CallbackContext,
+        index: int,
+        duration: float,
+        error: BaseException | None,
+        outputs: dict[str, Any] | None = None,
     ) -> None:
-        """Map item ``index`` finished."""
+        """Map item ``index`` finished: ``outputs`` is its result dict (the outputs the map
+        returns for it), or ``None`` when it failed (``error`` is then set)."""
 
 
 HOOKS = tuple(name for name in vars(PipelineCallback) if name.startswith("on_"))
@@ -226,8 +233,33 @@ def _hooks_of(cls: type[PipelineCallback]) -> tuple[str, ...]:
                 "on the event loop: define it with `def` (and start a task from it if it "
                 "must await)"
             )
+        _check_keywords(cls, hook)
     _hooks_by_class[cls] = hooks
     return hooks
+
+
+def _check_keywords(cls: type[PipelineCallback], hook: str) -> None:
+    """Check that an overridden hook takes every keyword the kernel passes to it.
+
+    Raises:
+        TypeError: It does not, naming the missing keywords and the fix.
+    """
+    try:
+        params = inspect.signature(getattr(cls, hook)).parameters
+    except (TypeError, ValueError):  # no signature to read (a C callable): trust it
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    passed = [n for n in inspect.signature(getattr(PipelineCallback, hook)).parameters][1:]
+    takes = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    missing = [n for n in passed if n not in takes]
+    if missing:
+        names = ", ".join(map(repr, missing))
+        raise TypeError(
+            f"{cls.__name__}.{hook} does not take {names}, which HyperNodes passes to it; "
+            f"add {'it' if len(missing) == 1 else 'them'} to its keyword parameters, or "
+            "accept the keywords you do not use with **_"
+        )
 
 
 class Dispatcher:

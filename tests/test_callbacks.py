@@ -569,3 +569,79 @@ def test_events_of_nested_levels_in_shipped_items_reach_outer_and_own_callbacks(
         ]
     assert len(inner_rec.of("on_map_item_end")) == 0  # the outer map is not its level
     assert len(outer_rec.of("on_map_item_end")) == 2
+
+
+# -- on_map_item_end carries the item's outputs ----------------------------------------------
+
+
+class ItemEnds(PipelineCallback):
+    def __init__(self) -> None:
+        self.ends: dict[int, tuple[dict[str, Any] | None, BaseException | None]] = {}
+
+    def on_map_item_end(
+        self,
+        *,
+        context: CallbackContext,
+        index: int,
+        duration: float,
+        error: BaseException | None,
+        outputs: dict[str, Any] | None = None,
+    ) -> None:
+        self.ends[index] = (outputs, error)
+
+
+@pytest.mark.parametrize(
+    "map_executor",
+    ["sequential", "async", "threaded", pytest.param("parallel", marks=pytest.mark.slow)],
+)
+def test_map_item_end_carries_the_items_outputs(map_executor: str) -> None:
+    ends = ItemEnds()
+    with HyperNodesEngine(map_executor=map_executor, max_workers=2) as engine:
+        pipeline = Pipeline([double, inc], name="p", callbacks=[ends], engine=engine)
+        results = pipeline.map({"x": [1, 2, 3]}, map_over="x", output_name="inc")
+    assert results == [{"inc": 3}, {"inc": 5}, {"inc": 7}]
+    assert ends.ends == {i: (results[i], None) for i in range(3)}
+
+
+def test_map_item_end_of_a_failing_item_has_no_outputs() -> None:
+    @node
+    def picky(x: int) -> int:
+        if x == 2:
+            raise KeyError(x)
+        return x
+
+    ends = ItemEnds()
+    with pytest.raises(NodeError):
+        Pipeline([picky], name="p", callbacks=[ends]).map({"x": [1, 2]}, map_over="x")
+    assert ends.ends[0] == ({"picky": 1}, None)
+    outputs, error = ends.ends[1]
+    assert outputs is None and isinstance(error, KeyError)
+
+
+def test_map_item_end_of_a_nested_map_carries_the_inner_items_outputs() -> None:
+    ends = ItemEnds()
+    sub = _inner().as_node(name="each", map_over="x", output_mapping={"inc": "incs"})
+    result = Pipeline([sub], name="outer", callbacks=[ends]).run({"x": [1, 2]})
+    assert result == {"incs": [3, 5]}
+    assert ends.ends == {0: ({"inc": 3}, None), 1: ({"inc": 5}, None)}
+
+
+def test_map_item_end_under_daft_carries_the_items_outputs() -> None:
+    pytest.importorskip("daft")
+    from hypernodes.engines import DaftEngine
+
+    ends = ItemEnds()
+    pipeline = Pipeline([double, inc], name="p", callbacks=[ends], engine=DaftEngine())
+    results = pipeline.map({"x": [1, 2]}, map_over="x")
+    assert ends.ends == {i: (results[i], None) for i in range(2)}
+
+
+def test_a_hook_that_cannot_take_what_it_is_passed_is_refused_with_the_fix() -> None:
+    class Old(PipelineCallback):
+        def on_map_item_end(  # type: ignore[override]
+            self, *, context: CallbackContext, index: int, duration: float, error: Any
+        ) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"Old\.on_map_item_end does not take 'outputs'.*\*\*_"):
+        Dispatcher.create([Old()])

@@ -441,7 +441,9 @@ class Recorder(PipelineCallback):
     def on_map_item_start(self, *, context: Any, index: int) -> None:
         self._add("item_start", context, index)
 
-    def on_map_item_end(self, *, context: Any, index: int, duration: float, error: Any) -> None:
+    def on_map_item_end(
+        self, *, context: Any, index: int, duration: float, error: Any, **_: Any
+    ) -> None:
         self._add("item_end", context, index, type(error).__name__)
 
     def on_node_start(self, *, context: Any, node: Any, inputs: Any) -> None:

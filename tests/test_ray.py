@@ -209,7 +209,9 @@ class Recorder(PipelineCallback):
         self.items: list[int] = []
         self.nodes: list[str] = []
 
-    def on_map_item_end(self, *, context: Any, index: int, duration: float, error: Any) -> None:
+    def on_map_item_end(
+        self, *, context: Any, index: int, duration: float, error: Any, **_: Any
+    ) -> None:
         self.items.append(index)
 
     def on_node_end(

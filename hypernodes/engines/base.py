@@ -19,7 +19,16 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..scheduler import Scope
 
-__all__ = ["Engine", "MapMode", "OutputName", "Parent", "map_events", "run_events", "user_error"]
+__all__ = [
+    "Engine",
+    "MapMode",
+    "OutputName",
+    "Parent",
+    "item_events",
+    "map_events",
+    "run_events",
+    "user_error",
+]
 
 OutputName = str | Sequence[str] | None
 MapMode = Literal["zip", "product"]
@@ -176,6 +185,38 @@ def run_events(
                 outputs=outputs,
                 duration=perf_counter() - started,
                 error=error,
+            )
+
+
+@contextlib.contextmanager
+def item_events(
+    d: Dispatcher | None, context: CallbackContext | None, index: int
+) -> Iterator[dict[str, Any]]:
+    """``on_map_item_start`` / ``on_map_item_end`` around one map item run on the
+    orchestrator; the body puts the item's result dict in the yielded dict under
+    ``"outputs"`` (``on_map_item_end`` carries it, or ``None`` when the item failed)."""
+    done: dict[str, Any] = {"outputs": None}
+    if d is None:
+        yield done
+        return
+    if d.on_map_item_start:
+        d.emit(d.on_map_item_start, context=context, index=index)
+    started = perf_counter()
+    error: BaseException | None = None
+    try:
+        yield done
+    except BaseException as exc:
+        error = user_error(exc)
+        raise
+    finally:
+        if d.on_map_item_end:
+            d.emit(
+                d.on_map_item_end,
+                context=context,
+                index=index,
+                duration=perf_counter() - started,
+                error=error,
+                outputs=None if error is not None else done["outputs"],
             )
 
 

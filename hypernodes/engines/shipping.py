@@ -14,7 +14,6 @@ its own values. Caching and callbacks stay with the orchestrator, as on local ex
 from __future__ import annotations
 
 from collections.abc import Sequence
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
@@ -22,6 +21,7 @@ from ..executors.remote import RemoteFailure, Shipped, run_shipped_item
 from ..executors.workers import run_remote
 from ..mapping import Expansion, run_items
 from ..nested import PipelineNode
+from .base import item_events
 
 if TYPE_CHECKING:
     from ..executors.workers import Lane
@@ -215,20 +215,10 @@ async def map_remote(
         values.update(mapped)
         context = scope.context
         ctx = context.child("item", context.pipeline, index=index) if context else None
-        if d is not None and d.on_map_item_start:
-            d.emit(d.on_map_item_start, context=ctx, index=index)
-        started = perf_counter()
-        error: BaseException | None = None
-        try:
+        with item_events(d, ctx, index) as done:
             await _run_item(values, mapped, ctx)
-        except BaseException as exc:
-            error = exc.__cause__ if exc.__cause__ is not None else exc
-            raise
-        finally:
-            if d is not None and d.on_map_item_end:
-                duration = perf_counter() - started
-                d.emit(d.on_map_item_end, context=ctx, index=index, duration=duration, error=error)
-        return plan.collect(values)
+            done["outputs"] = plan.collect(values)
+        return done["outputs"]  # type: ignore[no-any-return]
 
     async def _run_item(
         values: dict[Any, Any], mapped: dict[str, Any], ctx: CallbackContext | None
