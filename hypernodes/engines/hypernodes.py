@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..bridge import is_own_loop
@@ -21,7 +20,7 @@ from ..executors.workers import (
 )
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
 from ..scheduler import Limiter, Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
-from .base import Engine, MapMode, OutputName, Parent, map_events, run_events, user_error
+from .base import Engine, MapMode, OutputName, Parent, item_events, map_events, run_events
 from .shipping import map_remote
 
 if TYPE_CHECKING:
@@ -375,24 +374,9 @@ class HyperNodesEngine(Engine):
                 await run_plan(plan, values, item_scope)
                 return plan.collect(values)
             ctx = context.child("item", context.pipeline, index=index)
-            if d.on_map_item_start:
-                d.emit(d.on_map_item_start, context=ctx, index=index)
-            started = perf_counter()
-            error: BaseException | None = None
-            try:
+            with item_events(d, ctx, index) as done:
                 await run_plan(plan, values, item_scope.derive(context=ctx))
-            except BaseException as exc:
-                error = user_error(exc)
-                raise
-            finally:
-                if d.on_map_item_end:
-                    d.emit(
-                        d.on_map_item_end,
-                        context=ctx,
-                        index=index,
-                        duration=perf_counter() - started,
-                        error=error,
-                    )
-            return plan.collect(values)
+                done["outputs"] = plan.collect(values)
+            return done["outputs"]  # type: ignore[no-any-return]
 
         return await run_items(exp.items(), exp.count, width, run_one)

@@ -218,8 +218,10 @@ class DaftEngine(Engine):
         todo = [i for i in range(len(items)) if states is None or not states[i].complete]
         for i in range(len(items)):
             if states is not None and states[i].complete:
-                self._item_events(program, d, context, i, mapped, {}, {}, states[i].status)
                 results[i] = plan.collect(states[i].values)
+                self._item_events(
+                    program, d, context, i, mapped, {}, {}, states[i].status, results[i]
+                )
         if not todo:
             return results
         columns = {n: [items[i][k] for i in todo] for k, n in enumerate(names)}
@@ -273,7 +275,9 @@ class DaftEngine(Engine):
         row: dict[str, Any],
         timings: dict[int, str],
         status: dict[int, Any],
+        cached: dict[str, Any] | None = None,
     ) -> Any:
+        # ``cached``: the result of an item served whole from the cache (``row`` is empty).
         if d is None or context is None:
             return None
         ctx = context.child("item", context.pipeline, index=index) if mapped else context
@@ -293,10 +297,20 @@ class DaftEngine(Engine):
             duration = sum(t for t in spent if type(t) is float)
         if mapped and d.on_map_item_end:
             error = None
+            result = None
             if failure is not None:
                 err = node_error(program.ops[failure.op], failure, index)
                 error = user_error(failure.error, err)
-            d.emit(d.on_map_item_end, context=ctx, index=index, duration=duration, error=error)
+            else:
+                result = result_of(program, row) if row else cached
+            d.emit(
+                d.on_map_item_end,
+                context=ctx,
+                index=index,
+                duration=duration,
+                error=error,
+                outputs=result,
+            )
         return failure
 
 
