@@ -19,11 +19,9 @@ import inspect
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from .node import Node
-    from .pipeline import Pipeline
+from .node import Node
 
 __all__ = ["HOOKS", "CallbackContext", "Dispatcher", "PipelineCallback"]
 
@@ -394,3 +392,10 @@ class Dispatcher:
         for _, child in self._composed.values():
             if child is not self:
                 child._drop(owner)
+
+
+# The kernel modules that name each other (callbacks, config, engines.base, nested, pipeline)
+# import each other last, once every name of the module exists: then any of them can be
+# imported first (tests/test_type_hints.py checks). Annotations need these names at run
+# time (typing.get_type_hints), not only under TYPE_CHECKING.
+from .pipeline import Pipeline  # noqa: E402

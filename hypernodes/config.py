@@ -17,14 +17,9 @@ import difflib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .callbacks import PipelineCallback
-    from .engines.base import Engine
-    from .pipeline import Pipeline
 
 __all__ = [
     "ENGINE_KEYS",
@@ -112,8 +107,6 @@ def check_engine(engine: object) -> None:
         TypeError: It is not, with the fix (an instance, not the class; an alias goes in
             ``HyperNodesEngine(node_executor=...)``).
     """
-    from .engines.base import Engine
-
     if engine is None or isinstance(engine, Engine):
         return
     hint = ""
@@ -150,8 +143,6 @@ def check_callbacks(callbacks: object) -> tuple[PipelineCallback, ...]:
         TypeError: It is a single callback (not a list), or holds something that is not a
             ``PipelineCallback`` instance (with the fix when a class was passed).
     """
-    from .callbacks import PipelineCallback
-
     if isinstance(callbacks, PipelineCallback) or not isinstance(callbacks, Iterable):
         hint = (
             f"; wrap a single callback in a list: callbacks=[{type(callbacks).__name__}()]"
@@ -259,3 +250,12 @@ def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     if address is not None and not isinstance(address, str):
         raise ConfigError(f"address must be a string or null, got {address!r}")
     return merged
+
+
+# The kernel modules that name each other (callbacks, config, engines.base, nested, pipeline)
+# import each other last, once every name of the module exists: then any of them can be
+# imported first (tests/test_type_hints.py checks). Annotations need these names at run
+# time (typing.get_type_hints), not only under TYPE_CHECKING.
+from .callbacks import PipelineCallback  # noqa: E402
+from .engines.base import Engine  # noqa: E402
+from .pipeline import Pipeline  # noqa: E402

@@ -11,16 +11,14 @@ from time import perf_counter
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .callbacks import CallbackContext, Dispatcher
-from .config import UNSET
-from .engines.base import Engine, MapMode, Parent
 from .errors import NodeError, PathFrame, PipelineDefinitionError
+from .lazy import LazyModule
 from .node import Node
 
 if TYPE_CHECKING:
-    from .callbacks import PipelineCallback
-    from .pipeline import Pipeline
-    from .scheduler import Scope
+    from . import scheduler
+else:
+    scheduler = LazyModule("hypernodes.scheduler")  # it needs asyncio: only runs load it
 
 __all__ = ["PipelineNode"]
 
@@ -210,7 +208,7 @@ class PipelineNode(Node):
 
     # -- running ------------------------------------------------------------------------
 
-    async def run_nested(self, args: tuple[Any, ...], scope: Scope) -> tuple[Any, ...]:
+    async def run_nested(self, args: tuple[Any, ...], scope: scheduler.Scope) -> tuple[Any, ...]:
         """Run the inner pipeline for one call from the outer scheduler.
 
         Raises:
@@ -222,7 +220,7 @@ class PipelineNode(Node):
         return await self._execute(values, engine, scope)
 
     async def _execute(
-        self, values: dict[str, Any], engine: Engine, scope: Scope
+        self, values: dict[str, Any], engine: Engine, scope: scheduler.Scope
     ) -> tuple[Any, ...]:
         inner = self.pipeline
         to_inner = self._to_inner
@@ -280,7 +278,7 @@ class PipelineNode(Node):
         )
         return tuple([r[n] for r in results] for n in inner_outputs)
 
-    def cache_for(self, scope: Scope) -> Any:
+    def cache_for(self, scope: scheduler.Scope) -> Any:
         """The cache runtime of the nested level (the ``as_node`` override, the inner
         pipeline's own cache, or the enclosing level's)."""
         from .cache.runtime import CacheRuntime
@@ -305,3 +303,13 @@ class PipelineNode(Node):
             inner = self.pipeline.own_callbacks
             own = () if inner is UNSET else inner
         return Dispatcher.compose(outer, own)
+
+
+# The kernel modules that name each other (callbacks, config, engines.base, nested, pipeline)
+# import each other last, once every name of the module exists: then any of them can be
+# imported first (tests/test_type_hints.py checks). Annotations need these names at run
+# time (typing.get_type_hints), not only under TYPE_CHECKING.
+from .callbacks import CallbackContext, Dispatcher, PipelineCallback  # noqa: E402
+from .config import UNSET  # noqa: E402
+from .engines.base import Engine, MapMode, Parent  # noqa: E402
+from .pipeline import Pipeline  # noqa: E402

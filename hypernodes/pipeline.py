@@ -7,19 +7,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .config import UNSET, check_cache, check_callbacks, check_engine, effective_engine
-from .engines.base import Engine, MapMode, OutputName
 from .errors import HyperNodesError, InvalidInputError, MissingInputError
 from .graph import Graph
+from .lazy import LazyModule
 from .node import Node
 from .tracebacks import hide_kernel_frames
 
 if TYPE_CHECKING:
     import networkx as nx
 
-    from .callbacks import PipelineCallback
-    from .nested import PipelineNode
-    from .plan import Plan
+    from . import plan as plans
+else:
+    nx = LazyModule("networkx")  # heavy, and only Pipeline.graph needs it
+    plans = LazyModule("hypernodes.plan")  # about 2 ms: paid on the first run, not on import
 
 __all__ = ["Pipeline"]
 
@@ -64,7 +64,7 @@ class Pipeline:
             UNSET if callbacks is None else check_callbacks(callbacks)
         )
         self._bound: dict[str, Any] = {}
-        self._plans: dict[tuple[Any, frozenset[str]], Plan] = {}
+        self._plans: dict[tuple[Any, frozenset[str]], plans.Plan] = {}
         self._nx: nx.DiGraph | None = None
 
     # -- introspection ------------------------------------------------------------------
@@ -196,7 +196,7 @@ class Pipeline:
 
     # -- plans --------------------------------------------------------------------------
 
-    def plan(self, output_name: OutputName, provided: Iterable[str]) -> Plan:
+    def plan(self, output_name: OutputName, provided: Iterable[str]) -> plans.Plan:
         """The compiled plan for ``output_name`` given ``provided`` input names (cached).
 
         Raises:
@@ -219,8 +219,8 @@ class Pipeline:
             plan = self._plans[key] = self._compile(out_key, names)
         return plan
 
-    def _compile(self, out_key: Any, names: frozenset[str]) -> Plan:
-        from .plan import compile_plan
+    def _compile(self, out_key: Any, names: frozenset[str]) -> plans.Plan:
+        from .plan import compile_plan  # deferred: see ``plans`` above
 
         g = self._graph
         unknown = [n for n in names if n not in g.consumers and n not in g.producer]
@@ -381,8 +381,6 @@ class Pipeline:
         Raises:
             PipelineDefinitionError: A mapping or ``map_over`` names something unknown.
         """
-        from .nested import PipelineNode
-
         return PipelineNode(
             self,
             input_mapping=input_mapping,
@@ -440,3 +438,13 @@ def _inputs(inputs: Mapping[str, Any] | None) -> Mapping[str, Any]:
 def _suggest(name: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# The kernel modules that name each other (callbacks, config, engines.base, nested, pipeline)
+# import each other last, once every name of the module exists: then any of them can be
+# imported first (tests/test_type_hints.py checks). Annotations need these names at run
+# time (typing.get_type_hints), not only under TYPE_CHECKING.
+from .callbacks import PipelineCallback  # noqa: E402
+from .config import UNSET, check_cache, check_callbacks, check_engine, effective_engine  # noqa: E402
+from .engines.base import Engine, MapMode, OutputName  # noqa: E402
+from .nested import PipelineNode  # noqa: E402

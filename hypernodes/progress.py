@@ -16,13 +16,11 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from .callbacks import CallbackContext, PipelineCallback
-
-if TYPE_CHECKING:
-    from .node import Node
-    from .pipeline import Pipeline
+from .node import Node
+from .pipeline import Pipeline
 
 __all__ = ["ProgressCallback"]
 

@@ -17,11 +17,13 @@ Needs the ``telemetry`` extra: ``pip install 'hypernodes[telemetry]'``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextvars import Token
+from typing import Any
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import trace
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised with the extra missing
     raise ImportError(
@@ -30,15 +32,9 @@ except ImportError as exc:  # pragma: no cover - exercised with the extra missin
 
 from . import __version__
 from .callbacks import CallbackContext, PipelineCallback
-
-if TYPE_CHECKING:
-    from contextvars import Token
-
-    from opentelemetry.context import Context
-
-    from .engines.base import Engine
-    from .node import Node
-    from .pipeline import Pipeline
+from .engines.base import Engine
+from .node import Node
+from .pipeline import Pipeline
 
 __all__ = ["TelemetryCallback"]
 

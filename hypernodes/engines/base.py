@@ -11,12 +11,9 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..callbacks import CallbackContext, Dispatcher
-from ..config import effective_cache, effective_callbacks
 from ..errors import NodeError
 
 if TYPE_CHECKING:
-    from ..pipeline import Pipeline
     from ..scheduler import Scope
 
 __all__ = [
@@ -253,3 +250,12 @@ def map_events(
                 duration=perf_counter() - started,
                 error=error,
             )
+
+
+# The kernel modules that name each other (callbacks, config, engines.base, nested, pipeline)
+# import each other last, once every name of the module exists: then any of them can be
+# imported first (tests/test_type_hints.py checks). Annotations need these names at run
+# time (typing.get_type_hints), not only under TYPE_CHECKING.
+from ..callbacks import CallbackContext, Dispatcher  # noqa: E402
+from ..config import effective_cache, effective_callbacks  # noqa: E402
+from ..pipeline import Pipeline  # noqa: E402

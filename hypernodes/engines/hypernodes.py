@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures  # free: asyncio imports it
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
@@ -19,14 +20,10 @@ from ..executors.workers import (
     validate_executor,
 )
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
+from ..pipeline import Pipeline
 from ..scheduler import Limiter, Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
 from .base import Engine, MapMode, OutputName, Parent, item_events, map_events, run_events
 from .shipping import map_remote
-
-if TYPE_CHECKING:
-    import concurrent.futures
-
-    from ..pipeline import Pipeline
 
 __all__ = ["HyperNodesEngine"]
 

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...cache.runtime import CacheRuntime
 from ...callbacks import CallbackContext, Dispatcher
 from ...errors import ConfigError
 from ...mapping import expand
+from ...pipeline import Pipeline
+from ...plan import Plan
 from ..base import Engine, MapMode, OutputName, Parent, map_events, run_events
 from .cached import ItemCache, look_up, save
 from .calls import Hit
 from .frame import Frame, build_frame, ensure_runner, import_daft, stream
 from .program import ROW, Column, Program, describe, translate
 from .rows import failure_of, node_error, replay_row, result_of, user_error
-
-if TYPE_CHECKING:
-    from ...pipeline import Pipeline
-    from ...plan import Plan
 
 __all__ = ["DaftEngine"]
 
