@@ -108,10 +108,20 @@ def is_own_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return runner is not None and runner.loop is loop
 
 
+# How many sync runs are nested in one another here (a node calling ``pipeline.run()``).
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("hypernodes_run_depth", default=0)
+
+MAX_DEPTH = 100
+"""How deep ``run()`` calls may nest (a node calling ``run()``, which calls a node that
+calls ``run()``...): each level below the first runs in a thread of its own, so Python's
+own recursion limit would never stop an unbounded recursion."""
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code and return its result.
 
     Raises:
+        RecursionError: Runs nest more than ``MAX_DEPTH`` deep.
         BaseException: Whatever ``coro`` raises, unchanged.
     """
     running: asyncio.AbstractEventLoop | None
@@ -119,26 +129,47 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    # Run outside the except block, so the caller's errors carry no stray context.
-    if running is None:
-        runner: _ThreadRunner | None = getattr(_local, "runner", None)
-        if runner is None or runner.loop.is_closed():
-            runner = _local.runner = _ThreadRunner()
-            _local.end = _ThreadEnd(runner)
-        # The caller's current context, on every call (Runner would reuse its first one).
-        return runner.runner.run(coro, context=contextvars.copy_context())
-    if _nested_loops:
-        return running.run_until_complete(coro)
-    if running is _background.loop:
-        # Called from inside work on the background loop: blocking it would deadlock.
-        return _run_in_new_thread(coro)
-    return _background.run(coro)
+    depth = _depth.get()
+    if depth >= MAX_DEPTH:
+        coro.close()
+        raise RecursionError(
+            f"pipeline runs are nested {depth} deep: a node calls run() on a pipeline whose "
+            "nodes call run() again, apparently without end; check the recursion's base case"
+        )
+    token = _depth.set(depth + 1)
+    try:
+        # Run outside the except block, so the caller's errors carry no stray context.
+        if running is None:
+            return _run_on_own_loop(coro)
+        if _nested_loops:
+            return running.run_until_complete(coro)
+        if running is _background.loop or is_own_loop(running):
+            # A node body running inline on a loop of ours called run(): that loop is
+            # blocked by this very call, and so may be every worker its run holds. The
+            # nested run gets a thread (and a loop) of its own, never waiting on them.
+            return _run_in_new_thread(coro)
+        return _background.run(coro)
+    finally:
+        _depth.reset(token)
+
+
+def _run_on_own_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on this thread's own loop (made on first use); no loop may be running."""
+    runner: _ThreadRunner | None = getattr(_local, "runner", None)
+    if runner is None or runner.loop.is_closed():
+        runner = _local.runner = _ThreadRunner()
+        _local.end = _ThreadEnd(runner)
+    # The caller's current context, on every call (Runner would reuse its first one).
+    return runner.runner.run(coro, context=contextvars.copy_context())
 
 
 def _run_in_new_thread(coro: Coroutine[Any, Any, T]) -> T:
     ctx = contextvars.copy_context()
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested") as ex:
-        return ex.submit(ctx.run, run_sync, coro).result()
+    ex = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested")
+    try:
+        return ex.submit(ctx.run, _run_on_own_loop, coro).result()
+    finally:
+        ex.shutdown(wait=False)  # done, or interrupted: never block the caller on it
 
 
 class _BackgroundLoop:

@@ -513,3 +513,111 @@ def test_a_script_exits_silently(run_python: Callable[..., Any], loop_flavour: s
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "DONE"
     assert proc.stderr == ""
+
+
+# -- runs nested in node bodies, at depth ---------------------------------------------
+
+_CHAINS = """
+import asyncio, sys
+from hypernodes import HyperNodesEngine, NodeError, Pipeline, node
+
+def chain(executor, workers, depth, kind):
+    # Pipelines p[0] .. p[depth-1]; the node of p[i] runs p[i+1] (sync: run(); async:
+    # await arun()), the last one returns 1: the result counts the levels.
+    engine = HyperNodesEngine(node_executor=executor, max_workers=workers)
+    p = []
+    for i in range(depth):
+        last = i == depth - 1
+        if kind == "sync" or (kind == "mixed" and i % 2 == 0):
+            def body(v, i=i, last=last):
+                return 1 if last else 1 + p[i + 1].run({{"v": v}})["r"]
+        else:
+            async def body(v, i=i, last=last):
+                return 1 if last else 1 + (await p[i + 1].arun({{"v": v}}))["r"]
+        p.append(Pipeline([node(body, output_name="r", name=f"level{{i}}")], engine=engine))
+    return engine, p[0]
+
+def check(where):
+    for executor in {executors!r}:
+        for workers in (1, 2, 4):
+            for depth in {depths!r}:
+                for kind in ("sync", "mixed"):
+                    engine, top = chain(executor, workers, depth, kind)
+                    with engine:
+                        got = top.run({{"v": 0}})["r"]
+                    assert got == depth, (executor, workers, depth, kind, got)
+    print(where, "ok")
+
+async def in_a_loop():
+    check("loop")
+
+if __name__ == "__main__":
+    check("script")
+    asyncio.run(in_a_loop())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("executors", "depths"),
+    [(["sequential", "async", "threaded"], [2, 5, 12]), (["parallel"], [2, 12])],
+)
+def test_runs_nested_in_node_bodies_never_deadlock(
+    executors: list[str], depths: list[int], run_python: Callable[..., Any]
+) -> None:
+    # A node that calls run() must never wait for a worker its caller holds: with a pool of
+    # one thread, a chain of 12 such runs deadlocked at the second level.
+    code = _CHAINS.format(executors=executors, depths=depths)
+    try:
+        proc = run_python(code, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlocked")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["script", "ok", "loop", "ok"]
+
+
+_UNBOUNDED = """
+import asyncio
+from hypernodes import HyperNodesEngine, NodeError, Pipeline, node
+
+def unbounded(executor):
+    h = {{}}
+
+    @node(output_name="r")
+    def forever(v):
+        return h["p"].run({{"v": v + 1}})["r"]
+
+    h["p"] = Pipeline([forever], engine=HyperNodesEngine(node_executor=executor, max_workers=1))
+    try:
+        h["p"].run({{"v": 0}})
+    except NodeError as err:
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        print(executor, type(cause).__name__, "nested" in str(cause) or "recursion" in str(cause))
+
+for executor in ("sequential", "async", "threaded"):
+    unbounded(executor)
+
+async def main():
+    unbounded("threaded")
+
+asyncio.run(main())
+"""
+
+
+def test_unbounded_run_recursion_raises_instead_of_hanging(
+    run_python: Callable[..., Any],
+) -> None:
+    try:
+        proc = run_python(_UNBOUNDED.format(), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("hung")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines == [
+        "sequential RecursionError True",
+        "async RecursionError True",
+        "threaded RecursionError True",
+        "threaded RecursionError True",
+    ]
