@@ -30,7 +30,8 @@ class Pipeline:
     The graph is built and validated once, here; runs never rebuild it.
 
     Args:
-        nodes: The nodes (``@node`` functions and nested ``PipelineNode``s).
+        nodes: The nodes: ``@node`` functions, nested ``PipelineNode``s, and pipelines
+            (nested as they are, as ``pipeline.as_node()`` would).
         engine: How to run it; inherits (or uses the global default) when ``None``.
         cache: A cache store; inherits (or uses the global default) when ``None``.
         callbacks: Callbacks; inherit (or use the global default) when ``None``.
@@ -46,15 +47,16 @@ class Pipeline:
 
     def __init__(
         self,
-        nodes: Sequence[Node],
+        nodes: Sequence[Node | Pipeline],
         engine: Engine | None = None,
         cache: Any = None,
         callbacks: Sequence[PipelineCallback] | None = None,
         name: str | None = None,
     ) -> None:
-        if isinstance(nodes, Node) or not isinstance(nodes, Iterable):
-            raise TypeError(f"nodes must be a list of nodes, got {nodes!r}")
-        self._graph = Graph(list(nodes))
+        if isinstance(nodes, Node | Pipeline) or not isinstance(nodes, Iterable):
+            hint = "; wrap it in a list: [...]" if isinstance(nodes, Node | Pipeline) else ""
+            raise TypeError(f"nodes must be a list of nodes, got {nodes!r}{hint}")
+        self._graph = Graph([n.as_node() if isinstance(n, Pipeline) else n for n in nodes])
         self.name = name or "pipeline"
         self.engine: Engine | None = None
         self.with_engine(engine)

@@ -604,3 +604,15 @@ def test_stripped_copy_has_no_engine_cache_or_callbacks(counted: Counted) -> Non
     assert pipe.engine is not None and len(pipe.callbacks) == 1
     bare.bind(x=2)
     assert dict(pipe.bound) == {"x": 1}
+
+
+def test_a_pipeline_in_the_node_list_is_nested_as_a_node(counted: Counted) -> None:
+    @node
+    def shout(side: str) -> str:
+        return side.upper()
+
+    outer = Pipeline([counted.pipeline, shout], name="outer")
+    sub = outer.nodes[0]
+    assert isinstance(sub, PipelineNode) and sub.pipeline is counted.pipeline
+    assert sub.name == "counted"  # as with as_node()
+    assert outer.run({"x": 1}, output_name="shout") == {"shout": "SIDE1"}
