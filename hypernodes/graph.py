@@ -22,7 +22,10 @@ from .node import Node
 if TYPE_CHECKING:
     import networkx as nx
 
-__all__ = ["Graph", "Selection"]
+__all__ = ["UNNAMED", "Graph", "Selection"]
+
+UNNAMED = "pipeline"
+"""The name of a pipeline given none (a nested one is then named after its outputs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +79,15 @@ class Graph:
                 hint = " (did you forget @node?)" if callable(n) else ""
                 raise TypeError(f"Pipeline nodes must be Node objects, got {n!r}{hint}")
             if n.name in names:
+                renamed = repr(n.name + "_2")
+                example = (
+                    f"pipeline.as_node(name={renamed})"
+                    if getattr(n, "pipeline", None) is not None
+                    else f"node(f, name={renamed})"
+                )
                 raise PipelineDefinitionError(
                     f"two nodes are named {n.name!r}; node names must be unique: pass "
-                    f"name='...' to one of them (e.g. node(f, name={n.name + '_2'!r}))"
+                    f"name='...' to one of them (e.g. {example})"
                 )
             names[n.name] = i
             for out in n.outputs:

@@ -12,6 +12,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import NodeError, PathFrame, PipelineDefinitionError
+from .graph import UNNAMED
 from .lazy import LazyModule
 from .node import Node
 
@@ -62,13 +63,14 @@ class PipelineNode(Node):
         if map_mode not in ("zip", "product"):
             raise ValueError(f"map_mode must be 'zip' or 'product', got {map_mode!r}")
         self.map_mode: MapMode = map_mode
-        self.name = name or pipeline.name
         inner_inputs = (*pipeline.inputs, *pipeline.optional_inputs)
         self._to_inner = self._check_inputs(inner_inputs)
         exposed = self._check_outputs()
         self._inner_outputs = tuple(exposed)
         self.outputs = tuple(self.output_mapping.get(n, n) for n in exposed)
-        self.output_name = self.outputs
+        # Like a Node: the name itself for one output, a tuple of names for several.
+        self.output_name = self.outputs[0] if len(self.outputs) == 1 else self.outputs
+        self.name = name or _default_name(pipeline, self.outputs)
         to_outer = {inner: outer for outer, inner in self.input_mapping.items()}
         self._inner_inputs = inner_inputs
         self.inputs = tuple(to_outer.get(n, n) for n in inner_inputs)
@@ -313,3 +315,12 @@ from .callbacks import CallbackContext, Dispatcher, PipelineCallback  # noqa: E4
 from .config import UNSET  # noqa: E402
 from .engines.base import Engine, MapMode, Parent  # noqa: E402
 from .pipeline import Pipeline  # noqa: E402
+
+
+def _default_name(pipeline: Pipeline, outputs: tuple[str, ...]) -> str:
+    """A nested node's name when ``as_node`` is given none: the inner pipeline's name when
+    it has one of its own, else its exposed outputs joined by ``_`` (outputs are unique in
+    a pipeline, so two unnamed nested pipelines never share this name)."""
+    if pipeline.name != UNNAMED:
+        return pipeline.name
+    return "_".join(outputs)

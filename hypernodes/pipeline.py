@@ -8,7 +8,7 @@ from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .errors import HyperNodesError, InvalidInputError, MissingInputError
-from .graph import Graph
+from .graph import UNNAMED, Graph
 from .lazy import LazyModule
 from .node import Node
 from .tracebacks import hide_kernel_frames
@@ -57,7 +57,7 @@ class Pipeline:
             hint = "; wrap it in a list: [...]" if isinstance(nodes, Node | Pipeline) else ""
             raise TypeError(f"nodes must be a list of nodes, got {nodes!r}{hint}")
         self._graph = Graph([n.as_node() if isinstance(n, Pipeline) else n for n in nodes])
-        self.name = name or "pipeline"
+        self.name = name or UNNAMED
         self.engine: Engine | None = None
         self.with_engine(engine)
         check_cache(cache)

@@ -76,9 +76,11 @@ class Step:
         self.name = node.name
         self.fn = _positional(node)
         self.outputs = node.outputs
-        self.out = node.outputs[0] if isinstance(node.output_name, str) and not self.keep else None
         self.is_async = node.is_async
         self.nested: NestedRunner | None = node if hasattr(node, "run_nested") else None  # type: ignore[assignment]
+        # A result stored as is (one output); a nested run returns a tuple of its outputs.
+        single = isinstance(node.output_name, str) and self.nested is None
+        self.out = node.outputs[0] if single and not self.keep else None
         self.once = not node.retries and not node.timeout  # a single plain attempt
         self.simple = not self.is_async and self.nested is None and self.once
         self.gather = _gatherer(names)

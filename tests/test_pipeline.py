@@ -15,10 +15,12 @@ from hypernodes import (
     Engine,
     HyperNodesEngine,
     InvalidInputError,
+    MemoryCache,
     MissingInputError,
     Node,
     Pipeline,
     PipelineCallback,
+    PipelineDefinitionError,
     PipelineNode,
     node,
 )
@@ -616,3 +618,56 @@ def test_a_pipeline_in_the_node_list_is_nested_as_a_node(counted: Counted) -> No
     assert isinstance(sub, PipelineNode) and sub.pipeline is counted.pipeline
     assert sub.name == "counted"  # as with as_node()
     assert outer.run({"x": 1}, output_name="shout") == {"shout": "SIDE1"}
+
+
+def test_unnamed_nested_pipelines_get_distinct_meaningful_names() -> None:
+    @node
+    def first(x: int) -> int:
+        return x
+
+    @node
+    def second(x: int) -> int:
+        return -x
+
+    @node
+    def third(second: int) -> int:
+        return 2 * second
+
+    one, two = Pipeline([first]).as_node(), Pipeline([second, third]).as_node()
+    assert (one.name, two.name) == ("first", "second_third")  # from their outputs
+    renamed = Pipeline([second, third]).as_node(output_mapping={"third": "t"})
+    assert renamed.name == "t"
+    assert Pipeline([one, two]).run({"x": 3}) == {"first": 3, "second": -3, "third": -6}
+    assert Pipeline([first], name="named").as_node().name == "named"  # its own name first
+
+
+def test_two_nested_nodes_with_one_name_ask_for_as_node_name() -> None:
+    @node
+    def first(x: int) -> int:
+        return x
+
+    inner = Pipeline([first], name="inner")
+    a = inner.as_node(output_mapping={"first": "a"})
+    b = inner.as_node(output_mapping={"first": "b"})
+    with pytest.raises(PipelineDefinitionError) as info:
+        Pipeline([a, b])
+    message = str(info.value)
+    assert "two nodes are named 'inner'" in message
+    assert "as_node(name='inner_2')" in message and "node(f" not in message
+
+
+def test_a_nested_node_with_one_exposed_output_has_a_str_output_name(counted: Counted) -> None:
+    one = counted.pipeline.as_node(output_mapping={"d": "total"})
+    assert one.output_name == "total" and one.outputs == ("total",)
+    two = counted.pipeline.as_node(output_mapping={"d": "total", "side": "s"})
+    assert two.output_name == ("total", "s")
+    assert Pipeline([one]).run({"x": 1}) == {"total": 3}  # x=1: b=4, c=-1
+    mapped = counted.pipeline.as_node(output_mapping={"d": "totals"}, map_over="x")
+    assert mapped.output_name == "totals"
+    assert Pipeline([mapped]).run({"x": [1, 2]}) == {"totals": [3, 4]}
+
+
+def test_a_nested_node_with_one_output_caches_and_hits(counted: Counted) -> None:
+    one = Pipeline([node(_inc)], name="inner").as_node(output_mapping={"_inc": "y"})
+    outer = Pipeline([one], cache=MemoryCache())
+    assert outer.run({"x": 1}) == outer.run({"x": 1}) == {"y": 2}
