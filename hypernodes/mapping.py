@@ -88,7 +88,8 @@ def expand(
     """Validate a map's arguments and describe its items.
 
     Args:
-        inputs: All inputs; the mapped ones hold sized iterables.
+        inputs: All inputs; the mapped ones hold sized iterables (a mapped input absent
+            from them maps over the pipeline's bound value).
         map_over: The mapped input name(s).
         map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination.
         pipeline: The pipeline mapped: its inputs (and, as overrides, its outputs) may be
@@ -109,12 +110,16 @@ def expand(
                 f"map_over names {name!r}, which is not an input of pipeline "
                 f"{pipeline.name!r}{_unknown(name, pipeline)}"
             )
-        if name not in inputs:
+        if name in inputs:
+            value = inputs[name]
+        elif name in pipeline.bound:  # a bound list is mapped over too (inputs= win)
+            value = pipeline.bound[name]
+        else:
             raise InvalidInputError(
                 f"map_over names {name!r} but inputs= has no value for it; pass a list: "
-                f"inputs={{{name!r}: [...]}}"
+                f"inputs={{{name!r}: [...]}} (or bind one: pipeline.bind({name}=[...]))"
             )
-        columns.append(_sized(name, inputs[name]))
+        columns.append(_sized(name, value))
     lengths = [len(c) for c in columns]
     if map_mode == "zip" and len(set(lengths)) > 1:
         listed = ", ".join(f"{n!r} has {k}" for n, k in zip(names, lengths, strict=True))

@@ -180,11 +180,13 @@ class Pipeline:
         return self
 
     def unbind(self, *names: str) -> Pipeline:
-        """Remove bound values.
+        """Remove bound values: those named, or every one when no name is given.
 
         Raises:
             InvalidInputError: A name is not bound.
         """
+        if not names:
+            names = tuple(self._bound)
         for name in names:
             if name not in self._bound:
                 raise InvalidInputError(
@@ -307,51 +309,70 @@ class Pipeline:
 
     def map(
         self,
-        inputs: Mapping[str, Any],
-        map_over: str | Sequence[str],
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
     ) -> list[dict[str, Any]]:
         """Run the pipeline once per item; one result dict per item, in input order.
 
         Args:
-            inputs: Input values; the ``map_over`` ones are lists (sized iterables).
+            inputs: Input values; the ``map_over`` ones are lists (sized iterables). A
+                mapped input not given here maps over its bound value.
             map_over: The input name(s) to map over.
             map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination.
             output_name: As for :meth:`run`.
 
         Raises:
+            TypeError: ``map_over`` is missing.
             InvalidInputError: Bad ``map_over`` / ``map_mode`` / list lengths.
             MissingInputError: Required inputs are missing.
             NodeError: A node failed in some item (the item index is on the error).
         """
+        names = self._map_over(map_over, "map")
         engine = effective_engine(self)
         try:
-            return engine.map(self, _inputs(inputs), map_over, map_mode, output_name)
+            return engine.map(self, _inputs(inputs), names, map_mode, output_name)
         except HyperNodesError as exc:
             hide_kernel_frames(exc)
             raise
 
     async def amap(
         self,
-        inputs: Mapping[str, Any],
-        map_over: str | Sequence[str],
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
     ) -> list[dict[str, Any]]:
         """Async twin of :meth:`map`.
 
         Raises:
+            TypeError: ``map_over`` is missing.
             InvalidInputError: Bad ``map_over`` / ``map_mode`` / list lengths.
             MissingInputError: Required inputs are missing.
             NodeError: A node failed in some item (the item index is on the error).
         """
+        names = self._map_over(map_over, "amap")
         engine = effective_engine(self)
         try:
-            return await engine.amap(self, _inputs(inputs), map_over, map_mode, output_name)
+            return await engine.amap(self, _inputs(inputs), names, map_mode, output_name)
         except HyperNodesError as exc:
             hide_kernel_frames(exc)
             raise
+
+    def _map_over(self, map_over: str | Sequence[str] | None, method: str) -> str | Sequence[str]:
+        """``map_over``, checked to be given (it has a default only so ``inputs`` can).
+
+        Raises:
+            TypeError: It is ``None``, with an example naming an input of this pipeline.
+        """
+        if map_over is not None:
+            return map_over
+        example = next(iter((*self._bound, *self.inputs)), "x")
+        raise TypeError(
+            f"{method}() needs map_over: the input name(s) to map over, e.g. "
+            f"pipeline.{method}(inputs, map_over={example!r})"
+        )
 
     # -- composition --------------------------------------------------------------------
 

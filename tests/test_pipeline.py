@@ -608,6 +608,9 @@ def test_stripped_copy_has_no_engine_cache_or_callbacks(counted: Counted) -> Non
     assert dict(pipe.bound) == {"x": 1}
 
 
+# -- composition at the edges ------------------------------------------------------------
+
+
 def test_a_pipeline_in_the_node_list_is_nested_as_a_node(counted: Counted) -> None:
     @node
     def shout(side: str) -> str:
@@ -671,3 +674,33 @@ def test_a_nested_node_with_one_output_caches_and_hits(counted: Counted) -> None
     one = Pipeline([node(_inc)], name="inner").as_node(output_mapping={"_inc": "y"})
     outer = Pipeline([one], cache=MemoryCache())
     assert outer.run({"x": 1}) == outer.run({"x": 1}) == {"y": 2}
+
+
+def test_unbind_with_no_names_unbinds_everything(counted: Counted) -> None:
+    pipe = Pipeline([node(_inc), node(_scale)]).bind(x=1, k=3)
+    assert pipe.unbind() is pipe
+    assert dict(pipe.bound) == {}
+    assert pipe.inputs == ("x",) and pipe.optional_inputs == {"k": 2}
+
+
+def test_map_needs_no_inputs_and_maps_over_a_bound_list() -> None:
+    pipe = Pipeline([node(_inc), node(_scale)]).bind(x=[1, 2, 3])
+    assert pipe.map(map_over="x", output_name="_scale") == [
+        {"_scale": 4},
+        {"_scale": 6},
+        {"_scale": 8},
+    ]
+    # An input given at run time still wins over the bound list.
+    assert pipe.map({"x": [10]}, map_over="x", output_name="_inc") == [{"_inc": 11}]
+
+
+@pytest.mark.asyncio
+async def test_amap_maps_over_a_bound_list() -> None:
+    pipe = Pipeline([node(_inc)]).bind(x=[1, 2])
+    assert await pipe.amap(map_over="x") == [{"_inc": 2}, {"_inc": 3}]
+
+
+def test_map_without_map_over_says_what_is_missing() -> None:
+    pipe = Pipeline([node(_inc)]).bind(x=[1, 2])
+    with pytest.raises(TypeError, match=r"map\(\) needs map_over.*map_over='x'"):
+        pipe.map()
