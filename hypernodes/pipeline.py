@@ -132,6 +132,10 @@ class Pipeline:
     def with_engine(self, engine: Engine | None) -> Pipeline:
         """Use ``engine`` for this pipeline (``None``: inherit).
 
+        Like every ``with_*`` method and :meth:`bind`, this changes this pipeline in place
+        (and returns it): everything holding the object sees the change, runs already
+        started included. Configure a shared pipeline once, up front.
+
         Raises:
             TypeError: ``engine`` is not an Engine instance.
         """
@@ -141,6 +145,8 @@ class Pipeline:
 
     def with_cache(self, cache: Any) -> Pipeline:
         """Use ``cache`` for this pipeline; ``None`` turns caching off for it.
+
+        Changes this pipeline in place, for everything holding it (see :meth:`with_engine`).
 
         Raises:
             TypeError: ``cache`` is not a ``Cache`` instance or ``None``.
@@ -152,6 +158,8 @@ class Pipeline:
     def with_callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> Pipeline:
         """Use these callbacks for this pipeline; ``None`` or ``[]`` turns them off.
 
+        Changes this pipeline in place, for everything holding it (see :meth:`with_engine`).
+
         Raises:
             TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances.
         """
@@ -159,12 +167,20 @@ class Pipeline:
         return self
 
     def with_name(self, name: str) -> Pipeline:
-        """Rename the pipeline."""
+        """Rename the pipeline (in place, for everything holding it)."""
         self.name = name
         return self
 
     def bind(self, **values: Any) -> Pipeline:
         """Fix input values, so runs need not supply them (run inputs still win).
+
+        This changes the pipeline in place (and returns it), so every caller holding the
+        object sees the values: bind what is fixed for all of them (a model name, a
+        client). Never bind per-request values on a shared pipeline: two concurrent
+        requests doing ``pipeline.bind(user=...)`` would see each other's user. Pass them
+        to the run instead, which is per call::
+
+            result = await pipeline.arun({"user": user})
 
         Raises:
             InvalidInputError: A name is not an input of the pipeline.
