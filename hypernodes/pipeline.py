@@ -412,10 +412,15 @@ class Pipeline:
             map_over: Outer input names that carry lists: the inner pipeline runs once per
                 item and each exposed output becomes a list.
             map_mode: ``"zip"`` or ``"product"``.
-            name: The node's name (default: the pipeline's name).
+            name: The node's name (default: the pipeline's name when it was given one,
+                else its exposed outputs joined by ``_``, e.g. ``"clean_n_words"``).
             engine: Overrides the engine for this node.
             cache: Overrides the cache (``None`` turns it off); inherited when omitted.
-            callbacks: Overrides the callbacks; inherited when omitted.
+                Whatever the store, a pipeline with a ``@node(cache=False)`` inside (at any
+                depth) is never cached as a whole; its other nodes still are.
+            callbacks: Replaces the pipeline's own callbacks for this node. The enclosing
+                level's callbacks see every event inside whatever this says; these (or
+                the pipeline's own) see the nested level's events too.
 
         Raises:
             PipelineDefinitionError: A mapping or ``map_over`` names something unknown.

@@ -645,3 +645,16 @@ def test_a_hook_that_cannot_take_what_it_is_passed_is_refused_with_the_fix() -> 
 
     with pytest.raises(TypeError, match=r"Old\.on_map_item_end does not take 'outputs'.*\*\*_"):
         Dispatcher.create([Old()])
+
+
+def test_callbacks_compose_under_daft_too() -> None:
+    pytest.importorskip("daft")
+    from hypernodes.engines import DaftEngine
+
+    outer_rec, inner_rec = Recorder(), Recorder()
+    sub = _with_own(inner_rec).as_node(name="sub")
+    outer = Pipeline([sub], name="outer", callbacks=[outer_rec], engine=DaftEngine())
+    assert outer.run({"x": 1}) == {"double": 2, "inc": 3}
+    for rec in (outer_rec, inner_rec):
+        assert [f["node"] for _, f in rec.of("on_node_end")] == ["double", "inc"]
+        assert [p for p, _ in rec.of("on_nested_pipeline_end")] == ["outer/sub:inner"]
