@@ -181,10 +181,11 @@ class PipelineNode(Node):
         plan = self.pipeline.plan(list(narrow._inner_outputs), narrow._inner_inputs)
         read = {name for step in plan.steps for name in step.node.inputs}
         mapped = set(self.map_over or ())
+        # (Never an input this node does not have: the outer graph was built from it.)
         inputs = tuple(
             outer
             for outer, inner in zip(narrow.inputs, narrow._inner_inputs, strict=True)
-            if inner in read or outer in mapped
+            if (inner in read or outer in mapped) and outer in self.inputs
         )
         narrow.inputs = narrow.call_positional = inputs
         narrow._inner_inputs = tuple(self._to_inner.get(n, n) for n in inputs)
