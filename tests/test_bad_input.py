@@ -38,7 +38,12 @@ async def test_a_non_string_input_name_is_named_by_arun(pipeline: Pipeline) -> N
         await _arun_with_int_key(pipeline)
 
 
-@pytest.mark.parametrize("map_over", [None, 5, [], b"x", {"x": 1}, ["x", 3]])
+def test_a_missing_map_over_is_named(pipeline: Pipeline) -> None:
+    with pytest.raises(TypeError, match=r"map\(\) needs map_over: .*map_over='x'"):
+        pipeline.map({"x": [1, 2]}, map_over=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("map_over", [5, [], b"x", {"x": 1}, ["x", 3]])
 def test_a_bad_map_over_is_named(pipeline: Pipeline, map_over: Any) -> None:
     with pytest.raises(InvalidInputError, match="map_over must name one or more inputs") as info:
         pipeline.map({"x": [1, 2]}, map_over=map_over)
