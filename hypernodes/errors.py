@@ -9,8 +9,9 @@ HyperNodesError
 ├── InvalidExecutorError         (ValueError) an executor alias or object we cannot use
 ├── ConfigError                  (ValueError) bad engine configuration (keys, values, files)
 ├── NodeError                    a node failed while running; the user's exception is
-│                                its ``__cause__`` (never replaced)
-├── WorkerLostError              a worker process died (its pool is broken); names the fix
+│   │                            its ``__cause__`` (never replaced)
+│   └── WorkerLostError          the worker process running the node died (or its pool
+│                                broke); names the node and item, and the likely fix
 ├── UnfingerprintableError       (TypeError) a value no cache key can be made from
 │                                (``hypernodes.cache``; the node runs uncached, with a warning)
 ├── CacheWriteError              a value a cache store cannot hold (``hypernodes.cache``)
@@ -44,6 +45,7 @@ __all__ = [
     "PathFrame",
     "PipelineDefinitionError",
     "WorkerLostError",
+    "node_failed",
 ]
 
 
@@ -134,21 +136,6 @@ class InvalidExecutorError(HyperNodesError, ValueError):
 
 class ConfigError(HyperNodesError, ValueError):
     """An engine configuration (mapping, file or flag) is invalid."""
-
-
-class WorkerLostError(HyperNodesError):
-    """A worker process of an executor died, so the executor cannot run anything more.
-
-    The executor's own error (e.g. ``BrokenProcessPool``) is the ``__cause__``.
-    """
-
-    def __init__(self, executor: str) -> None:
-        super().__init__(
-            f"a worker process of {executor} died abruptly and the pool is broken. The usual "
-            'cause: a script using a process pool without an `if __name__ == "__main__":` '
-            "guard (spawn-safe pools import the main module in every worker). Otherwise a "
-            "worker was killed (out of memory, a crash in native code, a signal)"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,3 +237,86 @@ def _rebuild_node_error(
     err = NodeError(node, frames, detail=detail, abandoned=abandoned)
     err.__cause__ = cause
     return err
+
+
+_GUARD = (
+    'a script using a process pool without an `if __name__ == "__main__":` guard '
+    "(spawn-safe pools import the main module in every worker)"
+)
+
+_LOSSES = {
+    "running": "a worker process of {executor} died abruptly while running it (a crash in "
+    "native code, os._exit(), running out of memory or a signal)",
+    "lost": "a worker process of {executor} died abruptly while running another call, and "
+    "this one was lost with the pool",
+    "startup": "a worker process of {executor} died abruptly while starting up. The usual "
+    f"cause: {_GUARD}",
+    "idle": "a worker process of {executor} died abruptly between calls (running out of "
+    "memory or a signal), and the pool broke",
+    "unknown": "a worker process of {executor} died abruptly and the pool is broken (a crash "
+    "in native code, os._exit(), running out of memory or a signal; if it died while "
+    f"starting up, {_GUARD})",
+}
+
+
+class WorkerLostError(NodeError):
+    """The worker process running a node died, or another worker's death broke its pool.
+
+    The executor's own error (e.g. ``BrokenProcessPool``) is the ``__cause__``. A pool the
+    engine made is replaced, so the next run works; an executor you passed in stays broken.
+
+    Attributes:
+        executor: The type name of the executor whose worker died.
+        reason: What is known of the death: ``"running"`` (the worker died running this
+            node), ``"lost"`` (another worker died and broke the pool), ``"startup"`` (a
+            worker died starting up: the missing ``__main__`` guard), ``"idle"`` (a worker
+            died between calls) or ``"unknown"``.
+    """
+
+    def __init__(
+        self,
+        node: str = "",
+        frames: Iterable[PathFrame] = (),
+        *,
+        executor: str,
+        reason: str = "unknown",
+    ) -> None:
+        detail = _LOSSES.get(reason, _LOSSES["unknown"]).format(executor=executor)
+        super().__init__(node, frames, detail=detail)
+        self.executor = executor
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_worker_lost,
+            (self.node, self.frames, self.executor, self.reason, self.__cause__),
+        )
+
+
+def _rebuild_worker_lost(
+    node: str,
+    frames: tuple[PathFrame, ...],
+    executor: str,
+    reason: str,
+    cause: BaseException | None,
+) -> WorkerLostError:
+    err = WorkerLostError(node, frames, executor=executor, reason=reason)
+    err.__cause__ = cause
+    return err
+
+
+def node_failed(
+    node: str, failure: BaseException, *, detail: str | None = None, abandoned: bool = False
+) -> NodeError:
+    """The ``NodeError`` to raise when node ``node`` failed with ``failure``.
+
+    A ``WorkerLostError`` raised by an executor (which knows no node) becomes the error
+    itself, now naming the node; any other failure is the ``__cause__`` of a new
+    ``NodeError``.
+    """
+    if isinstance(failure, WorkerLostError) and not failure.node:
+        failure.node = node
+        return failure
+    error = NodeError(node, detail=detail, abandoned=abandoned)
+    error.__cause__ = failure
+    return error

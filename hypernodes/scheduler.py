@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from .cache.base import MISSING
 from .callbacks import CallbackContext, Dispatcher
-from .errors import NodeError, PathFrame
+from .errors import NodeError, PathFrame, node_failed
 from .executors.workers import Lane
 from .plan import NestedRunner, Plan, Step, compile_plan, run_plan_sync, run_sync_steps
 
@@ -278,7 +278,8 @@ async def run_step(
                 async with limiter:
                     result = await _once(step, args, scope)
         except Exception as exc:
-            raise NodeError(step.name) from exc
+            error = node_failed(step.name, exc)
+            raise error from error.__cause__
         step.store(result, values)
     elif limiter is None:
         result = await _run_observed(step, args, values, scope)
@@ -464,12 +465,11 @@ async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
                 failure,
             )
             continue
-        error = NodeError(step.name, detail=detail, abandoned=abandoned)
+        error = node_failed(step.name, failure, detail=detail, abandoned=abandoned)
         if attempts > 1:
-            error.detail = (
-                f"{detail or f'{type(failure).__name__}: {failure}'} (after {attempts} attempts)"
-            )
-        raise error from failure
+            what = error.detail or f"{type(failure).__name__}: {failure}"
+            error.detail = f"{what} (after {attempts} attempts)"
+        raise error
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -508,5 +508,6 @@ def test_a_script_without_a_main_guard_fails_fast_and_names_the_fix(tmp_path: An
     (line,) = [
         ln for ln in proc.stderr.splitlines() if ln.startswith("hypernodes.errors.WorkerLostError")
     ]
-    assert "a worker process of ProcessPoolExecutor died" in line
+    assert line.startswith("hypernodes.errors.WorkerLostError: node 'inc' failed in pipeline[item")
+    assert "a worker process of ProcessPoolExecutor died abruptly while starting up" in line
     assert 'if __name__ == "__main__":' in line

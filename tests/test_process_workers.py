@@ -1,16 +1,27 @@
 """Process workers: what travels to and from them, and what happens when one dies.
 
 Worker tracebacks name the user's file, line and source text whatever file name the
-shipped code carries in the worker.
+shipped code carries in the worker. A worker that dies (``os._exit``, a segfault) fails the
+node it was running with a ``WorkerLostError`` naming the node and item, and the engine
+replaces the broken pool.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import pickle
+import signal
+import time
 import types
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hypernodes import HyperNodesEngine, NodeError, Pipeline, WorkerLostError, node
+from hypernodes.errors import PathFrame
 from hypernodes.executors.remote import RemoteFailure, Shipped, call_shipped
 from hypernodes.executors.worker_tracebacks import capture, render
 
@@ -80,3 +91,162 @@ def test_a_chained_worker_error_keeps_its_chain() -> None:
     first, rest = note.split("The above exception was the direct cause")
     assert 'raise KeyError("k")' in first and "KeyError: 'k'" in first
     assert 'raise UserError("outer") from exc' in rest
+
+
+# -- a worker that dies ----------------------------------------------------------------
+
+WAIT = 30.0
+
+
+def _wait_for(path: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+
+
+def _die(how: str) -> None:
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGSEGV)  # what a crash in native code does
+
+
+@pytest.fixture
+def engines() -> Iterator[list[HyperNodesEngine]]:
+    made: list[HyperNodesEngine] = []
+    yield made
+    for engine in made:
+        engine.close()
+
+
+@pytest.mark.parametrize("how", ["exit", "segfault"])
+def test_a_worker_dying_in_a_map_names_the_node_and_item_and_the_next_map_works(
+    how: str, tmp_path: Path, engines: list[HyperNodesEngine]
+) -> None:
+    started = str(tmp_path / "item-0-started")
+
+    @node(output_name="y")
+    def crash(x: int, started: str, how: str) -> int:
+        if x == 0:  # keeps the other worker busy: its item is lost with the pool
+            with open(started, "w"):
+                pass
+            time.sleep(WAIT)
+        if x == 1:
+            _wait_for(started)
+            _die(how)
+        return x
+
+    engine = HyperNodesEngine(map_executor="parallel", max_workers=2)
+    engines.append(engine)
+    pipeline = Pipeline([crash], engine=engine, name="p")
+    with pytest.raises(WorkerLostError) as info:
+        pipeline.map({"x": [0, 1, 2, 3], "started": started, "how": how}, "x")
+    err = info.value
+    assert isinstance(err, NodeError)
+    assert err.node == "crash"
+    assert err.item_index == 1  # the item whose worker died, not the one lost with it
+    assert err.pipeline_path == ("p",)
+    assert err.reason == "running"
+    assert str(err).startswith(
+        "node 'crash' failed in p[item 1]: a worker process of ProcessPoolExecutor died "
+        "abruptly while running it"
+    )
+    assert "__main__" not in str(err)  # the guard is not the problem here
+    assert isinstance(err.__cause__, concurrent.futures.BrokenExecutor)
+    # The engine replaced the broken pool: the next map works.
+    results = pipeline.map({"x": [5, 6, 7], "started": started, "how": how}, "x")
+    assert [r["y"] for r in results] == [5, 6, 7]
+
+
+def test_the_node_an_item_was_running_when_its_worker_died_is_named(
+    engines: list[HyperNodesEngine],
+) -> None:
+    @node(output_name="prepared")
+    def prepare(x: int) -> int:
+        return x
+
+    @node(output_name="y")
+    def crash(prepared: int) -> int:
+        if prepared == 1:
+            os._exit(3)
+        return prepared
+
+    @node(output_name="z")
+    def finish(y: int) -> int:
+        return y
+
+    engine = HyperNodesEngine(map_executor="parallel", max_workers=1)
+    engines.append(engine)
+    pipeline = Pipeline([prepare, crash, finish], engine=engine, name="three")
+    with pytest.raises(WorkerLostError) as info:
+        pipeline.map({"x": [0, 1, 2]}, "x")
+    assert info.value.node == "crash"
+    assert info.value.item_index == 1
+    assert [r["z"] for r in pipeline.map({"x": [4, 5]}, "x")] == [4, 5]
+
+
+def test_a_worker_dying_in_a_run_names_the_node_and_the_next_run_works(
+    tmp_path: Path, engines: list[HyperNodesEngine]
+) -> None:
+    started = str(tmp_path / "busy-started")
+
+    @node(output_name="a")
+    def busy(x: int, started: str) -> int:
+        with open(started, "w"):
+            pass
+        time.sleep(WAIT)
+        return x
+
+    @node(output_name="b")
+    def crash(x: int, started: str) -> int:
+        _wait_for(started)
+        os._exit(3)
+
+    engine = HyperNodesEngine(node_executor="parallel", max_workers=2)
+    engines.append(engine)
+    with pytest.raises(WorkerLostError) as info:
+        Pipeline([busy, crash], engine=engine, name="run").run({"x": 1, "started": started})
+    err = info.value
+    assert (err.node, err.pipeline_path, err.item_index) == ("crash", ("run",), None)
+    assert err.reason == "running"
+    assert "__main__" not in str(err)
+
+    @node(output_name="c")
+    def fine(x: int) -> int:
+        return x + 1
+
+    assert Pipeline([fine], engine=engine).run({"x": 1}) == {"c": 2}
+
+
+def test_a_node_whose_worker_died_is_retried_on_a_fresh_pool(
+    tmp_path: Path, engines: list[HyperNodesEngine]
+) -> None:
+    crashed = str(tmp_path / "crashed-once")
+
+    @node(output_name="y", retries=1)
+    def flaky(x: int, crashed: str) -> int:
+        if not os.path.exists(crashed):
+            with open(crashed, "w"):
+                pass
+            os._exit(3)
+        return x * 2
+
+    engine = HyperNodesEngine(node_executor="parallel", max_workers=1)
+    engines.append(engine)
+    assert Pipeline([flaky], engine=engine).run({"x": 4, "crashed": crashed}) == {"y": 8}
+
+
+def test_worker_lost_error_pickles_with_its_node_and_reason() -> None:
+    err = WorkerLostError("n", (PathFrame("p", item=2),), executor="Pool", reason="running")
+    err.__cause__ = RuntimeError("broken")
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is WorkerLostError
+    assert (clone.node, clone.item_index, clone.reason, clone.executor) == (
+        "n",
+        2,
+        "running",
+        "Pool",
+    )
+    assert str(clone) == str(err)
+    assert type(clone.__cause__) is RuntimeError

@@ -19,6 +19,7 @@ import pytest
 
 from hypernodes import HyperNodesEngine, InvalidExecutorError, Node, Pipeline, node
 from hypernodes.executors import AsyncExecutor
+from hypernodes.executors.processes import ProcessPool
 from hypernodes.executors.workers import spawn_safe_context
 
 WAIT = 10.0  # seconds a node waits for a peer before giving up (turns hangs into failures)
@@ -343,9 +344,8 @@ def test_parallel_uses_a_spawn_safe_start_method(
     assert spawn_safe_context().get_start_method() == "spawn"
     engine = engine_factory(node_executor="parallel", max_workers=1)
     pool = engine.lanes[0].executor
-    assert isinstance(pool, concurrent.futures.ProcessPoolExecutor)
-    method = pool._mp_context.get_start_method()  # type: ignore[attr-defined]
-    assert method in ("forkserver", "spawn")
+    assert isinstance(pool, ProcessPool)
+    assert pool.context.get_start_method() in ("forkserver", "spawn")
     # ... and with threads running in this process, it still works (fork would be unsafe).
     busy = threading.Event()
     helper = threading.Thread(target=busy.wait, args=(WAIT,))

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
+from ..errors import NodeError, PathFrame, WorkerLostError, node_failed
+from ..executors.processes import mark_position
 from ..executors.remote import RemoteFailure, Shipped, run_shipped_item
 from ..executors.workers import run_remote
 from ..mapping import Expansion, run_items
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..scheduler import Plan, Scope, Step
 
-__all__ = ["Recorder", "map_remote", "replay"]
+__all__ = ["Marker", "Recorder", "map_remote", "replay"]
 
 # One context level below the item: (kind, pipeline name, nested node name, item index).
 Level = tuple[str, str, str | None, int | None]
@@ -47,6 +49,30 @@ class Recorder(PipelineCallback):
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+
+
+class Marker(PipelineCallback):
+    """Runs in a process-pool worker: notes which node of the item is running on the
+    pool's board, so that if the worker dies the orchestrator can name that node."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.positions = {n.name: k + 1 for k, n in enumerate(pipeline.nodes)}
+
+    def on_node_start(self, *, context: CallbackContext, node: Node, **_: Any) -> None:
+        if context.parent is None:
+            mark_position(self.positions.get(node.name, 0))
+
+    def on_node_end(self, *, context: CallbackContext, **_: Any) -> None:
+        if context.parent is None:
+            mark_position(0)
+
+    def on_nested_pipeline_start(self, *, context: CallbackContext, node: Node, **_: Any) -> None:
+        if context.depth == 1:
+            mark_position(self.positions.get(node.name, 0))
+
+    def on_nested_pipeline_end(self, *, context: CallbackContext, **_: Any) -> None:
+        if context.depth == 1:
+            mark_position(0)
 
 
 def _recording_hook(hook: str) -> Any:
@@ -196,13 +222,19 @@ async def map_remote(
     d = scope.callbacks
     observe = d is not None
 
-    async def ship(provided: dict[str, Any], wanted: tuple[str, ...]) -> Any:
-        return await run_remote(executor, run_shipped_item, bundle, provided, wanted, observe)
+    async def ship(
+        provided: dict[str, Any], wanted: tuple[str, ...], running: Sequence[Step]
+    ) -> Any:
+        try:
+            return await run_remote(executor, run_shipped_item, bundle, provided, wanted, observe)
+        except WorkerLostError as lost:
+            error = _lost_in(lost, pipeline, running)
+            raise error from error.__cause__
 
     if scope.plain:
 
         async def run_plain(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
-            result = await ship(dict(zip(names, item, strict=True)), plan.outputs)
+            result = await ship(dict(zip(names, item, strict=True)), plan.outputs, steps)
             if type(result) is RemoteFailure:
                 result.reraise()
             return result  # type: ignore[no-any-return]
@@ -242,7 +274,7 @@ async def map_remote(
                 if name in cached:
                     provided[name] = values[name]
         wanted = tuple(dict.fromkeys([*produced, *(o for o in plan.outputs if o not in values)]))
-        result = await ship(provided, wanted)
+        result = await ship(provided, wanted, running)
         if type(result) is RemoteFailure:
             if d is not None and ctx is not None and result.records:
                 replay(result.records, d, ctx, pipeline, values)
@@ -258,6 +290,17 @@ async def map_remote(
                     await cache.save(steps[k], keys[k], _packed(steps[k], values), values, scope)
 
     return await run_items(exp.items(), exp.count, 2 * lane.width, run_observed)
+
+
+def _lost_in(lost: WorkerLostError, pipeline: Pipeline, running: Sequence[Step]) -> NodeError:
+    """A lost item's error, naming the node its worker marked (else the nodes it ran)."""
+    position = getattr(lost.__cause__, "position", 0)
+    if 0 < position <= len(pipeline.nodes):
+        name = pipeline.nodes[position - 1].name
+    else:
+        name = " or ".join(step.name for step in running)
+    error = node_failed(name, lost)
+    return error._prepend(PathFrame(pipeline.name))
 
 
 def _packed(step: Step, values: dict[Any, Any]) -> Any:

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import cloudpickle
 
+from .processes import tracked
 from .worker_tracebacks import Part, capture, remember, render
 
 __all__ = [
@@ -147,10 +148,13 @@ def run_shipped_item(
     names = list(output_name) if output_name else None
     recorder = None
     if observe:
-        from ..engines.shipping import Recorder
+        from ..engines.shipping import Marker, Recorder  # deferred: engines import us
 
         recorder = Recorder()
-        pipe = pipe.stripped().with_callbacks([recorder])
+        callbacks = [recorder, Marker(pipe)] if tracked() else [recorder]
+        pipe = pipe.stripped().with_callbacks(callbacks)
+    elif tracked():
+        pipe = _marked(bundle, pipe)
     try:
         outputs = run_sync(worker_engine().arun(pipe, inputs, names))
     except Exception as exc:
@@ -158,6 +162,23 @@ def run_shipped_item(
             return RemoteFailure(exc, recorder.records)
         return RemoteFailure(exc)
     return outputs if recorder is None else (outputs, recorder.records)
+
+
+# Shipped pipelines with a ``Marker`` (see ``run_shipped_item``), by bundle digest.
+_marked_pipelines: dict[bytes, Any] = {}
+
+
+def _marked(bundle: Shipped, pipe: Any) -> Any:
+    """``pipe`` noting on the pool's board which of its nodes runs (made once per bundle)."""
+    marked = _marked_pipelines.get(bundle.digest)
+    if marked is None:
+        from ..engines.shipping import Marker  # deferred: engines import us
+
+        marked = pipe.stripped().with_callbacks([Marker(pipe)])
+        if len(_marked_pipelines) >= _CACHE_LIMIT:
+            _marked_pipelines.pop(next(iter(_marked_pipelines)))
+        _marked_pipelines[bundle.digest] = marked
+    return marked
 
 
 _engine: Any = None

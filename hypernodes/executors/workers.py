@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import difflib
 import functools
-import multiprocessing
 import os
 import threading
 import weakref
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidExecutorError, WorkerLostError
 from .async_executor import AsyncExecutor
+from .processes import ProcessPool, WorkerDied, spawn_safe_context
 from .remote import Shipped, call_shipped, unwrap
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "PoolSet",
     "resolve_lane",
     "run_remote",
+    "spawn_safe_context",
     "submit_from_loop",
     "validate_executor",
 ]
@@ -195,13 +196,17 @@ async def run_remote(
     """Submit ``fn(*args)`` to a remote executor from the loop and await its result.
 
     Raises:
-        WorkerLostError: A worker process died and broke the pool (with the likely fix).
+        WorkerLostError: A worker process died and broke the pool (with what is known of
+            the death); it names no node yet (see ``node_failed``).
     """
     try:
         future = await submit_from_loop(executor, fn, *args)
         return await asyncio.wrap_future(future)
     except concurrent.futures.BrokenExecutor as exc:
-        raise WorkerLostError(type(executor).__name__) from exc
+        _warm.discard(executor)  # a pool that heals starts afresh: warm it up again
+        if isinstance(exc, WorkerDied):
+            raise WorkerLostError(executor=exc.executor, reason=exc.reason) from exc
+        raise WorkerLostError(executor=type(executor).__name__) from exc
 
 
 # Executors that have taken a submission: their workers (or connection) are up.
@@ -331,12 +336,7 @@ class PoolSet:
                 None,
             )
         if kind == "processes":
-            return (
-                concurrent.futures.ProcessPoolExecutor(
-                    self.size("processes"), mp_context=spawn_safe_context()
-                ),
-                None,
-            )
+            return ProcessPool(self.size("processes"), context=spawn_safe_context()), None
         if kind == "dask":
             from .dask import make_dask_executor
 
@@ -381,17 +381,6 @@ def _distributed_width(executor: concurrent.futures.Executor) -> int | None:
         if client is not None:
             return sum(client.nthreads().values()) or None
     return None
-
-
-def spawn_safe_context() -> multiprocessing.context.BaseContext:
-    """The ``spawn`` start method: it never forks a process with threads running.
-
-    Tasks travel pickled (our cloudpickle payloads do). Not ``forkserver``: its server
-    imports ``__main__``, so a script without an ``if __name__ == "__main__":`` guard runs
-    its own pipeline inside the server and leaves orphaned processes behind, where
-    ``spawn`` fails cleanly (``WorkerLostError`` naming the guard). Start-up costs the same.
-    """
-    return multiprocessing.get_context("spawn")
 
 
 def resolve_lane(
