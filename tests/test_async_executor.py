@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from hypernodes import HyperNodesEngine, Pipeline, node
 from hypernodes.executors import AsyncExecutor
 
 WAIT = 10.0
@@ -425,3 +426,26 @@ def test_wait_and_as_completed_see_a_cancelled_coroutine(executor: AsyncExecutor
     done, not_done = concurrent.futures.wait([future], timeout=WAIT)
     assert done == {future} and not not_done
     assert list(concurrent.futures.as_completed([future], timeout=WAIT)) == [future]
+
+
+# -- as a node or map executor of an engine --------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["node_executor", "map_executor"])
+def test_max_concurrent_sync_bodies_run_at_once_as_an_engine_executor(role: str) -> None:
+    # All 20 must be inside their bodies at once to pass the barrier: with fewer threads
+    # than max_concurrent (the engine's default pool: min(32, cpu + 4)) it breaks.
+    barrier = threading.Barrier(20, timeout=WAIT)
+
+    def meet(i: int) -> int:
+        barrier.wait()
+        return i
+
+    with AsyncExecutor(max_concurrent=20) as ex, HyperNodesEngine(**{role: ex}) as engine:
+        if role == "node_executor":
+            nodes = [node(meet, name=f"meet{i}", output_name=f"m{i}") for i in range(20)]
+            pipeline = Pipeline(nodes, engine=engine)
+            assert pipeline.run({"i": 1}) == {f"m{i}": 1 for i in range(20)}
+        else:
+            pipeline = Pipeline([node(meet, output_name="m")], engine=engine)
+            assert pipeline.map({"i": list(range(20))}, "i") == [{"m": i} for i in range(20)]

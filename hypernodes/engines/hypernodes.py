@@ -141,11 +141,8 @@ class HyperNodesEngine(Engine):
                 max_concurrent=self.max_concurrent,
                 role="map_executor",
             )
-            if node.kind in ("threads", "remote"):
-                body = node
-            elif node.kind == "async" and node.executor is not None:
-                body = Lane("threads", node.executor, node.width, node.name)
-            else:
+            body = node.offload()
+            if body is None:
                 threads = self._pools.get("threads")
                 body = Lane("threads", threads, self._pools.size("threads"), "threaded")
             lanes = self._lanes = (node, item, body)
@@ -353,11 +350,11 @@ class HyperNodesEngine(Engine):
             item_scope, width = scope, 1
         else:
             width = lane.width
-            if node.concurrent:
-                item_scope = scope.derive(inline=False)
-            else:
-                body = lane if lane.kind == "threads" else scope.body
-                item_scope = scope.derive(inline=False, body=body)
+            # Sync bodies go where the node executor puts them when it has a place of its
+            # own, else where the map executor does (its pool, an AsyncExecutor's threads).
+            own = node.offload() is not None
+            body = scope.body if own else (lane.offload() or scope.body)
+            item_scope = scope.derive(inline=False, body=body)
         if plan.simple and item_scope.plain and not item_scope.concurrent:
             return await map_plain(plan, exp, base, item_scope, width)
         names = exp.names

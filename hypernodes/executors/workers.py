@@ -107,6 +107,16 @@ class Lane:
         """Whether more than one node or item may be in flight."""
         return self.kind != "sequential"
 
+    def offload(self) -> Lane | None:
+        """Where this lane's sync bodies run: the lane itself for thread and remote lanes,
+        the threads of its executor for an ``AsyncExecutor`` (up to its width), or ``None``
+        when it has no place of its own (the engine's thread pool then takes them)."""
+        if self.kind in ("threads", "remote"):
+            return self
+        if self.kind == "async" and self.executor is not None:
+            return Lane("threads", self.executor, self.width, self.name)
+        return None
+
     def call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], shipped: Shipped | None = None
     ) -> Awaitable[Any]:
