@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from hypernodes import HyperNodesError, Pipeline, node
 from hypernodes.viz import GraphPicture, visualize
 from hypernodes.viz.layout import layout
 from hypernodes.viz.model import build, type_name
-from hypernodes.viz.svg import size_of
+from hypernodes.viz.svg import size_of, text_width
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -235,6 +236,98 @@ def test_left_to_right_and_bottom_to_top() -> None:
     parse(visualize(nested3(), depth=None, orient="RL", renderer="builtin").svg)
 
 
+def cluster_titles(root: ET.Element) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Each expanded pipeline's title and its text box (x0, y0, x1, y1) as drawn."""
+    frames = [
+        (group.find(f"{SVG}title").text or "")  # type: ignore[union-attr]
+        for group in root.iter(SVG + "g")
+        if group.get("class") == "hn-cluster"
+    ]
+    found = []
+    for text in root.iter(SVG + "text"):
+        if text.text in frames:
+            x, y, size = (float(text.get(k, 0)) for k in ("x", "y", "font-size"))
+            width = text_width(text.text, size)
+            found.append((text.text, (x, y - 0.8 * size, x + width, y + 0.25 * size)))
+    assert len(found) == len(frames)
+    return found
+
+
+def edge_points(root: ET.Element, steps: int = 40) -> list[list[tuple[float, float]]]:
+    """Every edge path, sampled along its cubic segments."""
+    paths = []
+    for path in root.iter(SVG + "path"):
+        if path.get("fill") != "none":
+            continue  # the arrowhead marker
+        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", path.get("d", ""))]
+        start, rest = (numbers[0], numbers[1]), numbers[2:]
+        sampled = [start]
+        for k in range(0, len(rest), 6):
+            c1, c2, end = rest[k : k + 2], rest[k + 2 : k + 4], rest[k + 4 : k + 6]
+            p0 = sampled[-1]
+            for i in range(1, steps + 1):
+                t = i / steps
+                u = 1 - t
+                sampled.append(
+                    tuple(  # type: ignore[arg-type]
+                        u**3 * p0[j] + 3 * u * u * t * c1[j] + 3 * u * t * t * c2[j] + t**3 * end[j]
+                        for j in (0, 1)
+                    )
+                )
+        paths.append(sampled)
+    return paths
+
+
+@node(output_name="review")
+def fetch_review(review_id: int) -> str:
+    return str(review_id)
+
+
+@node(output_name="stars")
+def rate(review: str, scale: int) -> float:
+    return 1.0
+
+
+@node
+def mean(stars: list[float], weight: float = 1.0) -> float:
+    return sum(stars) * weight
+
+
+def reviews() -> Pipeline:
+    """A mapped nested pipeline whose in-ports sit under the start of its title."""
+    inner = Pipeline([fetch_review, rate], name="per_review")
+    each = inner.as_node(
+        input_mapping={"review_ids": "review_id", "scales": "scale"},
+        output_mapping={"stars": "stars"},
+        map_over="review_ids",
+        name="reviews",
+    )
+    return Pipeline([each, mean], name="shop")
+
+
+@pytest.mark.parametrize("orient", ["TB", "BT", "LR", "RL"])
+@pytest.mark.parametrize("make", [reviews, nested3], ids=["reviews", "nested3"])
+def test_no_edge_crosses_a_nested_pipelines_title(orient: str, make: Any) -> None:
+    svg = visualize(make(), depth=None, orient=orient, show_types=True, renderer="builtin").svg
+    root, _ = parse(svg)
+    titles = cluster_titles(root)
+    assert titles
+    for label, (x0, y0, x1, y1) in titles:
+        for path in edge_points(root):
+            inside = [(x, y) for x, y in path if x0 - 1 < x < x1 + 1 and y0 - 1 < y < y1 + 1]
+            assert not inside, (label, inside[:3])
+
+
+def test_text_needs_no_paint_order_to_be_seen() -> None:
+    # Renderers without paint-order draw a halo stroke over the glyphs, hiding them.
+    for orient in ("TB", "LR"):
+        svg = visualize(reviews(), depth=None, orient=orient, renderer="builtin").svg
+        assert "paint-order" not in svg
+        root, _ = parse(svg)
+        for text in root.iter(SVG + "text"):
+            assert text.get("stroke") is None, text.text
+
+
 def test_show_types_and_escaping() -> None:
     class Weird:
         pass
@@ -257,6 +350,20 @@ def test_show_types_and_escaping() -> None:
     assert ("input", "path: str") in shapes and ("output", "report: str") in shapes
     root, _ = parse(visualize(diamond(), show_types=True, renderer="builtin").svg)
     assert "→ train: list[str], test: list[str]" in texts(root)
+
+
+@pytest.mark.parametrize("depth", [1, None])
+def test_an_input_mapped_over_is_drawn_as_a_list(depth: int | None) -> None:
+    # `x` of `inner` is an int; `batches` maps over lists of lists of it.
+    items = {i.title for i in build(nested3(), depth=depth, show_types=True).walk()}
+    assert "x: list[list[int]]" in items
+    assert "x: int" not in items and "x: list[int]" not in items
+    # Renamed on the way in, and a plain (unmapped) nested pipeline keeps the type.
+    inner = Pipeline([double, inc], name="inner")
+    renamed = inner.as_node(input_mapping={"ids": "x"}, map_over="ids", name="each")
+    plain = inner.as_node(input_mapping={"y": "x"}, output_mapping={"inc": "one"}, name="one")
+    items = {i.title for i in build(Pipeline([renamed, plain]), depth=1, show_types=True).walk()}
+    assert {"ids: list[int]", "y: int"} <= items
 
 
 def test_type_names_are_short() -> None:

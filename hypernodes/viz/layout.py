@@ -43,6 +43,7 @@ class Box:
     r: float = 0.0
     ports: dict[str, Point] = field(default_factory=dict)  # cluster ports, from the centre
     origin: Point = (0.0, 0.0)  # a cluster's content, from the centre
+    title: float = 0.0  # where a cluster's title starts along ``o``, from its start edge
 
 
 @dataclass
@@ -58,7 +59,13 @@ class Placed:
 
 def layout(diagram: Diagram, measure: Callable[[Item], Point], band: Point = (0.0, 0.0)) -> Placed:
     """Lay ``diagram`` out; ``measure`` gives an item's (breadth, depth) and ``band`` the
-    room a cluster keeps for its title at the start of each axis."""
+    room a cluster keeps for its title at the start of each axis.
+
+    Edges enter and leave a cluster straight along ``r``, at their port's ``o``. When the
+    title band runs across ``r`` (its start, where the in-ports are), the title is placed
+    along ``o`` between those straight lines, and the cluster widened if it cannot be:
+    no edge ever crosses a title.
+    """
     boxes: dict[str, Box] = {}
     inner: dict[str, Placed] = {}
     owner: dict[str, str] = {}  # port id -> the cluster box it belongs to
@@ -68,9 +75,13 @@ def layout(diagram: Diagram, measure: Callable[[Item], Point], band: Point = (0.
             need_b, need_d = sub.breadth + 2 * PAD + band[0], sub.depth + 2 * PAD + band[1]
             min_b, min_d = measure(item)  # room for the title
             b, d = max(need_b, min_b), max(need_d, min_d)
-            start_o = -b / 2 + PAD + band[0] + (b - need_b) / 2
+            shift, title = (b - need_b) / 2, 0.0  # content centred, title at the start
+            if band[1] > 0:  # the title's band lies across the edges that enter
+                entries = [PAD + band[0] + p.o for p in sub.boxes.values() if p.kind == "port-in"]
+                shift, title, b = _title_place(sorted(entries), min_b, need_b, b)
+            start_o = -b / 2 + shift + PAD + band[0]
             start_r = -d / 2 + PAD + band[1] + (d - need_d) / 2
-            box = Box(item.id, "cluster", b, d, origin=(start_o, start_r))
+            box = Box(item.id, "cluster", b, d, origin=(start_o, start_r), title=title)
             for pid, port in sub.boxes.items():
                 if port.kind.startswith("port"):
                     box.ports[pid] = (start_o + port.o, start_r + port.r)
@@ -296,18 +307,52 @@ def _ranks(boxes: dict[str, Box], layers: list[list[str]]) -> float:
     return max(r - RANK_GAP, 0.0)
 
 
+def _title_place(
+    entries: list[float], room: float, content: float, breadth: float
+) -> tuple[float, float, float]:
+    """Where a cluster's content and title go so that no entering edge crosses the title.
+
+    ``entries`` are where edges enter (sorted, from the start edge, content not shifted),
+    ``room`` the title's length with its margins, ``content`` the content's length with
+    its padding, ``breadth`` the cluster's length so far. Returns the content's shift, the
+    title's start and the (possibly greater) length: the centred content with the title at
+    the start when that is clear, else the shortest cluster with the title in a gap.
+    """
+    text = (6.0, room - 10.0)  # the title's text (plus a hair) from its start
+
+    def clear(shift: float, title: float) -> bool:
+        return all(not (title + text[0] < shift + e < title + text[1]) for e in entries)
+
+    centred = (breadth - content) / 2
+    if clear(centred, 0.0):
+        return centred, 0.0, breadth
+    options = []
+    # Every edge after the title: the content moves along until the first one is clear.
+    shift = max(0.0, text[1] - entries[0])
+    options.append((max(shift + content, room, breadth), shift, 0.0))
+    # The title right after edge k-1 (and before edge k, when the gap is wide enough).
+    for k in range(1, len(entries) + 1):
+        title = max(0.0, entries[k - 1] - text[0])
+        if k == len(entries) or title + text[1] <= entries[k]:
+            options.append((max(content, title + room, breadth), 0.0, title))
+    length, shift, title = min(options)
+    return shift, title, length
+
+
 def _route(boxes: dict[str, Box], chain: list[str], edge: Edge) -> list[Point]:
+    """The points of an edge; at a cluster's port it runs straight along ``r`` from the
+    cluster's border, so it crosses nothing inside the frame (its title least of all)."""
     first, last = boxes[chain[0]], boxes[chain[-1]]
     if edge.src in first.ports:
         po, pr = first.ports[edge.src]
-        points = [(first.o + po, first.r + pr)]
+        points = [(first.o + po, first.r + pr), (first.o + po, first.r + first.d / 2)]
     else:
         points = [(first.o, first.r + first.d / 2)]
     for k in chain[1:-1]:
         points.append((boxes[k].o, boxes[k].r))
     if edge.dst in last.ports:
         po, pr = last.ports[edge.dst]
-        points.append((last.o + po, last.r + pr))
+        points += [(last.o + po, last.r - last.d / 2), (last.o + po, last.r + pr)]
     else:
         points.append((last.o, last.r - last.d / 2))
     return points

@@ -229,8 +229,11 @@ def _types(pipeline: Pipeline) -> tuple[dict[str, str], dict[str, str]]:
         if inner is not None:
             inner_params, inner_returns = _types(inner)
             to_outer = {v: k for k, v in getattr(n, "input_mapping", {}).items()}
+            mapped = set(getattr(n, "map_over", None) or ())
             for name, hint in inner_params.items():
-                params.setdefault(to_outer.get(name, name), hint)
+                outer = to_outer.get(name, name)
+                # A mapped input carries one value per item: the outer value is their list.
+                params.setdefault(outer, f"list[{hint}]" if outer in mapped else hint)
             for out in n.outputs:
                 found = inner_returns.get(_inner_name(n, out))
                 if found:

@@ -141,7 +141,7 @@ class _Canvas:
             w, h = (box.b, box.d) if self.vertical else (box.d, box.b)
             x, y = self.to_xy(o, r)
             if item.kind == "cluster" and item.inner is not None:
-                self.cluster(item, x - w / 2, y - h / 2, w, h)
+                self.cluster(item, x - w / 2, y - h / 2, w, h, box.title)
                 inner_o, inner_r = box.origin
                 self.level(item.inner, placed.inner[item.id], o + inner_o, r + inner_r)
             elif item.kind == "port":
@@ -166,15 +166,19 @@ class _Canvas:
             f'<path d="{" ".join(d)}" fill="none" stroke="{EDGE}" stroke-width="1.3"'
             + (' marker-end="url(#hn-arrow)"/>' if arrow else "/>")
         )
-        if label:
-            p, q = points[0], points[1]
+        if label:  # on the longest hop, over a white backing (no paint-order halo)
+            p, q = max(itertools.pairwise(points), key=lambda s: abs(s[1][1] - s[0][1]))
             x, y = self.to_xy((p[0] + q[0]) / 2, (p[1] + q[1]) / 2)
             self.edges.append(
-                f'<text x="{x + 4:.1f}" y="{y + 4:.1f}" font-size="10" fill="{MUTED}" '
-                f'stroke="#FFFFFF" stroke-width="3" paint-order="stroke">{escape(label)}</text>'
+                f'<rect x="{x + 2:.1f}" y="{y - 6:.1f}" width="{text_width(label, 10) + 4:.1f}" '
+                f'height="13" fill="#FFFFFF" fill-opacity="0.85"/>'
+                f'<text x="{x + 4:.1f}" y="{y + 4:.1f}" font-size="10" fill="{MUTED}">'
+                f"{escape(label)}</text>"
             )
 
-    def cluster(self, item: Item, x: float, y: float, w: float, h: float) -> None:
+    def cluster(self, item: Item, x: float, y: float, w: float, h: float, title: float) -> None:
+        """A frame; its title starts ``title`` along the layer axis (the layout keeps the
+        edges entering the frame clear of it)."""
         fill, stroke, dash = STYLE["cluster"]
         frames: list[str] = []
         if item.mapped:
@@ -185,10 +189,10 @@ class _Canvas:
         frames.append(_rect(x, y, w, h, 10, fill, stroke, dash, 1.2))
         label = cluster_label(item)
         ty = y + h - 9 if self.title_at_end else y + 16
-        self.labels.append(  # above the edges, with a halo: an edge may pass under it
-            f'<text x="{x + 10:.1f}" y="{ty:.1f}" font-size="12" font-weight="600" '
-            f'fill="{STYLE["pipeline"][1]}" stroke="{fill}" stroke-width="4" '
-            f'paint-order="stroke">{escape(label)}</text>'
+        tx = x + 10 + (title if self.vertical else 0.0)
+        self.labels.append(
+            f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="12" font-weight="600" '
+            f'fill="{STYLE["pipeline"][1]}">{escape(label)}</text>'
         )
         self.frames.append(
             f'<g class="hn-cluster"><title>{escape(label)}</title>{"".join(frames)}</g>'
