@@ -13,9 +13,10 @@ run starts, never at ``import hypernodes``; this module imports nothing heavy.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TextIO
 
 from .callbacks import CallbackContext, PipelineCallback
@@ -33,7 +34,8 @@ class ProgressCallback(PipelineCallback):
     """Progress bars for runs, maps and nested pipelines, in a terminal or a notebook.
 
     In a terminal (or any file) the bars are text on stderr; in Jupyter they are
-    notebook widgets when ``ipywidgets`` is installed, and one line of text otherwise.
+    notebook widgets when ``ipywidgets`` is installed, and otherwise one line of text
+    shown as a cell output updated in place (a saved notebook keeps the final state).
 
     Args:
         disable: ``True`` turns the bars off (the callback then costs nothing); ``None``
@@ -319,7 +321,7 @@ class _TqdmDisplay(_Display):
         else:
             from tqdm.std import tqdm
         self.tqdm = tqdm
-        self.file = file
+        self.file: TextIO | io.TextIOBase | None = _NotebookLine() if mode == "compact" else file
         self.leave = leave
         self.interval = interval
         self.compact = mode == "compact"
@@ -420,6 +422,45 @@ class _RichDisplay(_Display):
     def close(self, bars: list[Any]) -> None:
         self.progress.refresh()
         self.progress.stop()
+
+
+class _NotebookLine(io.TextIOBase):
+    """A stream for a text bar in a notebook: its latest line is one cell output, updated
+    in place (a display with an id), never a stream of ``\\r`` redraws.
+
+    A saved notebook keeps every stream write as output, and viewers that do not apply
+    ``\\r`` show the first redraw (a finished map read "0%"); an updated display keeps
+    only the latest state.
+    """
+
+    encoding = "utf-8"  # tqdm then draws its bar with block characters
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handle: Any = None
+        self.shown = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        line = text.rsplit("\r", 1)[-1].strip("\n").rstrip()
+        if line and line != self.shown:
+            self.shown = line
+            bundle = {"text/plain": line}
+            if self.handle is None:
+                self.handle = _show(bundle)
+            else:
+                self.handle.update(bundle, raw=True)
+        return len(text)
+
+
+def _show(bundle: dict[str, str]) -> Any:
+    """Show ``bundle`` as a new output of the running cell; the handle updates it."""
+    from IPython.display import display  # only called in a notebook: IPython is loaded
+
+    show: Callable[..., Any] = display  # IPython is not annotated
+    return show(bundle, raw=True, display_id=True)
 
 
 def _display(backend: str, file: TextIO | None, leave: bool, interval: float) -> _Display:

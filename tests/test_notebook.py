@@ -86,7 +86,18 @@ def executed(jupyter_path: str) -> dict[str, str]:
         for tag in cell.get("metadata", {}).get("tags", []):
             outputs[tag] = text_of(cell)
             outputs[f"{tag}.traceback"] = traceback_of(cell)
+            outputs[f"{tag}.bars"] = bars_of(cell)
     return outputs
+
+
+def bars_of(cell: Any) -> str:
+    """Each output of a cell that draws a progress bar, one per line, as saved."""
+    shown = []
+    for output in cell.get("outputs", []):
+        text = output.get("text") or output.get("data", {}).get("text/plain", "")
+        if "%|" in text:
+            shown.append(f"{output['output_type']}: {text.strip()!r}")
+    return "\n".join(shown)
 
 
 def traceback_of(cell: Any) -> str:
@@ -189,6 +200,15 @@ def test_an_uncaught_failure_shows_the_users_lines_not_the_kernels(
 
 def test_async_executor_in_jupyter(executed: dict[str, str]) -> None:
     assert executed["executor"] == "[60, 60, 60, 23]"
+
+
+def test_a_saved_notebook_shows_the_finished_bar(executed: dict[str, str]) -> None:
+    # Without ipywidgets the bar is one line of text. Redrawn with "\r" on stderr, a saved
+    # notebook kept every redraw, and viewers that do not apply "\r" showed the first: 0%.
+    # Updated in place, the saved output is the last state only.
+    (bar,) = executed["progress.bars"].splitlines()
+    assert bar.startswith("display_data: 'site")
+    assert "100%" in bar and "20/20" in bar and "per_page 40/40" in bar
 
 
 def test_cache_progress_and_picture(executed: dict[str, str]) -> None:

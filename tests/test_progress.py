@@ -279,18 +279,50 @@ def test_rich_backend_draws_the_same_levels() -> None:
     assert re.search(r"^    each\s.*9/9 items", text, re.M)
 
 
-def test_in_a_notebook_without_widgets_one_line_carries_every_level(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+class Output:
+    """A notebook cell output shown with a display id: what a saved notebook keeps."""
+
+    def __init__(self, shown: list[Output], bundle: dict[str, str]) -> None:
+        self.texts = [bundle["text/plain"]]
+        shown.append(self)
+
+    def update(self, bundle: dict[str, str], raw: bool) -> None:
+        assert raw
+        self.texts.append(bundle["text/plain"])
+
+
+@pytest.fixture
+def notebook_without_widgets(monkeypatch: pytest.MonkeyPatch) -> list[Output]:
+    shown: list[Output] = []
     monkeypatch.setattr(progress, "_in_notebook", lambda: True)
     monkeypatch.setattr(progress, "_has_widgets", lambda: False)
+    monkeypatch.setattr(progress, "_show", lambda bundle: Output(shown, bundle))
+    return shown
+
+
+def test_in_a_notebook_without_widgets_one_line_carries_every_level(
+    notebook_without_widgets: list[Output], capsys: pytest.CaptureFixture[str]
+) -> None:
     cb = ProgressCallback(backend="tqdm", min_interval=0)
     nested3().with_callbacks([cb]).run({"x": [[1, 2, 3], [4, 5], [6, 7, 8, 9]]})
-    err = capsys.readouterr().err
-    last = final(err)
-    assert set(last) == {"top"}  # no cursor movement: one line, redrawn with \r
-    assert "\x1b[A" not in err
+    (output,) = notebook_without_widgets  # one output, updated in place
+    assert all("\r" not in t and "\n" not in t for t in output.texts)
+    last = final(output.texts[-1])
+    assert set(last) == {"top"}
     assert "batches 3/3, each 9/9" in last["top"][2]
+    assert capsys.readouterr().err == ""  # no stream of redraws
+
+
+def test_in_a_notebook_without_widgets_a_finished_map_ends_at_100_percent(
+    notebook_without_widgets: list[Output],
+) -> None:
+    # The last state is what a saved notebook shows (it read "0%" as a stream of redraws).
+    cb = ProgressCallback(backend="tqdm")  # the default redraw interval: the map is quicker
+    Pipeline([double], name="fast").with_callbacks([cb]).map({"x": list(range(50))}, "x")
+    (output,) = notebook_without_widgets
+    ((label, (n, total, _)),) = final(output.texts[-1]).items()
+    assert (label, n, total) == ("fast", 50, 50)
+    assert "100%|██████████|" in output.texts[-1]
 
 
 def test_unknown_backend_and_missing_library_name_the_fix(
