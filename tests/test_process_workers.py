@@ -9,9 +9,12 @@ replaces the broken pool.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
 import types
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ import pytest
 
 from hypernodes import HyperNodesEngine, NodeError, Pipeline, WorkerLostError, node
 from hypernodes.errors import PathFrame
-from hypernodes.executors.remote import RemoteFailure, Shipped, call_shipped
+from hypernodes.executors.remote import Parcel, RemoteFailure, Shipped, call_shipped
 from hypernodes.executors.worker_tracebacks import capture, render
 
 
@@ -38,7 +41,7 @@ def test_a_shipped_function_fails_with_its_own_file_line_and_source() -> None:
         raise UserError(f"no {x}")
 
     # Loaded from its pickle, as in a worker (here in this process).
-    failure = call_shipped(Shipped(fails), (3,), {})
+    failure = call_shipped(Shipped(fails), Parcel((3,)), {}).value
     assert type(failure) is RemoteFailure
     with pytest.raises(UserError, match="no 3") as info:
         failure.reraise()
@@ -84,7 +87,7 @@ def test_a_chained_worker_error_keeps_its_chain() -> None:
             raise UserError("outer") from exc
         return x
 
-    failure: Any = call_shipped(Shipped(fails), (1,), {})
+    failure: Any = call_shipped(Shipped(fails), Parcel((1,)), {}).value
     with pytest.raises(UserError) as info:
         failure.reraise()
     (note,) = info.value.__notes__
@@ -250,3 +253,101 @@ def test_worker_lost_error_pickles_with_its_node_and_reason() -> None:
     )
     assert str(clone) == str(err)
     assert type(clone.__cause__) is RuntimeError
+
+
+# -- classes of the user's script ------------------------------------------------------
+
+SCRIPT = '''
+import json
+from dataclasses import dataclass
+
+from hypernodes import HyperNodesEngine, NodeError, Pipeline, node
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Boom(Exception):
+    """The user's own exception."""
+
+
+@node(output_name="point")
+def make(x: int) -> Point:
+    return Point(x, x + 1)
+
+
+@node(output_name="moved")
+def move(point: Point) -> Point:
+    if not isinstance(point, Point):
+        raise TypeError(f"not the script's Point: {type(point)!r}")
+    if point.x == 2:
+        raise Boom(f"cannot move {point}")
+    return Point(point.x * 10, point.y)
+
+
+def failure(call):
+    try:
+        call()
+    except NodeError as err:
+        return {
+            "error": type(err).__name__,
+            "node": err.node,
+            "item": err.item_index,
+            "cause_is_boom": type(err.__cause__) is Boom,
+            "cause": str(err.__cause__),
+            "notes": "\\n".join(
+                [*getattr(err, "__notes__", []), *getattr(err.__cause__, "__notes__", [])]
+            ),
+        }
+    return None
+
+
+if __name__ == "__main__":
+    report = {}
+    for role in ("node_executor", "map_executor"):
+        with HyperNodesEngine(**{role: "parallel"}, max_workers=2) as engine:
+            pipeline = Pipeline([make, move], engine=engine, name="geo")
+            ran = pipeline.run({"x": 1})
+            mapped = pipeline.map({"x": [1, 3]}, "x")
+            given = pipeline.map({"point": [Point(4, 0)]}, "point", output_name="moved")
+            report[role] = {
+                "run": [type(v) is Point for v in ran.values()] + [ran["moved"] == Point(10, 2)],
+                "map": [type(r["moved"]) is Point for r in mapped]
+                + [[r["moved"] for r in mapped] == [Point(10, 2), Point(30, 4)]],
+                "given": given == [{"moved": Point(40, 0)}],
+                "run_error": failure(lambda: pipeline.run({"x": 2})),
+                "map_error": failure(lambda: pipeline.map({"x": [1, 2, 3]}, "x")),
+            }
+    print(json.dumps(report))
+'''
+
+
+def test_classes_of_the_main_script_travel_both_ways(tmp_path: Path) -> None:
+    # A dataclass returned by a node, passed in, and an exception raised by one: all of
+    # the script's __main__ module, which the workers import as __mp_main__.
+    script = tmp_path / "geometry.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for role in ("node_executor", "map_executor"):
+        got = report[role]
+        assert got["run"] == [True, True, True], role
+        assert got["map"] == [True, True, True], role
+        assert got["given"] is True, role
+        for key, item in (("run_error", None), ("map_error", 1)):
+            error = got[key]
+            assert error is not None, (role, key)
+            assert (error["error"], error["node"], error["item"]) == ("NodeError", "move", item)
+            assert error["cause_is_boom"] is True, (role, key, error)
+            assert error["cause"] == "cannot move Point(x=2, y=3)"
+            if role == "map_executor" and key == "run_error":
+                continue  # ran here, not in a worker
+            # The worker's traceback names the script and shows the line that raised.
+            assert f'File "{script}", line ' in error["notes"], error["notes"]
+            assert 'raise Boom(f"cannot move {point}")' in error["notes"]

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
-from ..errors import NodeError, PathFrame, WorkerLostError, node_failed
+from ..errors import NodeError, PathFrame, node_failed
 from ..executors.processes import mark_position
-from ..executors.remote import RemoteFailure, Shipped, run_shipped_item
+from ..executors.remote import Parcel, RemoteFailure, Shipped, run_shipped_item
 from ..executors.workers import run_remote
 from ..mapping import Expansion, run_items
 from ..nested import PipelineNode
@@ -226,10 +226,13 @@ async def map_remote(
         provided: dict[str, Any], wanted: tuple[str, ...], running: Sequence[Step]
     ) -> Any:
         try:
-            return await run_remote(executor, run_shipped_item, bundle, provided, wanted, observe)
-        except WorkerLostError as lost:
-            error = _lost_in(lost, pipeline, running)
+            parcel = await run_remote(
+                executor, run_shipped_item, bundle, Parcel(provided), wanted, observe
+            )
+        except Exception as exc:  # the item never came back: its worker died, or transport
+            error = _lost_in(exc, pipeline, running)
             raise error from error.__cause__
+        return parcel.value
 
     if scope.plain:
 
@@ -292,8 +295,9 @@ async def map_remote(
     return await run_items(exp.items(), exp.count, 2 * lane.width, run_observed)
 
 
-def _lost_in(lost: WorkerLostError, pipeline: Pipeline, running: Sequence[Step]) -> NodeError:
-    """A lost item's error, naming the node its worker marked (else the nodes it ran)."""
+def _lost_in(lost: Exception, pipeline: Pipeline, running: Sequence[Step]) -> NodeError:
+    """The error of an item that never came back (its worker died, or it could not be
+    shipped), naming the node its worker marked, else the nodes it was to run."""
     position = getattr(lost.__cause__, "position", 0)
     if 0 < position <= len(pipeline.nodes):
         name = pipeline.nodes[position - 1].name

@@ -21,6 +21,7 @@ from .processes import tracked
 from .worker_tracebacks import Part, capture, remember, render
 
 __all__ = [
+    "Parcel",
     "RemoteFailure",
     "Shipped",
     "call_shipped",
@@ -106,17 +107,76 @@ class RemoteFailure:
         raise self.error
 
 
-def call_shipped(fn: Shipped, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+class Parcel:
+    """A value crossing a process boundary cloudpickled, in either direction.
+
+    Classes defined in ``__main__`` (a script, a notebook) then travel by value, and come
+    back as the very classes they left as: cloudpickle tracks the classes it ships by
+    value, so a script's dataclass returned by a node, or its exception raised by one, is
+    the script's own class again here (the standard pickle would look the class up in the
+    worker's ``__main__``, where it is another object or missing). Where nothing pickles
+    it (an in-process executor), a parcel is just a box.
+    """
+
+    __slots__ = ("blob", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.blob: bytes | None = None
+
+    def seal(self) -> Parcel:
+        """Pickle the value now, so that a failure to pickle it is raised here.
+
+        Raises:
+            Exception: Whatever cloudpickle raises for a value it cannot pickle.
+        """
+        self.blob = dumps(self.value)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        blob = self.blob if self.blob is not None else dumps(self.value)
+        return (_open_parcel, (blob,))
+
+
+def _open_parcel(blob: bytes) -> Parcel:
+    return Parcel(cloudpickle.loads(blob))
+
+
+def _reply(result: Any) -> Parcel:
+    """A worker's result, sealed for the way back; a failure to pickle it is a failure."""
+    try:
+        return Parcel(result).seal()
+    except Exception as exc:
+        return _failed(exc)
+
+
+def _failed(error: BaseException, records: list[Any] | None = None) -> Parcel:
+    """A worker's failure, sealed for the way back (a stand-in if it cannot travel)."""
+    failure = RemoteFailure(error, records)
+    try:
+        return Parcel(failure).seal()
+    except Exception as why:
+        failure.error = RuntimeError(
+            f"{type(error).__name__}: {error} (the worker could not send this exception "
+            f"back: {type(why).__name__}: {why})"
+        )
+        failure.records = None
+        return Parcel(failure).seal()
+
+
+def call_shipped(fn: Shipped, args: Parcel, kwargs: dict[str, Any]) -> Parcel:
     """Run a shipped sync callable in a worker (failures come back as ``RemoteFailure``)."""
     func: Callable[..., Any] = fn.load()
     try:
-        return func(*args, **kwargs)
+        result = func(*args.value, **kwargs)
     except Exception as exc:
-        return RemoteFailure(exc)
+        return _failed(exc)
+    return _reply(result)
 
 
-def unwrap(result: Any) -> Any:
+def unwrap(parcel: Parcel) -> Any:
     """A worker's result, re-raising a ``RemoteFailure``."""
+    result = parcel.value
     if type(result) is RemoteFailure:
         result.reraise()
     return result
@@ -124,10 +184,10 @@ def unwrap(result: Any) -> Any:
 
 def run_shipped_item(
     bundle: Shipped,
-    mapped: dict[str, Any],
+    mapped: Parcel,
     output_name: tuple[str, ...] | None,
     observe: bool = False,
-) -> Any:
+) -> Parcel:
     """Run one map item's whole sub-run in a worker.
 
     ``bundle`` is the shipped ``(pipeline, shared inputs)`` pair, unpickled once per
@@ -137,31 +197,29 @@ def run_shipped_item(
     any nesting depth.
 
     Returns:
-        The outputs dict; with ``observe``, ``(outputs, records)`` where ``records`` are
-        the node events to replay on the orchestrator (see ``Recorder``). Failures come
-        back as a ``RemoteFailure``.
+        A parcel of the outputs dict; with ``observe``, of ``(outputs, records)`` where
+        ``records`` are the node events to replay on the orchestrator (see ``Recorder``).
+        Failures come back as a ``RemoteFailure``.
     """
     from ..bridge import run_sync
 
     pipe, shared = bundle.load()
-    inputs = {**shared, **mapped}
+    inputs = {**shared, **mapped.value}
     names = list(output_name) if output_name else None
     recorder = None
     if observe:
         from ..engines.shipping import Marker, Recorder  # deferred: engines import us
 
         recorder = Recorder()
-        callbacks = [recorder, Marker(pipe)] if tracked() else [recorder]
+        callbacks = [recorder, Marker(pipe)] if tracked() and len(pipe.nodes) > 1 else [recorder]
         pipe = pipe.stripped().with_callbacks(callbacks)
-    elif tracked():
+    elif tracked() and len(pipe.nodes) > 1:  # (with one node, there is nothing to mark)
         pipe = _marked(bundle, pipe)
     try:
         outputs = run_sync(worker_engine().arun(pipe, inputs, names))
     except Exception as exc:
-        if recorder is not None:
-            return RemoteFailure(exc, recorder.records)
-        return RemoteFailure(exc)
-    return outputs if recorder is None else (outputs, recorder.records)
+        return _failed(exc, None if recorder is None else recorder.records)
+    return _reply(outputs if recorder is None else (outputs, recorder.records))
 
 
 # Shipped pipelines with a ``Marker`` (see ``run_shipped_item``), by bundle digest.

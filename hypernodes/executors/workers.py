@@ -25,7 +25,7 @@ from typing import Any, Literal
 from ..errors import InvalidExecutorError, WorkerLostError
 from .async_executor import AsyncExecutor
 from .processes import ProcessPool, WorkerDied, spawn_safe_context
-from .remote import Shipped, call_shipped, unwrap
+from .remote import Parcel, Shipped, call_shipped, unwrap
 
 __all__ = [
     "ALIASES",
@@ -197,7 +197,7 @@ def holds(executor: concurrent.futures.Executor | None) -> bool:
 async def _remote(
     executor: concurrent.futures.Executor, payload: Shipped, args: tuple[Any, ...]
 ) -> Any:
-    return unwrap(await run_remote(executor, call_shipped, payload, args, {}))
+    return unwrap(await run_remote(executor, call_shipped, payload, Parcel(args), {}))
 
 
 async def run_remote(
