@@ -15,6 +15,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections.abc import Iterator
@@ -351,3 +352,63 @@ def test_classes_of_the_main_script_travel_both_ways(tmp_path: Path) -> None:
             # The worker's traceback names the script and shows the line that raised.
             assert f'File "{script}", line ' in error["notes"], error["notes"]
             assert 'raise Boom(f"cannot move {point}")' in error["notes"]
+
+
+# -- what cannot travel ----------------------------------------------------------------
+
+
+def test_a_result_that_cannot_travel_back_fails_its_node(engines: list[HyperNodesEngine]) -> None:
+    @node(output_name="lock")
+    def make_lock(x: int) -> Any:
+        return threading.Lock()
+
+    engine = HyperNodesEngine(node_executor="parallel", max_workers=1)
+    engines.append(engine)
+    with pytest.raises(NodeError) as info:
+        Pipeline([make_lock], engine=engine, name="p").run({"x": 1})
+    assert type(info.value) is NodeError
+    assert info.value.node == "make_lock"
+    assert type(info.value.__cause__) is TypeError
+    assert "cannot pickle '_thread.lock' object" in str(info.value.__cause__)
+
+
+def test_an_item_that_cannot_be_shipped_is_a_node_error_naming_it(
+    engines: list[HyperNodesEngine],
+) -> None:
+    @node(output_name="y")
+    def use(x: Any) -> int:
+        return 1
+
+    engine = HyperNodesEngine(map_executor="parallel", max_workers=1)
+    engines.append(engine)
+    with pytest.raises(NodeError) as info:
+        Pipeline([use], engine=engine, name="p").map({"x": [1, threading.Lock()]}, "x")
+    assert (info.value.node, info.value.item_index) == ("use", 1)
+    assert type(info.value.__cause__) is TypeError
+    assert "cannot pickle '_thread.lock' object" in str(info.value.__cause__)
+
+
+class Unsendable(Exception):
+    """An exception holding something that cannot be pickled."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def test_an_exception_that_cannot_travel_back_is_named_by_a_stand_in(
+    engines: list[HyperNodesEngine],
+) -> None:
+    @node(output_name="y")
+    def fails(x: int) -> int:
+        raise Unsendable(f"bad {x}")
+
+    engine = HyperNodesEngine(node_executor="parallel", max_workers=1)
+    engines.append(engine)
+    with pytest.raises(NodeError) as info:
+        Pipeline([fails], engine=engine).run({"x": 3})
+    cause = info.value.__cause__
+    assert type(cause) is RuntimeError
+    assert str(cause).startswith("Unsendable: bad 3 (the worker could not send this exception")
+    (note,) = cause.__notes__
+    assert 'raise Unsendable(f"bad {x}")' in note
