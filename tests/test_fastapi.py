@@ -9,6 +9,11 @@ Note on the heartbeat bound: with 200+ requests in one process (client and serve
 the same loop), the loop is legitimately busy for tens of milliseconds at a time just
 parsing and routing requests, so "never blocked" is judged against the blocking node:
 had its second of blocking run on the loop, the heartbeat would see a gap of >= 1 s.
+
+The end proves what the README says about cancellation: a client disconnect does not
+cancel a FastAPI handler; cancelling a run cancels its async nodes at once and starts
+nothing more, while a sync body already in a worker thread finishes and is dropped; the
+README's service snippet (run as written) cancels on disconnect; ``bind`` is shared.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextvars
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,3 +232,240 @@ async def test_handlers_leave_no_tasks_or_pool_threads_behind() -> None:
         if t.ident not in before and t.name.startswith("hypernodes")
     ]
     assert leftover == []
+
+
+# -- cancellation and client disconnects (what the README says) ------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+class Probe:
+    """Records what the nodes of one run did; events say when they are running."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.async_running = asyncio.Event()
+        self.release_async = asyncio.Event()
+        self.sync_running = threading.Event()
+        self.release_sync = threading.Event()
+        self.sync_finished = threading.Event()
+
+    def pipeline(self) -> Pipeline:
+        @node(output_name="page")
+        async def fetch(url: str) -> str:
+            self.log.append("fetch started")
+            self.async_running.set()
+            try:
+                await self.release_async.wait()
+            except asyncio.CancelledError:
+                self.log.append("fetch cancelled")
+                raise
+            return url
+
+        @node(output_name="parsed")
+        def parse(url: str) -> str:
+            self.log.append("parse started")
+            self.sync_running.set()
+            self.release_sync.wait(30)  # a blocking body: no way to interrupt it
+            self.log.append("parse finished")
+            self.sync_finished.set()
+            return url
+
+        @node(output_name="summary")
+        def summarize(page: str, parsed: str) -> str:
+            self.log.append("summarize ran")
+            return page + parsed
+
+        return Pipeline([fetch, parse, summarize], name="summary")
+
+
+async def asgi_get(app: Any, path: str, query: str, client_gone: asyncio.Event) -> list[Any]:
+    """A GET through the ASGI interface, as a server drives it: once ``client_gone`` is
+    set, ``receive()`` reports ``http.disconnect`` (what uvicorn does when the client has
+    closed the connection). Returns what the app sent."""
+    sent: list[Any] = []
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await client_gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [],
+        "client": ("client", 1),
+        "server": ("api", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+def readme_service(pipeline: Pipeline) -> dict[str, Any]:
+    """The README's web-service snippet, run as written, around ``pipeline``."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### In a web service") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("\n```", start)]
+    namespace: dict[str, Any] = {"pipeline": pipeline, "__name__": "readme_service"}
+    exec(compile(code, str(README), "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("executor", ["async", "threaded"])
+async def test_cancelling_a_request_cancels_async_nodes_and_drops_a_running_sync_body(
+    executor: str,
+) -> None:
+    probe = Probe()
+    engine = HyperNodesEngine(node_executor=executor, max_workers=2)
+    pipeline = probe.pipeline().with_engine(engine)
+    app = fastapi.FastAPI()
+
+    @app.get("/summary")
+    async def summary(url: str) -> dict[str, Any]:
+        return await pipeline.arun({"url": url}, output_name="summary")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        request = asyncio.create_task(http.get("/summary", params={"url": "a.com"}))
+        await asyncio.wait_for(probe.async_running.wait(), 10)
+        assert await asyncio.to_thread(probe.sync_running.wait, 10)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    # Cancelled at once: the async node saw CancelledError; the sync body is still
+    # running in its thread (arun did not wait for it), and the run has no task left.
+    assert probe.log[-1] == "fetch cancelled"
+    assert not probe.sync_finished.is_set()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    probe.release_sync.set()
+    assert await asyncio.to_thread(probe.sync_finished.wait, 10)
+    await engine.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert "summarize ran" not in probe.log  # nothing downstream started
+    assert sorted(probe.log) == [
+        "fetch cancelled",
+        "fetch started",
+        "parse finished",
+        "parse started",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_client_disconnect_does_not_cancel_a_plain_handler() -> None:
+    # FastAPI keeps running a handler whose client has gone: the README says so.
+    done = asyncio.Event()
+
+    @node(output_name="summary")
+    async def slow(url: str) -> str:
+        await done.wait()
+        return url
+
+    engine = HyperNodesEngine(node_executor="async")
+    pipeline = Pipeline([slow], engine=engine)
+    app = fastapi.FastAPI()
+
+    @app.get("/summary")
+    async def summary(url: str) -> dict[str, Any]:
+        return await pipeline.arun({"url": url}, output_name="summary")
+
+    gone = asyncio.Event()
+    call = asyncio.create_task(asgi_get(app, "/summary", "url=a.com", gone))
+    gone.set()
+    for _ in range(20):  # the app had every chance to notice the disconnect
+        await asyncio.sleep(0)
+    assert not call.done()
+    done.set()
+    sent = await asyncio.wait_for(call, 10)
+    await engine.aclose()
+    assert sent[0]["status"] == 200  # the run went on to the end, for nobody
+
+
+@pytest.mark.asyncio
+async def test_the_readme_service_cancels_the_run_when_the_client_disconnects() -> None:
+    probe = Probe()
+    service = readme_service(probe.pipeline())
+    assert service["engine"].to_config()["node_executor"] == "async"
+    gone = asyncio.Event()
+    call = asyncio.create_task(asgi_get(service["app"], "/summary", "url=a.com", gone))
+    await asyncio.wait_for(probe.async_running.wait(), 10)
+    assert await asyncio.to_thread(probe.sync_running.wait, 10)
+    gone.set()  # the client closes the connection
+    sent = await asyncio.wait_for(call, 10)
+    assert sent[0]["status"] == 499
+    assert "fetch cancelled" in probe.log
+    probe.release_sync.set()
+    assert await asyncio.to_thread(probe.sync_finished.wait, 10)
+    await service["engine"].aclose()
+    assert "summarize ran" not in probe.log
+
+
+@pytest.mark.asyncio
+async def test_the_readme_service_answers_a_client_that_stays() -> None:
+    probe = Probe()
+    probe.release_async.set()
+    probe.release_sync.set()
+    service = readme_service(probe.pipeline())
+    transport = httpx.ASGITransport(app=service["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        response = await http.get("/summary", params={"url": "a.com"})
+    await service["engine"].aclose()
+    assert response.status_code == 200
+    assert response.json() == {"summary": "a.coma.com"}
+
+
+@pytest.mark.asyncio
+async def test_bind_is_shared_by_concurrent_requests_inputs_are_not() -> None:
+    # What the README warns about: bind() changes the shared pipeline in place.
+    @node(output_name="greeting")
+    async def greet(user: str) -> str:
+        return f"hello {user}"
+
+    engine = HyperNodesEngine(node_executor="async")
+    pipeline = Pipeline([greet], engine=engine)
+    both_bound = asyncio.Event()
+    bound: list[str] = []
+    app = fastapi.FastAPI()
+
+    @app.get("/bind/{user}")
+    async def with_bind(user: str) -> dict[str, Any]:
+        pipeline.bind(user=user)
+        bound.append(user)
+        if len(bound) == 2:
+            both_bound.set()
+        await both_bound.wait()  # any await between bind and arun: here, the other request's
+        return await pipeline.arun()
+
+    @app.get("/inputs/{user}")
+    async def with_inputs(user: str) -> dict[str, Any]:
+        bound.append(user)
+        if len(bound) == 2:
+            both_bound.set()
+        await both_bound.wait()
+        return await pipeline.arun({"user": user})
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        wrong = await asyncio.gather(http.get("/bind/ann"), http.get("/bind/bob"))
+        pipeline.unbind("user")
+        bound.clear()
+        both_bound.clear()
+        right = await asyncio.gather(http.get("/inputs/ann"), http.get("/inputs/bob"))
+    await engine.aclose()
+    assert [r.json() for r in wrong] == [{"greeting": "hello bob"}] * 2  # ann got bob's
+    assert [r.json() for r in right] == [{"greeting": "hello ann"}, {"greeting": "hello bob"}]
