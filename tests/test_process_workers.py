@@ -3,12 +3,14 @@
 Worker tracebacks name the user's file, line and source text whatever file name the
 shipped code carries in the worker. A worker that dies (``os._exit``, a segfault) fails the
 node it was running with a ``WorkerLostError`` naming the node and item, and the engine
-replaces the broken pool.
+replaces the broken pool. Classes of the user's script travel both ways, and workers
+exit when the process that runs them is killed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import pickle
@@ -412,3 +414,67 @@ def test_an_exception_that_cannot_travel_back_is_named_by_a_stand_in(
     assert str(cause).startswith("Unsendable: bad 3 (the worker could not send this exception")
     (note,) = cause.__notes__
     assert 'raise Unsendable(f"bad {x}")' in note
+
+
+# -- when the process running a map is killed -------------------------------------------
+
+HOLDING = """
+import os
+import sys
+import time
+
+from hypernodes import HyperNodesEngine, Pipeline, node
+
+
+@node(output_name="y")
+def hold(x: int, marks: str) -> int:
+    with open(os.path.join(marks, str(os.getpid())), "w"):
+        pass
+    time.sleep(600)
+    return x
+
+
+if __name__ == "__main__":
+    with HyperNodesEngine(map_executor="parallel", max_workers=2) as engine:
+        Pipeline([hold], engine=engine).map({"x": [1, 2], "marks": sys.argv[1]}, "x")
+"""
+
+
+def test_workers_exit_when_the_process_running_the_map_is_killed(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "holding.py"
+    script.write_text(HOLDING)
+    proc = subprocess.Popen([sys.executable, str(script), str(marks)], cwd=tmp_path)
+    children: list[Any] = []
+    try:
+        deadline = time.monotonic() + WAIT
+        while len(os.listdir(marks)) < 2:  # both workers are running an item
+            assert time.monotonic() < deadline, "the workers never started"
+            assert proc.poll() is None, "the script ended early"
+            time.sleep(0.05)
+        # The pool's workers and the resource tracker.
+        children = psutil.Process(proc.pid).children(recursive=True)
+        workers = {int(name) for name in os.listdir(marks)}
+        assert workers <= {child.pid for child in children}
+        proc.kill()
+        proc.wait(WAIT)
+
+        def alive() -> list[Any]:
+            running = []
+            for child in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                        running.append(child)
+            return running
+
+        deadline = time.monotonic() + 5
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive() == [], [(c.pid, c.name()) for c in alive()]
+    finally:
+        proc.kill()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
