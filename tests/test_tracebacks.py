@@ -157,8 +157,12 @@ def test_the_error_reaching_the_user_carries_no_exception_group() -> None:
 
 
 def test_input_errors_point_at_the_callers_line() -> None:
-    with pytest.raises(MissingInputError) as info:
-        Pipeline([ratio, wait], name="calc").map({"ratio": [1.0]}, map_over="ratio")
+    @node(output_name="scaled")
+    def scale(wait: float, factor: float) -> float:
+        return wait * factor
+
+    with pytest.raises(MissingInputError) as info:  # `factor` is missing for every item
+        Pipeline([ratio, wait, scale], name="calc").map({"x": [1, 2]}, map_over="x")
     assert machinery(shown(info.value)) == []
     with pytest.raises(MissingInputError) as info:
         Pipeline([ratio], name="calc").run()
