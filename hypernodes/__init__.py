@@ -15,6 +15,8 @@ from .callbacks import CallbackContext, PipelineCallback
 from .config import get_default_config, reset_default_config, set_default_config
 from .engines.base import Engine
 from .errors import (
+    CacheWarning,
+    CacheWriteError,
     ConfigError,
     CycleError,
     DuplicateOutputError,
@@ -24,6 +26,8 @@ from .errors import (
     MissingInputError,
     NodeError,
     PipelineDefinitionError,
+    UnfingerprintableError,
+    UnsupportedNodeError,
     WorkerLostError,
 )
 from .nested import PipelineNode
@@ -33,6 +37,8 @@ from .progress import ProgressCallback
 
 __all__ = [
     "Cache",
+    "CacheWarning",
+    "CacheWriteError",
     "CallbackContext",
     "ConfigError",
     "CycleError",
@@ -52,6 +58,8 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineNode",
     "ProgressCallback",
+    "UnfingerprintableError",
+    "UnsupportedNodeError",
     "WorkerLostError",
     "__version__",
     "enable_nested_loops",

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from ..errors import HyperNodesError
+from ..errors import CacheWarning, CacheWriteError, UnfingerprintableError
 
 __all__ = [
     "MISSING",
@@ -32,70 +32,6 @@ class _Missing:
 
 MISSING: Final = _Missing()
 """Returned by ``Cache.get`` on a miss (``None`` is a cacheable value)."""
-
-
-class CacheWarning(UserWarning):
-    """Something in a cache was wrong but the run goes on: a corrupt, truncated or tampered
-    entry (read as a miss), an unsafe cache directory, a value that is not cached."""
-
-
-class CacheWriteError(HyperNodesError):
-    """A value could not be stored: it cannot be pickled, or the store could not write it.
-
-    The store is unchanged (no partial entry is ever left behind). The caller decides what
-    to do; the cache runtime runs the node uncached and warns.
-
-    Attributes:
-        key: The key that was being written.
-        value_type: The qualified name of the value's type.
-        reason: What went wrong, in words.
-    """
-
-    def __init__(self, key: str, value_type: str, reason: str) -> None:
-        self.key = key
-        self.value_type = value_type
-        self.reason = reason
-        super().__init__(key, value_type, reason)
-
-    def __str__(self) -> str:
-        return (
-            f"cannot cache a value of type {self.value_type} under key {self.key!r}: {self.reason}"
-        )
-
-
-class UnfingerprintableError(HyperNodesError, TypeError):
-    """A value cannot be fingerprinted reliably, so results depending on it are not cached.
-
-    Attributes:
-        type_name: The qualified name of the offending type, e.g. ``_thread.lock``.
-        location: Where the offending value sits inside the value that was fingerprinted,
-            e.g. ``value['db'][0]`` (``value`` when it is the value itself).
-        reason: Why it cannot be fingerprinted.
-    """
-
-    def __init__(self, type_name: str, reason: str, location: str = "value") -> None:
-        super().__init__(type_name, reason, location)
-        self.type_name = type_name
-        self.reason = reason
-        self.location = location
-        self.child: object = None  # the innermost container walked so far (while raising)
-
-    def __str__(self) -> str:
-        where = "" if self.location == "value" else f" at {self.location}"
-        short = self.type_name.rpartition(".")[2]
-        return (
-            f"cannot fingerprint a value of type {self.type_name}{where}: {self.reason}; "
-            f"teach HyperNodes how with @register_fingerprint({short}), or opt the node "
-            "out of caching with @node(cache=False)"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.type_name, self.reason, self.location))
-
-    def inside(self, segment: str, parent: object) -> None:
-        """Record, while propagating, that the failing part sat at ``segment`` of ``parent``."""
-        self.location = "value" + segment + self.location[len("value") :]
-        self.child = parent
 
 
 @dataclass(frozen=True, slots=True)

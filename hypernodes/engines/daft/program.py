@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...callbacks import Dispatcher
-from ...errors import HyperNodesError
+from ...errors import UnsupportedNodeError
 from ...nested import PipelineNode
 
 if TYPE_CHECKING:
@@ -40,18 +40,6 @@ __all__ = [
 
 ROW = "__hn_row"
 """The column holding each row's item index (also the first argument of every function)."""
-
-
-class UnsupportedNodeError(HyperNodesError, TypeError):
-    """A node DaftEngine cannot translate into a Daft function.
-
-    Attributes:
-        node: The name of the node.
-    """
-
-    def __init__(self, node: str, why: str) -> None:
-        super().__init__(f"DaftEngine cannot run node {node!r}: {why}")
-        self.node = node
 
 
 @dataclass(frozen=True, slots=True)
