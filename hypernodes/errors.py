@@ -15,8 +15,10 @@ HyperNodesError
 ├── UnfingerprintableError       (TypeError) a value no cache key can be made from
 │                                (``hypernodes.cache``; the node runs uncached, with a warning)
 ├── CacheWriteError              a value a cache store cannot hold (``hypernodes.cache``)
-└── UnsupportedNodeError         (TypeError) a node DaftEngine cannot translate
-                                 (``hypernodes.engines.daft``)
+├── UnsupportedNodeError         (TypeError) a node DaftEngine cannot translate
+│                                (``hypernodes.engines.daft``)
+└── TargetError                  (ValueError) a CLI TARGET that cannot be found or
+                                 imported, or names no pipeline (``hypernodes.cli``)
 
 Warnings: ``CacheWarning`` (``hypernodes.cache``) for entries that are corrupt, tampered
 with or unreadable, and for nodes left uncached in a run.
@@ -46,6 +48,7 @@ __all__ = [
     "NodeError",
     "PathFrame",
     "PipelineDefinitionError",
+    "TargetError",
     "UnfingerprintableError",
     "UnsupportedNodeError",
     "WorkerLostError",
@@ -326,7 +329,7 @@ def node_failed(
     return error
 
 
-# -- raised by the cache and by DaftEngine (re-exported there) ------------------------
+# -- raised by the cache, DaftEngine and the CLI (re-exported there) -----------------
 
 
 class CacheWarning(UserWarning):
@@ -391,6 +394,10 @@ class UnfingerprintableError(HyperNodesError, TypeError):
         """Record, while propagating, that the failing part sat at ``segment`` of ``parent``."""
         self.location = "value" + segment + self.location[len("value") :]
         self.child = parent
+
+
+class TargetError(HyperNodesError, ValueError):
+    """A CLI TARGET that cannot be found, imported, or does not name a pipeline."""
 
 
 class UnsupportedNodeError(HyperNodesError, TypeError):

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..errors import HyperNodesError
+from ..errors import TargetError
 from ..node import Node
 from ..pipeline import Pipeline
 
@@ -34,10 +34,6 @@ __all__ = ["Target", "TargetError", "load_target", "parse_target", "restored_sys
 
 # Marks modules this loader created, so reloading the same file replaces them.
 _MARK = "__hypernodes_target__"
-
-
-class TargetError(HyperNodesError, ValueError):
-    """A TARGET that cannot be found, imported, or does not name a pipeline."""
 
 
 @dataclass(frozen=True, slots=True)
