@@ -29,6 +29,8 @@ __all__ = [
     "Workload",
     "call_impl",
     "cell_from",
+    "ratio_at_least",
+    "ratio_at_most",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,10 +78,16 @@ class Cell:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal from the issues: ``max``/``min`` bound in the row's unit, or ``limit`` ratio."""
+    """A goal from the issues.
+
+    ``max``/``min``: a bound on HyperNodes' value in the row's unit; ``limit``: a bound on
+    ``vs_limit`` (HyperNodes' cost over the limit's); ``ratio_max``/``ratio_min``: a bound
+    on the plain value ratio HyperNodes / limit (``Row.ratio``), e.g. ">= 0.9x the
+    hand-written throughput".
+    """
 
     text: str
-    kind: str  # "max" | "min" | "limit"
+    kind: str  # "max" | "min" | "limit" | "ratio_max" | "ratio_min"
     bound: float
 
     def met(self, row: Row) -> bool | None:
@@ -91,6 +99,11 @@ class Target:
             return hn.value <= self.bound
         if self.kind == "min":
             return hn.value >= self.bound
+        if self.kind in ("ratio_max", "ratio_min"):
+            r = row.ratio()
+            if r is None:
+                return None
+            return r <= self.bound if self.kind == "ratio_max" else r >= self.bound
         ratio = row.vs_limit()
         return None if ratio is None else ratio <= self.bound
 
@@ -105,6 +118,16 @@ def at_least(bound: float, unit: str) -> Target:
 
 def within(ratio: float, of: str = "limit") -> Target:
     return Target(f"<= {ratio:g}x {of}", "limit", ratio)
+
+
+def ratio_at_most(bound: float, of: str = "hand-written") -> Target:
+    """HyperNodes' value at most ``bound`` times the limit's (e.g. CPU per call)."""
+    return Target(f"<= {bound:g}x {of}", "ratio_max", bound)
+
+
+def ratio_at_least(bound: float, of: str = "hand-written") -> Target:
+    """HyperNodes' value at least ``bound`` times the limit's (e.g. throughput)."""
+    return Target(f">= {bound:g}x {of}", "ratio_min", bound)
 
 
 Convert = Callable[[float, Params], float]
@@ -161,6 +184,12 @@ class Workload:
             earlier (smaller) one.
         check: ``raw -> error message or None``, applied to every implementation's result.
         peer_call: Replaces the runner subprocess for peers: ``(ctx, peer, params) -> raw``.
+        apart: Run HyperNodes and the limit in fresh processes of their own (never in
+            one process), alternating, ``rounds`` pairs of processes in a full run (one
+            in ``--quick``); their repetitions are pooled before the medians.
+        rounds: Process pairs per full run when ``apart``.
+        describe: ``raw -> note`` from the pooled repetitions (e.g. absolute seconds
+            behind a ratio), appended to the implementation's own note.
     """
 
     name: str
@@ -178,6 +207,9 @@ class Workload:
     escalate: str | None = None
     check: Callable[[Raw], str | None] | None = None
     peer_call: Callable[[Context, str, Params], Raw] | None = None
+    apart: bool = False
+    rounds: int = 1
+    describe: Callable[[Raw], str] | None = None
 
 
 @dataclass
@@ -222,6 +254,14 @@ class Row:
             return lim.value / hn.value
         return hn.value / lim.value
 
+    def ratio(self) -> float | None:
+        """HyperNodes' value over the limit's, in the row's unit (no inversion)."""
+        lim = self.limit
+        hn = self.hypernodes
+        if lim is None or not lim.ok or not hn.ok or not lim.value or hn.value is None:
+            return None
+        return hn.value / lim.value
+
     def met(self) -> bool | None:
         return None if self.target is None else self.target.met(self)
 
@@ -238,6 +278,7 @@ class Row:
             "limit_label": self.limit_label,
             "vs_best_peer": self.vs_best_peer(),
             "vs_limit": self.vs_limit(),
+            "ratio": self.ratio(),
             "target": None if self.target is None else self.target.text,
             "met": self.met(),
         }

@@ -7,7 +7,7 @@ from typing import Any
 
 from .harness import PEER_NAMES, Cell, Row
 
-__all__ = ["ISSUES", "fmt", "render"]
+__all__ = ["ISSUES", "YARDSTICK_TABLES", "fmt", "render"]
 
 ISSUES = {
     "kernel": "Issue 2 - kernel: per-node overhead, concurrency, scale, import",
@@ -15,7 +15,12 @@ ISSUES = {
     "cache": "Issue 4 - cache: hit overhead, fingerprints",
     "callbacks": "Issue 5 - callbacks: idle overhead",
     "distributed": "Issue 7 - distributed",
+    "workloads": "Issue 14 - real workloads: HyperNodes vs a hand-written yardstick",
 }
+
+YARDSTICK_TABLES = {"workloads"}
+"""Issues whose table compares HyperNodes with one hand-written yardstick (no peers):
+``HN / hand`` is the plain ratio of the two values, whatever the unit's direction."""
 
 
 def fmt(value: float | None) -> str:
@@ -81,6 +86,34 @@ def _table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _times(ratio: float) -> str:
+    """``0.56x``; small ratios keep three significant digits (``0.00234x``, not ``0.00x``)."""
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3g}x"
+
+
+def _yardstick_table(mine: list[Row]) -> tuple[list[str], list[list[str]], _Notes]:
+    """workload | unit | HyperNodes | hand-written | yardstick is | HN / hand | goal | met?"""
+    notes = _Notes()
+    header = ["workload", "unit", "HyperNodes", "hand-written", "yardstick is"]
+    header += ["HN / hand", "goal", "met?"]
+    body = []
+    for r in mine:
+        ratio = r.ratio()
+        body.append(
+            [
+                r.title,
+                r.unit,
+                _cell(r.hypernodes, "HyperNodes", notes),
+                _cell(r.limit, r.limit_label or "hand-written", notes),
+                r.limit_label,
+                "-" if ratio is None else _times(ratio),
+                "" if r.target is None else r.target.text,
+                {True: "yes", False: "NO", None: "?" if r.target else ""}[r.met()],
+            ]
+        )
+    return header, body, notes
+
+
 def render(rows: Iterable[Row], *, title_suffix: str = "") -> str:
     """One table per issue: workload | unit | HyperNodes | peers | limit | ratios | target."""
     rows = list(rows)
@@ -88,6 +121,12 @@ def render(rows: Iterable[Row], *, title_suffix: str = "") -> str:
     for issue, heading in ISSUES.items():
         mine = [r for r in rows if r.issue == issue]
         if not mine:
+            continue
+        if issue in YARDSTICK_TABLES and not any(r.peers for r in mine):
+            header, body, notes = _yardstick_table(mine)
+            chunks.append(f"## {heading}{title_suffix}\n\n{_table(header, body)}")
+            if notes.items:
+                chunks.append("\n".join(f"  [{i}] {t}" for i, t in enumerate(notes.items, 1)))
             continue
         peer_keys = [k for k in PEER_NAMES if any(k in r.peers for r in mine)]
         peer_keys += sorted({k for r in mine for k in r.peers} - set(peer_keys))
@@ -129,6 +168,9 @@ def summary(rows: Iterable[Row]) -> str:
             continue
         verdict = r.met()
         value = fmt(r.hypernodes.value) + " " + r.unit if r.hypernodes.ok else r.hypernodes.status
+        ratio = r.ratio()
+        if r.target.kind.startswith("ratio") and ratio is not None:
+            value = f"{_times(ratio)} ({value} vs {fmt(r.limit.value if r.limit else None)})"
         line = f"{r.title}: {value} (target {r.target.text})"
         {True: met, False: missed, None: unknown}[verdict].append(line)
     out = [f"Targets: {len(met)} met, {len(missed)} missed, {len(unknown)} not measured"]

@@ -52,20 +52,59 @@ def _check(wl: Workload, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _child(
+    wl: Workload, ctx: Context, params: dict[str, Any], side: str | None = None
+) -> dict[str, Any]:
+    """``{"hypernodes": result, "limit": result}`` from a fresh process (``side``: one only)."""
+    spec = json.dumps({"params": params, "quick": ctx.quick, "side": side})
+    try:
+        return run_child("benchmarks.workloads.child", wl.name, spec, timeout=900)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        failed = {"status": "error", "note": str(exc)[:300]}
+        return {"hypernodes": failed, "limit": failed}
+
+
+def _pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Results of several processes as one: repetitions concatenated, the first failure wins."""
+    for r in results:
+        if r.get("status", "ok") != "ok":
+            return r
+    raw: dict[str, list[Any]] = {}
+    notes: list[str] = []
+    for r in results:
+        for key, values in r.get("raw", {}).items():
+            raw.setdefault(key, []).extend(values)
+        if r.get("note") and r["note"] not in notes:
+            notes.append(r["note"])
+    return {"status": "ok", "raw": raw, "note": "; ".join(notes)}
+
+
 def _own(
     wl: Workload, ctx: Context, params: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """HyperNodes' and the limit's results: in a fresh process unless ``ctx.isolate`` is off."""
+    """HyperNodes' and the limit's results: in a fresh process unless ``ctx.isolate`` is off.
+
+    ``wl.apart``: each side in processes of its own, alternating (ABBA) over the rounds.
+    """
     if not ctx.isolate:
         limit = None if wl.limit is None else call_impl(wl.limit, ctx, params)
         return call_impl(wl.hypernodes, ctx, params), limit
-    spec = json.dumps({"params": params, "quick": ctx.quick})
-    try:
-        out = run_child("benchmarks.workloads.child", wl.name, spec, timeout=900)
-    except (RuntimeError, subprocess.SubprocessError) as exc:
-        failed = {"status": "error", "note": str(exc)[:300]}
-        return failed, None if wl.limit is None else failed
-    return out["hypernodes"], out["limit"]
+    if not wl.apart or wl.limit is None:
+        out = _child(wl, ctx, params)
+        return out["hypernodes"], out["limit"]
+    got: dict[str, list[dict[str, Any]]] = {"hypernodes": [], "limit": []}
+    for i in range(1 if ctx.quick else max(1, wl.rounds)):
+        for side in ("hypernodes", "limit") if i % 2 == 0 else ("limit", "hypernodes"):
+            got[side].append(_child(wl, ctx, params, side)[side])
+    return _pooled(got["hypernodes"]), _pooled(got["limit"])
+
+
+def _described(wl: Workload, result: dict[str, Any]) -> dict[str, Any]:
+    if wl.describe is None or result.get("status", "ok") != "ok":
+        return result
+    extra = wl.describe(result.get("raw", {}))
+    note = "; ".join(n for n in (result.get("note", ""), extra) if n)
+    return {**result, "note": note}
 
 
 def measure(
@@ -82,8 +121,8 @@ def measure(
     prefetched = {} if prefetched is None else prefetched
     params = _params(wl, ctx)
     hn_raw, limit_raw = _own(wl, ctx, params)
-    hn = _check(wl, hn_raw)
-    limit = None if limit_raw is None else _check(wl, limit_raw)
+    hn = _described(wl, _check(wl, hn_raw))
+    limit = None if limit_raw is None else _described(wl, _check(wl, limit_raw))
     peers: dict[str, dict[str, Any]] = {}
     for peer in wl.peers if ctx.peers_python else ():
         peer_params = params if ctx.quick else {**params, **wl.peer_params}

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from benchmarks import external
-from benchmarks.harness import Cell, Context, Row, Target
+from benchmarks.harness import Cell, Context, Row, Target, ratio_at_least, ratio_at_most
 from benchmarks.procs import run_peer, run_peer_batch
 from benchmarks.report import fmt, render, summary
-from benchmarks.run import main, measure
+from benchmarks.run import _pooled, main, measure
 from benchmarks.workloads import all_workloads
 
 # Workloads measuring features being written in parallel: "n/a" is accepted for them.
@@ -31,7 +31,7 @@ WORKLOADS = all_workloads()
 def test_workload_names_are_unique() -> None:
     names = [wl.name for wl in WORKLOADS]
     assert len(names) == len(set(names))
-    assert {wl.issue for wl in WORKLOADS} == {"kernel", "map", "cache", "callbacks"}
+    assert {wl.issue for wl in WORKLOADS} == {"kernel", "map", "cache", "callbacks", "workloads"}
 
 
 @pytest.mark.parametrize("wl", WORKLOADS, ids=lambda wl: wl.name)
@@ -146,3 +146,43 @@ def test_peer_batch_returns_one_result_per_item_in_order() -> None:
     out = run_peer_batch(ctx, "dask", items, timeout=120)
     assert [r["status"] for r in out] == ["ok", "na", "ok"]
     assert all("index" not in r for r in out)
+
+
+def _yardstick_row(title: str, hn: float, hand: float, target: Target, more: bool) -> Row:
+    return Row(
+        issue="workloads",
+        workload="real_x",
+        title=title,
+        unit="calls/s" if more else "ms/call",
+        higher_is_better=more,
+        hypernodes=Cell("ok", value=hn, reps=3),
+        peers={},
+        limit=Cell("ok", value=hand, reps=3),
+        limit_label="gather + to_thread",
+        target=target,
+    )
+
+
+def test_yardstick_table_shows_the_plain_ratio_and_ratio_targets() -> None:
+    slow = _yardstick_row("throughput", 560.0, 1000.0, ratio_at_least(0.9), more=True)
+    dear = _yardstick_row("cpu", 1.1, 1.0, ratio_at_most(1.15), more=False)
+    tiny = _yardstick_row("tiny", 2.0, 1000.0, ratio_at_least(0.5), more=True)
+    assert slow.ratio() == pytest.approx(0.56) and slow.met() is False
+    assert dear.ratio() == pytest.approx(1.1) and dear.met() is True
+    text = render([slow, dear, tiny])
+    assert "Issue 14" in text and "hand-written" in text and "HN / hand" in text
+    assert "0.56x" in text and "1.10x" in text and "0.002x" in text
+    assert "vs best peer" not in text  # the peers layout is not used for this issue
+    assert "MISSED  throughput: 0.56x (560 calls/s vs 1000)" in summary([slow, dear])
+
+
+def test_results_of_several_processes_pool_their_repetitions() -> None:
+    a = {"status": "ok", "raw": {"wall": [1.0], "cpu": [2.0]}, "note": "x"}
+    b = {"status": "ok", "raw": {"wall": [3.0]}, "note": "x"}
+    assert _pooled([a, b]) == {
+        "status": "ok",
+        "raw": {"wall": [1.0, 3.0], "cpu": [2.0]},
+        "note": "x",
+    }
+    failed = {"status": "error", "note": "boom"}
+    assert _pooled([a, failed, b]) is failed

@@ -9,6 +9,12 @@ __all__ = ["all_workloads"]
 
 def all_workloads() -> list[Workload]:
     """Every workload, in the order the tables show them."""
-    from . import cache, callbacks, kernel, mapping
+    from . import cache, callbacks, kernel, mapping, real
 
-    return [*kernel.WORKLOADS, *mapping.WORKLOADS, *cache.WORKLOADS, *callbacks.WORKLOADS]
+    return [
+        *kernel.WORKLOADS,
+        *mapping.WORKLOADS,
+        *cache.WORKLOADS,
+        *callbacks.WORKLOADS,
+        *real.WORKLOADS,
+    ]

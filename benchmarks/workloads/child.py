@@ -1,7 +1,8 @@
 """Run one workload's HyperNodes and limit implementations in a fresh process.
 
 ``python -m benchmarks.workloads.child NAME '{"params": {...}}'`` prints one result line
-``{"hypernodes": result, "limit": result}``. Each workload gets a clean interpreter, as
+``{"hypernodes": result, "limit": result}``; with ``"side": "hypernodes"`` (or
+``"limit"``) in the spec only that side runs and the other is ``null``. Each workload gets a clean interpreter, as
 each peer does: no heap grown by earlier workloads (10k-node modules, 100k-item results),
 no pools or loop threads left behind, so the order of workloads does not bias them.
 """
@@ -21,9 +22,14 @@ def main() -> None:
     (wl,) = [w for w in all_workloads() if w.name == name]
     ctx = Context(peers_python=None, quick=bool(spec.get("quick")))
     params = spec["params"]
+    side = spec.get("side")
     out = {
-        "hypernodes": call_impl(wl.hypernodes, ctx, params),
-        "limit": None if wl.limit is None else call_impl(wl.limit, ctx, params),
+        "hypernodes": call_impl(wl.hypernodes, ctx, params)
+        if side in (None, "hypernodes")
+        else None,
+        "limit": call_impl(wl.limit, ctx, params)
+        if wl.limit is not None and side in (None, "limit")
+        else None,
     }
     print(MARKER + json.dumps(out), flush=True)
 
