@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        help="comma-separated workload names, globs ('scale_*') or issues (kernel, map, ...)",
+        help="comma-separated workload names, globs ('scale_*') or issues (kernel, map, "
+        "cache, callbacks, distributed, workloads)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
