@@ -231,33 +231,59 @@ def _hooks_of(cls: type[PipelineCallback]) -> tuple[str, ...]:
                 "on the event loop: define it with `def` (and start a task from it if it "
                 "must await)"
             )
-        _check_keywords(cls, hook)
+        names = _keywords_taken(cls, hook)
+        if names is not None:
+            _narrowed_by_class[cls, hook] = names
     _hooks_by_class[cls] = hooks
     return hooks
 
 
-def _check_keywords(cls: type[PipelineCallback], hook: str) -> None:
-    """Check that an overridden hook takes every keyword the kernel passes to it.
+def _keywords_taken(cls: type[PipelineCallback], hook: str) -> frozenset[str] | None:
+    """The keywords an overridden hook takes, when it does not take all that are passed.
 
-    Raises:
-        TypeError: It does not, naming the missing keywords and the fix.
+    A hook written before a keyword was added (``on_map_item_end`` before ``outputs``)
+    keeps working: it is called with the keywords it names. ``None``: it takes them all.
     """
     try:
         params = inspect.signature(getattr(cls, hook)).parameters
     except (TypeError, ValueError):  # no signature to read (a C callable): trust it
-        return
+        return None
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    passed = [n for n in inspect.signature(getattr(PipelineCallback, hook)).parameters][1:]
+        return None
+    passed = list(inspect.signature(getattr(PipelineCallback, hook)).parameters)[1:]
     takes = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    missing = [n for n in passed if n not in takes]
-    if missing:
-        names = ", ".join(map(repr, missing))
-        raise TypeError(
-            f"{cls.__name__}.{hook} does not take {names}, which HyperNodes passes to it; "
-            f"add {'it' if len(missing) == 1 else 'them'} to its keyword parameters, or "
-            "accept the keywords you do not use with **_"
-        )
+    if all(n in takes for n in passed):
+        return None
+    return frozenset(takes)
+
+
+class _Narrowed:
+    """A hook called with only the keywords it takes (see :func:`_keywords_taken`).
+
+    Looks like the bound method to the dispatcher (``__self__``, ``__qualname__``), so a
+    raising one is reported and disabled like any other.
+    """
+
+    __slots__ = ("__qualname__", "__self__", "_method", "_names")
+
+    def __init__(self, method: Callable[..., None], names: frozenset[str]) -> None:
+        self._method = method
+        self._names = names
+        self.__self__ = getattr(method, "__self__", method)
+        self.__qualname__ = getattr(method, "__qualname__", repr(method))
+
+    def __call__(self, **event: Any) -> None:
+        names = self._names
+        self._method(**{k: v for k, v in event.items() if k in names})
+
+
+def _listener(cb: PipelineCallback, hook: str) -> Callable[..., None]:
+    method: Callable[..., None] = getattr(cb, hook)
+    names = _narrowed_by_class.get((type(cb), hook))
+    return method if names is None else _Narrowed(method, names)
+
+
+_narrowed_by_class: dict[tuple[type, str], frozenset[str]] = {}
 
 
 class Dispatcher:
@@ -303,7 +329,7 @@ class Dispatcher:
         self._composed: dict[tuple[int, ...], tuple[tuple[PipelineCallback, ...], Dispatcher]] = {}
         listening = [(cb, _hooks_of(type(cb))) for cb in self.callbacks if cb.enabled]
         for hook in HOOKS:
-            setattr(self, hook, [getattr(cb, hook) for cb, hooks in listening if hook in hooks])
+            setattr(self, hook, [_listener(cb, hook) for cb, hooks in listening if hook in hooks])
 
     @classmethod
     def create(cls, callbacks: Sequence[PipelineCallback] | None) -> Dispatcher | None:

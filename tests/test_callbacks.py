@@ -636,15 +636,30 @@ def test_map_item_end_under_daft_carries_the_items_outputs() -> None:
     assert ends.ends == {i: (results[i], None) for i in range(2)}
 
 
-def test_a_hook_that_cannot_take_what_it_is_passed_is_refused_with_the_fix() -> None:
+def test_a_hook_written_before_a_keyword_was_added_keeps_working() -> None:
+    # on_map_item_end gained outputs=; a callback written without it (and without **_)
+    # is called with the keywords it names, and a raising one is still disabled.
+    seen: list[tuple[int, float]] = []
+
     class Old(PipelineCallback):
         def on_map_item_end(  # type: ignore[override]
-            self, *, context: CallbackContext, index: int, duration: float, error: Any
+            self, *, index: int, duration: float, error: Any
         ) -> None:
-            pass
+            seen.append((index, duration))
+            if index == 1:
+                raise RuntimeError("old hook fails")
 
-    with pytest.raises(TypeError, match=r"Old\.on_map_item_end does not take 'outputs'.*\*\*_"):
-        Dispatcher.create([Old()])
+    class New(PipelineCallback):
+        outputs: list[Any] = []
+
+        def on_map_item_end(self, **event: Any) -> None:
+            self.outputs.append(event["outputs"])
+
+    new = New()
+    pipe = Pipeline([double], callbacks=[Old(), new])
+    assert pipe.map({"x": [1, 2, 3]}, map_over="x") == [{"double": 2}, {"double": 4}, {"double": 6}]
+    assert [i for i, _ in seen] == [0, 1]  # disabled after it raised
+    assert new.outputs == [{"double": 2}, {"double": 4}, {"double": 6}]
 
 
 def test_callbacks_compose_under_daft_too() -> None:
