@@ -20,9 +20,19 @@ classified by the name of the module that runs them.
 from __future__ import annotations
 
 import os
-from types import FrameType, TracebackType
+from collections.abc import Sequence
+from types import TracebackType
 
-__all__ = ["DEBUG_ENV", "hide_kernel_frames", "kernel_frames_hidden"]
+__all__ = [
+    "DEBUG_ENV",
+    "OWN",
+    "PLUMB",
+    "USER",
+    "frame_kind",
+    "hide_kernel_frames",
+    "kept_frames",
+    "kernel_frames_hidden",
+]
 
 DEBUG_ENV = "HYPERNODES_DEBUG"
 
@@ -42,7 +52,8 @@ _PLUMBING = frozenset(
         "uvloop",
     }
 )
-_USER, _PLUMB, _OWN = 0, 1, 2
+USER, PLUMB, OWN = 0, 1, 2
+"""Kinds of frames (see :func:`frame_kind`)."""
 
 NOTE = (
     "(HyperNodes hid its own frames from this traceback; set the environment variable "
@@ -92,39 +103,52 @@ def hide_kernel_frames(exc: BaseException) -> None:
 def _trimmed(tb: TracebackType | None) -> tuple[TracebackType | None, int]:
     """The traceback without the kernel's frames, and how many were dropped.
 
-    A run of plumbing frames goes when it touches a kernel frame (the kernel called it, or
-    it called the kernel); between two frames of yours, or at an end next to yours, it
-    stays. The traceback is rebuilt rather than relinked: its entries are not ours.
+    The traceback is rebuilt rather than relinked: its entries are not ours.
     """
     entries: list[TracebackType] = []
     while tb is not None:
         entries.append(tb)
         tb = tb.tb_next
-    kinds = [_kind(entry.tb_frame) for entry in entries]
-    if _OWN not in kinds:
+    mask = kept_frames([frame_kind(entry.tb_frame.f_globals.get("__name__")) for entry in entries])
+    kept = [entry for entry, keep in zip(entries, mask, strict=True) if keep]
+    if len(kept) == len(entries):
         return (entries[0] if entries else None), 0
-    kept: list[TracebackType] = []
-    i, n = 0, len(entries)
-    while i < n:
-        j = i + 1
-        if kinds[i] == _PLUMB:
-            while j < n and kinds[j] == _PLUMB:
-                j += 1
-            touches = (i > 0 and kinds[i - 1] == _OWN) or (j < n and kinds[j] == _OWN)
-            if not touches:
-                kept += entries[i:j]
-        elif kinds[i] == _USER:
-            kept.append(entries[i])
-        i = j
     rebuilt: TracebackType | None = None
     for entry in reversed(kept):
         rebuilt = TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
-    return rebuilt, n - len(kept)
+    return rebuilt, len(entries) - len(kept)
 
 
-def _kind(frame: FrameType) -> int:
-    module = frame.f_globals.get("__name__")
+def kept_frames(kinds: Sequence[int]) -> list[bool]:
+    """Which frames of a traceback (by :func:`frame_kind`, oldest first) the user sees.
+
+    The kernel's frames go. A run of plumbing frames goes when it touches a kernel frame
+    (the kernel called it, or it called the kernel); between two frames of yours, or at
+    an end next to yours, it stays. Nothing goes from a traceback without kernel frames.
+    """
+    n = len(kinds)
+    if OWN not in kinds:
+        return [True] * n
+    mask = [False] * n
+    i = 0
+    while i < n:
+        j = i + 1
+        if kinds[i] == PLUMB:
+            while j < n and kinds[j] == PLUMB:
+                j += 1
+            touches = (i > 0 and kinds[i - 1] == OWN) or (j < n and kinds[j] == OWN)
+            if not touches:
+                mask[i:j] = [True] * (j - i)
+        elif kinds[i] == USER:
+            mask[i] = True
+        i = j
+    return mask
+
+
+def frame_kind(module: object) -> int:
+    """``OWN`` for the kernel's frames, ``PLUMB`` for the machinery it runs on, else
+    ``USER``, from the name of the module running the frame (its ``__name__``)."""
     top = module.partition(".")[0] if isinstance(module, str) else ""
     if top in _KERNEL:
-        return _OWN
-    return _PLUMB if top in _PLUMBING else _USER
+        return OWN
+    return PLUMB if top in _PLUMBING else USER

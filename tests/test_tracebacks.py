@@ -229,3 +229,28 @@ def test_hiding_is_idempotent_and_notes_once() -> None:
     hide_kernel_frames(err)
     assert shown(err) == first
     assert first.count(f"{DEBUG_ENV}=1") == 1
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("where", ["map_executor", "node_executor"])
+def test_a_process_workers_traceback_shows_the_users_frames_not_the_kernels(
+    where: str, debug: bool, engines: Callable[..., HyperNodesEngine], monkeypatch: Any
+) -> None:
+    # The worker's traceback arrives as a note (rendered from data): it is trimmed like
+    # the local one, and the worker's own NodeError around the user's error is left out.
+    if debug:
+        monkeypatch.setenv(DEBUG_ENV, "1")
+    pipeline = Pipeline([ratio], name="calc", engine=engines(**{where: "parallel"}))
+    with pytest.raises(NodeError) as info:
+        pipeline.map({"x": [1, 0, 2]}, map_over="x")
+    err = info.value
+    notes = "\n".join([*getattr(err, "__notes__", ()), *getattr(err.__cause__, "__notes__", ())])
+    assert "Traceback in the worker:" in notes
+    assert (__file__, "ratio") in frames(notes)
+    assert 'raise UserError("x must not be zero")' in notes
+    if debug:
+        assert machinery(notes) != []
+    else:
+        assert machinery(notes) == []
+        assert "hypernodes.errors.NodeError" not in notes
+        assert len(shown(info.value).splitlines()) < 30

@@ -18,11 +18,14 @@ import threading
 import traceback
 import types
 
+from ..tracebacks import frame_kind, kept_frames, kernel_frames_hidden
+
 __all__ = ["Part", "capture", "remember", "render"]
 
 # A frame: file name (as the worker saw it), line number, function name, the source line
-# the worker could read ("" if none), and the fingerprint of the frame's code object.
-Frame = tuple[str, int | None, str, str, bytes]
+# the worker could read ("" if none), the fingerprint of the frame's code object, and its
+# kind (the kernel's, plumbing or the user's: see ``hypernodes.tracebacks.frame_kind``).
+Frame = tuple[str, int | None, str, str, bytes, int]
 # One exception of a chain: the text linking it to the exception printed before it ("" for
 # the first), its frames (oldest call first), and its ``format_exception_only`` lines.
 Part = tuple[str, tuple[Frame, ...], tuple[str, ...]]
@@ -89,14 +92,30 @@ def _frames(tb: types.TracebackType | None) -> tuple[Frame, ...]:
     for frame, lineno in traceback.walk_tb(tb):
         code = frame.f_code
         line = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
-        frames.append((code.co_filename, lineno, code.co_name, line, fingerprint(code)))
+        kind = frame_kind(frame.f_globals.get("__name__"))
+        frames.append((code.co_filename, lineno, code.co_name, line, fingerprint(code), kind))
     return tuple(frames)
 
 
 def render(parts: tuple[Part, ...]) -> str:
-    """The text of a captured traceback, with files and lines mapped back to their origin."""
+    """The text of a captured traceback, with files and lines mapped back to their origin.
+
+    Unless ``HYPERNODES_DEBUG`` is set, the kernel's frames are left out as they are from
+    errors raised in this process (``hypernodes.tracebacks``), and so is an exception of
+    the chain that was all kernel (the worker's own ``NodeError`` around your error).
+    """
+    shown = parts
+    if kernel_frames_hidden():
+        shown = ()
+        for before, frames, only in parts:
+            mask = kept_frames([f[5] for f in frames])
+            kept = tuple(f for f, keep in zip(frames, mask, strict=True) if keep)
+            if frames and not kept:
+                continue  # raised by the kernel, about an error already shown
+            shown += ((before if shown else "", kept, only),)
+        shown = shown or parts
     out: list[str] = []
-    for before, frames, only in parts:
+    for before, frames, only in shown:
         out.append(before)
         if frames:
             out.append("Traceback (most recent call last):\n")
@@ -107,7 +126,7 @@ def render(parts: tuple[Part, ...]) -> str:
 
 
 def _summary(frame: Frame) -> traceback.FrameSummary:
-    filename, lineno, name, line, key = frame
+    filename, lineno, name, line, key, _ = frame
     with _origins_lock:
         origin = _origins.get(key)
     if origin is not None:
