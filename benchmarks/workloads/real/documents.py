@@ -38,7 +38,7 @@ __all__ = ["describe", "hand_documents", "hn_documents"]
 
 BUCKETS = 4096
 DIM = 64
-WORDS_PER_DOC = 500
+WORDS_PER_DOC = 1000
 
 CALLS: Counter[str] = Counter()
 """Node calls, by node: proves what a cached run computed."""
