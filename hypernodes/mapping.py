@@ -17,6 +17,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError, NodeError, PathFrame
+from .executors.halting import Halt, Halted, InlineStop
 from .plan import Plan
 from .scheduler import Scope, cancel_requests, raise_first
 
@@ -164,11 +165,14 @@ async def run_items(
     count: int,
     width: int,
     run_one: Callable[[int, tuple[Any, ...]], Awaitable[Any]],
+    *,
+    halt: Halt,
 ) -> list[Any]:
     """Run ``run_one(index, item)`` for every item, at most ``width`` at a time.
 
     Results come back in item order whatever the completion order. The first failing
-    item cancels the others; its ``NodeError`` is marked with the item index.
+    item cancels the others and ends the run (``halt``): no item starts after it; its
+    ``NodeError`` is marked with the item index.
 
     Raises:
         NodeError: The first item that failed.
@@ -180,8 +184,11 @@ async def run_items(
         index = -1
         try:
             for index, item in numbered:
+                if halt.over:
+                    await halt.halted()
                 results[index] = await run_one(index, item)
         except NodeError as err:
+            halt.set()
             err._mark_item(index)
             failures.append(err)
             raise
@@ -218,8 +225,16 @@ async def map_plain(
     """
     results: list[Any] = [None] * exp.count
     numbered = enumerate(exp.items())
+    halt = scope.halt
     if scope.inline:
-        run_plain_items(plan, exp.names, base, numbered, results, exp.count, scope.pipeline)
+        # Nothing suspends between items here: a cancel (Ctrl-C) is only seen by checking.
+        stop = halt.inline()
+        try:
+            run_plain_items(
+                plan, exp.names, base, numbered, results, exp.count, scope.pipeline, stop
+            )
+        except Halted:
+            await halt.halted()
         return results
     # Chunks of items are the units of work; the iterator is only advanced on the loop.
     # Small chunks keep every worker busy (16 blocking items on 8 threads: 1 per hop);
@@ -227,19 +242,14 @@ async def map_plain(
     size = max(1, min(_CHUNK, exp.count // (8 * width)))
     chunks = iter(lambda: list(itertools.islice(numbered, size)), [])
     names, pipeline = exp.names, scope.pipeline
-    # Set by the first failure (in its worker thread) or when the map is cancelled: the
-    # chunks still running in other threads stop before their next item.
-    stop: list[bool] = []
 
+    # The run's halt is set by the first failure (in its worker thread) or when the run
+    # ends: the chunks still running in other threads stop before their next node.
     def run_chunk(index: int, chunk: tuple[Any, ...]) -> Awaitable[Any]:
-        args = (plan, names, base, iter(chunk[0]), results, size, pipeline, stop)
-        return scope.body.call(run_plain_items, args)
+        args = (plan, names, base, iter(chunk[0]), results, size, pipeline, halt)
+        return scope.offload(run_plain_items, args)
 
-    try:
-        await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk)
-    except BaseException:
-        stop.append(True)
-        raise
+    await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk, halt=halt)
     return results
 
 
@@ -251,20 +261,22 @@ def run_plain_items(
     results: list[Any],
     limit: int,
     pipeline: str,
-    stop: list[bool] | None = None,
+    stop: Halt | InlineStop | None = None,
 ) -> None:
     """Run up to ``limit`` items of a plain map in this thread, storing their results.
 
-    With ``stop`` (shared by the chunks of one map), a failure here appends to it, and a
-    non-empty ``stop`` ends this chunk before its next item.
+    With ``stop`` (the run's halt), a failure here ends the run, and no node starts once
+    the run is over.
 
     Raises:
         NodeError: An item failed; the pipeline frame and item index are on its path.
+        Halted: ``stop`` said the run is over before a node started (or after the last).
     """
     steps = plan.steps
     outputs = plan.outputs
     index = -1
-    halted = stop if stop is not None else ()
+    if stop is None:
+        stop = _RUNNING
     # The innermost loop of a map: the step loop is inlined, its parts looked up once.
     calls = tuple((s.call, s.out, s) for s in steps)
     single = names[0] if len(names) == 1 else None
@@ -272,14 +284,14 @@ def run_plain_items(
     only = outputs[0]
     try:
         for index, item in itertools.islice(numbered, limit):
-            if halted:
-                return
             values = base.copy()
             if single is not None:
                 values[single] = item[0]
             else:
                 values.update(zip(names, item, strict=True))
             for call, out, step in calls:
+                if stop.over:
+                    raise Halted
                 try:
                     result = call(values)
                 except Exception as exc:  # (a NodeError from user code is wrapped too)
@@ -293,8 +305,22 @@ def run_plain_items(
             else:
                 results[index] = {only: values[only]}
     except NodeError as err:
-        if stop is not None:
-            stop.append(True)
+        stop.set()
         err._prepend(PathFrame(pipeline))
         err._mark_item(index)
         raise
+    if stop.over:
+        raise Halted
+
+
+class _Running:
+    """The stop of a map with no run around it (the loop-free path): never over."""
+
+    __slots__ = ()
+    over = False
+
+    def set(self) -> None:
+        """Nothing to stop."""
+
+
+_RUNNING: Any = _Running()

@@ -15,6 +15,7 @@ from .errors import NodeError, PathFrame
 from .graph import Graph, Selection
 
 if TYPE_CHECKING:
+    from .executors.halting import Halt, InlineStop
     from .executors.remote import Shipped
     from .node import Node
     from .scheduler import Scope
@@ -253,9 +254,21 @@ def compile_plan(
     return Plan(graph, selection, outputs, provided)
 
 
-def run_sync_steps(steps: Iterable[Step], values: dict[str, Any]) -> None:
-    """Run plain sync steps in order, in the calling thread."""
+def run_sync_steps(
+    steps: Iterable[Step], values: dict[str, Any], stop: Halt | InlineStop | None = None
+) -> None:
+    """Run plain sync steps in order, in the calling thread.
+
+    With ``stop``, no step starts once it says the run is over.
+
+    Raises:
+        NodeError: A step failed.
+        Halted: ``stop`` said the run is over before a step started (or after the last:
+            its result would not be wanted).
+    """
     for step in steps:
+        if stop is not None and stop.over:
+            raise _halted()
         try:
             result = step.call(values)
         except Exception as exc:
@@ -264,6 +277,14 @@ def run_sync_steps(steps: Iterable[Step], values: dict[str, Any]) -> None:
             values[step.out] = result
         else:
             step.store(result, values)
+    if stop is not None and stop.over:
+        raise _halted()
+
+
+def _halted() -> BaseException:
+    from .executors.halting import Halted  # deferred: asyncio, which plans never need
+
+    return Halted()
 
 
 def run_plan_sync(plan: Plan, values: dict[str, Any], pipeline: str) -> None:

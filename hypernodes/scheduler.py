@@ -18,13 +18,15 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
 from typing import Any, NoReturn
 
 from .cache.base import MISSING
 from .callbacks import CallbackContext, Dispatcher
 from .errors import NodeError, PathFrame, node_failed
+from .executors.halting import Halt, Halted, InlineStop
+from .executors.remote import Shipped
 from .executors.workers import Lane
 from .plan import NestedRunner, Plan, Step, compile_plan, run_plan_sync, run_sync_steps
 
@@ -61,15 +63,21 @@ class Scope:
         callbacks: The dispatcher of this level, or ``None``.
         context: The callback context of this level (``None`` without callbacks).
         engine: The engine running this level (nested pipelines may inherit it).
+        halt: The run's "run is over" signal (one per top-level run, shared by its levels):
+            checked before anything of the run starts.
+        budget: Bounds the run's sync bodies across all the pools they go to
+            (``max_workers``), or ``None`` when one pool's own size bounds them.
     """
 
     __slots__ = (
         "body",
+        "budget",
         "cache",
         "callbacks",
         "concurrent",
         "context",
         "engine",
+        "halt",
         "inline",
         "limiter",
         "pipeline",
@@ -85,11 +93,15 @@ class Scope:
         limiter: Limiter | None,
         body: Lane,
         inline: bool,
+        halt: Halt,
+        budget: asyncio.Semaphore | None = None,
         cache: Any = None,
         callbacks: Dispatcher | None = None,
         context: CallbackContext | None = None,
     ) -> None:
         self.engine = engine
+        self.halt = halt
+        self.budget = budget
         self.pipeline = pipeline
         self.concurrent = concurrent
         self.limiter = limiter
@@ -106,6 +118,12 @@ class Scope:
         fields.update(changes)
         return Scope(**fields)
 
+    def offload(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], shipped: Shipped | None = None
+    ) -> Awaitable[Any]:
+        """Start the sync ``fn(*args)`` where this level's sync bodies go (see ``Lane.call``)."""
+        return self.body.call(fn, args, shipped, halt=self.halt, budget=self.budget)
+
 
 async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
     """Run ``plan`` on ``values`` (mutated in place with every output).
@@ -119,6 +137,7 @@ async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
         else:
             await _run_sequential(plan, values, scope)
     except NodeError as err:
+        scope.halt.set()  # the first failure ends the run: nothing more of it starts
         err._prepend(PathFrame(scope.pipeline))
         raise
 
@@ -129,19 +148,26 @@ async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> N
     # could not fill this values dict, so remote lanes take steps one by one.
     plain, inline = scope.plain, scope.inline
     hop = plain and not inline and scope.body.kind == "threads"
-    for is_run, steps in plan.segments:
-        if is_run:
-            if inline:
-                if plain:
-                    run_sync_steps(steps, values)
-                else:
-                    run_sync_steps_observed(steps, values, scope)
-                continue
-            if hop:
-                await scope.body.call(run_sync_steps, (steps, values))
-                continue
-        for step in steps:
-            await run_step(step, values, scope, None)
+    # Inline, nothing suspends between bodies: a cancel (Ctrl-C) is only seen by checking.
+    stop: Halt | InlineStop = scope.halt.inline() if inline else scope.halt
+    try:
+        for is_run, steps in plan.segments:
+            if is_run:
+                if inline:
+                    if plain:
+                        run_sync_steps(steps, values, stop)
+                    else:
+                        run_sync_steps_observed(steps, values, scope, stop)
+                    continue
+                if hop:
+                    await scope.offload(run_sync_steps, (steps, values, stop))
+                    continue
+            for step in steps:
+                if stop.over:
+                    raise Halted
+                await run_step(step, values, scope, None)
+    except Halted:
+        await scope.halt.halted()
 
 
 class Limiter(asyncio.Semaphore):
@@ -197,6 +223,8 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
                     follow = backlog.popleft()
                 k = follow
         except BaseException as exc:
+            if isinstance(exc, NodeError):
+                scope.halt.set()  # stop the other chains' work in threads and processes now
             failures.append(exc)
             raise
         finally:
@@ -256,6 +284,8 @@ async def run_step(
     Raises:
         NodeError: The node failed (or a nested node inside it did).
     """
+    if scope.halt.over:
+        await scope.halt.halted()
     args = step.gather(values)
     if step.nested is not None:
         await _run_nested_step(step, step.nested, args, values, scope)
@@ -296,8 +326,7 @@ def _once(step: Step, args: tuple[Any, ...], scope: Scope) -> Awaitable[Any]:
         return step.fn(*args)  # type: ignore[no-any-return]
     if scope.inline:
         return _ready(step.fn(*args))
-    body = scope.body
-    return body.call(step.fn, args, step.shipped if body.kind == "remote" else None)
+    return scope.offload(step.fn, args, step.shipped if scope.body.kind == "remote" else None)
 
 
 async def _ready(value: Any) -> Any:
@@ -323,12 +352,21 @@ async def _run_observed(
     return result
 
 
-def run_sync_steps_cached(steps: Iterable[Step], values: dict[str, Any], cache: Any) -> None:
+def run_sync_steps_cached(
+    steps: Iterable[Step], values: dict[str, Any], cache: Any, stop: Halt | InlineStop
+) -> None:
     """``run_sync_steps`` with the cache and no callbacks, in the thread that owns the run
-    (the hit path of a cached run: kept free of anything the cache does not need)."""
+    (the hit path of a cached run: kept free of anything the cache does not need).
+
+    Raises:
+        NodeError: A node failed.
+        Halted: ``stop`` said the run is over before a node started (or after the last).
+    """
     key_of = cache.key
     get = cache.store.get
     for step in steps:
+        if stop.over:
+            raise Halted
         key = key_of(step, values) if step.node.cache else None
         if key is not None:
             hit = get(key, MISSING)
@@ -342,20 +380,36 @@ def run_sync_steps_cached(steps: Iterable[Step], values: dict[str, Any], cache: 
         step.store(result, values)
         if key is not None:
             cache.save_now(step, key, result)
+    if stop.over:
+        raise Halted
 
 
-def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope: Scope) -> None:
+def run_sync_steps_observed(
+    steps: Iterable[Step],
+    values: dict[str, Any],
+    scope: Scope,
+    stop: Halt | InlineStop | None = None,
+) -> None:
     """``run_sync_steps`` with the cache and node events, in the thread that owns the run.
 
     Only for runs that may block their thread (inline on a loop HyperNodes owns, or with
     no loop at all): store reads and writes happen right here.
+
+    Raises:
+        NodeError: A node failed.
+        Halted: ``stop`` (default: the run's halt) said the run is over before a node
+            started (or after the last).
     """
     d = scope.callbacks
     cache = scope.cache
+    if stop is None:
+        stop = scope.halt
     if d is None:
-        run_sync_steps_cached(steps, values, cache)
+        run_sync_steps_cached(steps, values, cache, stop)
         return
     for step in steps:
+        if stop.over:
+            raise Halted
         key = None
         if cache is not None and step.node.cache:
             key, hit = cache.lookup_now(step, values)
@@ -378,6 +432,8 @@ def run_sync_steps_observed(steps: Iterable[Step], values: dict[str, Any], scope
             cache.save_now(step, key, result)
         if d is not None:
             _emit_end(d, scope, step, values, started)
+    if stop.over:
+        raise Halted
 
 
 def _emit_cached(scope: Scope, step: Step, values: dict[str, Any]) -> None:
@@ -448,6 +504,10 @@ async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
     attempts = step.node.retries + 1
     for attempt in range(1, attempts + 1):
         abandoned = False
+        if attempt > 1:
+            await asyncio.sleep(0)  # (a cancel of an inline run is delivered here)
+            if scope.halt.over:
+                await scope.halt.halted()
         try:
             return await _attempt(step, args, scope)
         except _TimedOut as timed_out:
@@ -497,7 +557,7 @@ async def _attempt(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
     if scope.inline and timeout is None:
         return step.fn(*args)
     body = scope.body
-    future = body.call(step.fn, args, step.shipped if body.kind == "remote" else None)
+    future = scope.offload(step.fn, args, step.shipped if body.kind == "remote" else None)
     if timeout is None:
         return await future
     try:

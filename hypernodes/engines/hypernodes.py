@@ -11,6 +11,7 @@ from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
 from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
 from ..errors import ConfigError, NodeError, PathFrame
+from ..executors.halting import new_halt
 from ..executors.workers import (
     Lane,
     PoolSet,
@@ -203,6 +204,9 @@ class HyperNodesEngine(Engine):
             limiter=limiter,
             body=body,
             inline=inline,
+            # A nested level of another engine is still part of the enclosing run.
+            halt=parent.scope.halt if parent is not None else new_halt(),
+            budget=self._budget(),
             cache=cache,
             callbacks=callbacks,
             context=context,
@@ -210,6 +214,19 @@ class HyperNodesEngine(Engine):
         if limiter is not None:
             limiter.owner = scope  # levels derived from it share the limit, not ownership
         return scope
+
+    def _budget(self) -> asyncio.Semaphore | None:
+        """A run's bound on its sync bodies across pools: ``max_workers`` holds for all of
+        them together when they may go to more than one pool (say, nodes to threads and
+        map items to processes); within one pool, the pool's own size bounds them."""
+        if self.max_workers is None:
+            return None
+        _, item, body = self.lanes
+        places = {id(body.executor)}
+        item_body = item.offload()
+        if item_body is not None:
+            places.add(id(item_body.executor))
+        return asyncio.Semaphore(self.max_workers) if len(places) > 1 else None
 
     # -- run ----------------------------------------------------------------------------
 
@@ -299,12 +316,16 @@ class HyperNodesEngine(Engine):
         values = {**plan.optional, **pipeline.bound, **inputs}
         cache, dispatcher, context = self._resolve(pipeline, _parent, "run")
         scope = self._scope(pipeline, _parent, cache, dispatcher, context)
-        if _parent is not None or dispatcher is None:
-            await run_plan(plan, values, scope)
-            return plan.collect(values)
-        with run_events(dispatcher, context, pipeline, inputs) as done:
-            await run_plan(plan, values, scope)
-            done["outputs"] = plan.collect(values)
+        try:
+            if _parent is not None or dispatcher is None:
+                await run_plan(plan, values, scope)
+                return plan.collect(values)
+            with run_events(dispatcher, context, pipeline, inputs) as done:
+                await run_plan(plan, values, scope)
+                done["outputs"] = plan.collect(values)
+        except BaseException:
+            scope.halt.set()  # failed or cancelled: nothing of the run starts any more
+            raise
         return done["outputs"]  # type: ignore[no-any-return]
 
     # -- map ----------------------------------------------------------------------------
@@ -328,10 +349,14 @@ class HyperNodesEngine(Engine):
         scope = self._scope(pipeline, _parent, cache, dispatcher, context)
         if cache is not None:
             cache.prime(base, list(base))  # shared inputs: fingerprinted once, not per item
-        if dispatcher is None:
-            return await self._map_items(pipeline, plan, exp, base, scope)
-        with map_events(dispatcher, context, pipeline, exp.count, exp.names):
-            return await self._map_items(pipeline, plan, exp, base, scope)
+        try:
+            if dispatcher is None:
+                return await self._map_items(pipeline, plan, exp, base, scope)
+            with map_events(dispatcher, context, pipeline, exp.count, exp.names):
+                return await self._map_items(pipeline, plan, exp, base, scope)
+        except BaseException:
+            scope.halt.set()  # failed or cancelled: nothing of the run starts any more
+            raise
 
     async def _map_items(
         self,
@@ -373,4 +398,4 @@ class HyperNodesEngine(Engine):
                 done["outputs"] = plan.collect(values)
             return done["outputs"]  # type: ignore[no-any-return]
 
-        return await run_items(exp.items(), exp.count, width, run_one)
+        return await run_items(exp.items(), exp.count, width, run_one, halt=scope.halt)

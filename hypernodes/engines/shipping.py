@@ -20,7 +20,6 @@ from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
 from ..errors import NodeError, PathFrame, node_failed
 from ..executors.processes import mark_position
 from ..executors.remote import Parcel, RemoteFailure, Shipped, run_shipped_item
-from ..executors.workers import run_remote
 from ..mapping import Expansion, run_items
 from ..nested import PipelineNode
 from .base import item_events
@@ -226,8 +225,14 @@ async def map_remote(
         provided: dict[str, Any], wanted: tuple[str, ...], running: Sequence[Step]
     ) -> Any:
         try:
-            parcel = await run_remote(
-                executor, run_shipped_item, bundle, Parcel(provided), wanted, observe
+            parcel = await lane.ship(
+                run_shipped_item,
+                bundle,
+                Parcel(provided),
+                wanted,
+                observe,
+                halt=scope.halt,
+                budget=scope.budget,
             )
         except Exception as exc:  # the item never came back: its worker died, or transport
             error = _lost_in(exc, pipeline, running)
@@ -242,7 +247,7 @@ async def map_remote(
                 result.reraise()
             return result  # type: ignore[no-any-return]
 
-        return await run_items(exp.items(), exp.count, 2 * lane.width, run_plain)
+        return await run_items(exp.items(), exp.count, 2 * lane.width, run_plain, halt=scope.halt)
 
     async def run_observed(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
         mapped = dict(zip(names, item, strict=True))
@@ -292,7 +297,7 @@ async def map_remote(
                 if k in keys:
                     await cache.save(steps[k], keys[k], _packed(steps[k], values), values, scope)
 
-    return await run_items(exp.items(), exp.count, 2 * lane.width, run_observed)
+    return await run_items(exp.items(), exp.count, 2 * lane.width, run_observed, halt=scope.halt)
 
 
 def _lost_in(lost: Exception, pipeline: Pipeline, running: Sequence[Step]) -> NodeError:

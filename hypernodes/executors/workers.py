@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidExecutorError, WorkerLostError
 from .async_executor import AsyncExecutor
+from .halting import Halt, Halted, Skipped, following, is_halted, run_unless_over
 from .processes import ProcessPool, WorkerDied, spawn_safe_context
 from .remote import Parcel, Shipped, call_shipped, unwrap
 
@@ -118,16 +119,57 @@ class Lane:
         return None
 
     def call(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], shipped: Shipped | None = None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        shipped: Shipped | None = None,
+        *,
+        halt: Halt,
+        budget: asyncio.Semaphore | None = None,
     ) -> Awaitable[Any]:
-        """Start ``fn(*args)`` on this lane's executor; return an awaitable for its result.
+        """Start the sync ``fn(*args)`` on this lane's executor; return an awaitable for its
+        result.
 
         Must be called from a running event loop. For a remote lane, ``shipped`` (the
-        cloudpickled ``fn``) is sent instead of ``fn`` when given.
+        cloudpickled ``fn``) is sent instead of ``fn`` when given. Nothing starts once
+        ``halt`` says the run is over, not even a call already handed to the executor (see
+        ``halting``); ``budget``, the run's bound on its sync bodies across pools
+        (``max_workers``), is taken before the executor's own gate.
         """
         executor = self.executor
         assert executor is not None, "a lane without an executor cannot offload"
-        return _gated(self, executor, fn, args, shipped)
+        if self.kind == "remote":
+            payload = shipped if shipped is not None else Shipped(fn)
+            return _remote(self, payload, args, halt, budget)
+
+        def start() -> Awaitable[Any]:
+            ctx = contextvars.copy_context()
+            call = functools.partial(ctx.run, _holding, executor, halt, fn, *args)
+            return asyncio.get_running_loop().run_in_executor(executor, call)
+
+        return _gated(self, halt, budget, start)
+
+    async def ship(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        halt: Halt,
+        budget: asyncio.Semaphore | None = None,
+    ) -> Any:
+        """Run the importable ``fn(*args)`` in a worker of this remote lane (a whole map
+        item, or a shipped body), gated like ``call``; the worker skips it when the run is
+        over by the time it gets there.
+
+        Raises:
+            WorkerLostError: See ``run_remote``.
+        """
+        executor = self.executor
+        assert executor is not None and self.kind == "remote", "ship() needs a remote lane"
+
+        def start() -> Awaitable[Any]:
+            return run_remote(executor, run_unless_over, halt.ticket(), fn, *args)
+
+        return await _gated(self, halt, budget, start)
 
 
 # Calls handed to an executor and not finished, per executor and event loop, are capped at
@@ -156,19 +198,34 @@ def _gate(executor: concurrent.futures.Executor, width: int) -> asyncio.Semaphor
 
 async def _gated(
     lane: Lane,
-    executor: concurrent.futures.Executor,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    shipped: Shipped | None,
+    halt: Halt,
+    budget: asyncio.Semaphore | None,
+    start: Callable[[], Awaitable[Any]],
 ) -> Any:
-    async with _gate(executor, lane.width):
-        if lane.kind == "remote":
-            payload = shipped if shipped is not None else Shipped(fn)
-            return await _remote(executor, payload, args)
-        loop = asyncio.get_running_loop()
-        ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, _holding, executor, fn, *args)
-        return await loop.run_in_executor(executor, call)
+    """``await start()`` once the run's budget and the executor's gate allow, unless the run
+    is over; a call its worker skipped (the run was over by then) is stopped likewise."""
+    if halt.over:
+        await halt.halted()
+    if budget is None:
+        return await _through_gate(lane, halt, start)
+    async with budget:
+        return await _through_gate(lane, halt, start)
+
+
+async def _through_gate(lane: Lane, halt: Halt, start: Callable[[], Awaitable[Any]]) -> Any:
+    assert lane.executor is not None
+    async with _gate(lane.executor, lane.width):
+        if halt.over:  # it may have waited long for its slot
+            await halt.halted()
+        try:
+            result = await start()
+        except asyncio.CancelledError as exc:
+            if not is_halted(exc):
+                raise
+            await halt.halted()  # the worker thread found the run over
+        if type(result) is Skipped:
+            await halt.halted()  # the worker process found the run over
+        return result
 
 
 # The thread-like executors whose slot the current worker thread holds (see ``holds``).
@@ -177,10 +234,14 @@ _held: contextvars.ContextVar[tuple[concurrent.futures.Executor, ...]] = context
 )
 
 
-def _holding(executor: concurrent.futures.Executor, fn: Callable[..., Any], *args: Any) -> Any:
+def _holding(
+    executor: concurrent.futures.Executor, halt: Halt, fn: Callable[..., Any], *args: Any
+) -> Any:
+    if halt.over:  # handed to the pool before the run ended, reached a thread after
+        raise Halted
     token = _held.set((*_held.get(), executor))
     try:
-        return fn(*args)
+        return following(halt, fn, *args)
     finally:
         _held.reset(token)
 
@@ -195,9 +256,15 @@ def holds(executor: concurrent.futures.Executor | None) -> bool:
 
 
 async def _remote(
-    executor: concurrent.futures.Executor, payload: Shipped, args: tuple[Any, ...]
+    lane: Lane,
+    payload: Shipped,
+    args: tuple[Any, ...],
+    halt: Halt,
+    budget: asyncio.Semaphore | None,
 ) -> Any:
-    return unwrap(await run_remote(executor, call_shipped, payload, Parcel(args), {}))
+    return unwrap(
+        await lane.ship(call_shipped, payload, Parcel(args), {}, halt=halt, budget=budget)
+    )
 
 
 async def run_remote(

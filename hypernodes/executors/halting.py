@@ -1,0 +1,310 @@
+"""The end of a run, seen wherever a body would start: one ``Halt`` per top-level run.
+
+A run is over once it failed or was cancelled; from then on nothing of it starts, not a
+node body, a map item or a nested run. The run's ``Halt`` travels down the run in its
+scopes, and every place about to start something checks it right before:
+
+- on the event loop (a step, an item): a halted one waits for the cancellation that ended
+  the run (``Halt.halted``), so that the caller sees that failure or cancel, not a stop;
+- sync code between bodies (a segment of steps or a chunk of items in a worker thread, or
+  inline on a loop of ours) raises ``Halted`` instead of starting the next body; inline, a
+  cancel asked of the running task (Ctrl-C) also counts (``Halt.inline``);
+- in a worker process or on a cluster, the run's ``Ticket`` travels with each task and
+  reads the run's mark on a board that every local process can map (a small file); a task
+  whose run is over returns ``Skipped`` without calling anything (``run_unless_over``).
+  A worker that cannot open the board (another machine) runs what it receives.
+
+A run started inside a body (a node calling ``pipeline.run()``, a shipped map item's
+sub-run) follows the run of that body: it stops when that run is over, while its own end
+does not end the enclosing run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import contextvars
+import itertools
+import mmap
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+__all__ = ["Halt", "Halted", "InlineStop", "Skipped", "Ticket", "following", "run_unless_over"]
+
+
+class Halted(asyncio.CancelledError):
+    """Raised instead of starting a body whose run is over: a cancellation, not a failure."""
+
+
+class Skipped:
+    """What a shipped task returns instead of a result when its run was over."""
+
+    __slots__ = ()
+
+
+class Ticket:
+    """A run's mark on the board, sent with its shipped tasks (picklable).
+
+    Attributes:
+        path: The board's file.
+        serial: The run's number on the board (its slot is ``serial % SLOTS``).
+    """
+
+    __slots__ = ("path", "serial")
+
+    def __init__(self, path: str, serial: int) -> None:
+        self.path = path
+        self.serial = serial
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Ticket, (self.path, self.serial))
+
+    @property
+    def over(self) -> bool:
+        """Whether the run was marked over (``False`` where the board cannot be read)."""
+        view = _view(self.path)
+        return view is not None and view[self.serial % SLOTS] == self.serial
+
+
+class Halt:
+    """The "run is over" signal of one top-level run, shared by all its levels.
+
+    Attributes:
+        over: Whether the run is over (any thread may read it).
+    """
+
+    __slots__ = ("_ticket", "over")
+
+    def __init__(self) -> None:
+        self.over = False
+        self._ticket: Ticket | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {'over' if self.over else 'running'}>"
+
+    def set(self) -> None:
+        """Mark the run over, here and for the workers its tasks went to (idempotent)."""
+        self.over = True
+        ticket = self._ticket
+        if ticket is not None:
+            _mark(ticket)
+
+    def ticket(self) -> Ticket | None:
+        """This run's mark on the board, for tasks shipped to other processes (made once;
+        ``None`` when no board can be made here)."""
+        ticket = self._ticket
+        if ticket is None:
+            ticket = self._ticket = _new_ticket()
+            if ticket is not None and self.over:
+                _mark(ticket)
+        return ticket
+
+    def inline(self) -> InlineStop:
+        """What sync code running inline on this loop's thread checks between bodies."""
+        return InlineStop(self)
+
+    async def halted(self) -> NoReturn:
+        """Stop a step or item of this run that found the run over.
+
+        The failure or cancel that ended the run reaches every task of the run: wait here
+        for it, so that it (not a stop of ours) is what the caller sees. A stop asked by
+        inline code for its task's cancel request is that cancellation, raised at once.
+
+        Raises:
+            asyncio.CancelledError: The cancellation, when it comes.
+        """
+        if not self.over:
+            raise asyncio.CancelledError
+        await asyncio.get_running_loop().create_future()  # never set: only cancelled
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Following(Halt):
+    """The halt of a run started inside a body: over with its own run, or when the run of
+    that body is."""
+
+    __slots__ = ("_outer", "_own")
+
+    def __init__(self, outer: Halt | Ticket) -> None:
+        self._outer = outer
+        self._own = False
+        super().__init__()
+
+    @property
+    def over(self) -> bool:
+        return self._own or self._outer.over
+
+    @over.setter
+    def over(self, value: bool) -> None:
+        self._own = value
+
+    async def halted(self) -> NoReturn:
+        """Like ``Halt.halted``; when only the enclosing run is over, nothing will cancel
+        this run's tasks: ``Halted`` ends it, up to the body that started it.
+
+        Raises:
+            asyncio.CancelledError: ``Halted``, or the cancellation of this run.
+        """
+        if self._own or not self._outer.over:
+            await super().halted()
+        raise Halted
+
+
+class InlineStop:
+    """``over`` for sync code running inline on a loop of ours, between its bodies: the run
+    is over, or a cancel was asked of the task running it since this stop was made (Ctrl-C
+    cancels the task, but inline code only sees it here)."""
+
+    __slots__ = ("_base", "_halt", "_task")
+
+    def __init__(self, halt: Halt) -> None:
+        self._halt = halt
+        self._task = asyncio.current_task()
+        self._base = self._task.cancelling() if self._task is not None else 0
+
+    @property
+    def over(self) -> bool:
+        """Whether the next body must not start."""
+        task = self._task
+        return self._halt.over or (task is not None and task.cancelling() > self._base)
+
+    def set(self) -> None:
+        """Mark the run over (see ``Halt.set``)."""
+        self._halt.set()
+
+
+# -- runs inside bodies ----------------------------------------------------------------
+
+# The run whose body is running in this context (set around bodies in worker threads and
+# around shipped tasks in workers): a run started here follows it.
+_enclosing: contextvars.ContextVar[Halt | Ticket | None] = contextvars.ContextVar(
+    "hypernodes_enclosing_run", default=None
+)
+
+
+def new_halt() -> Halt:
+    """The halt of a new top-level run (following the run of the body that started it)."""
+    outer = _enclosing.get()
+    return Halt() if outer is None else _Following(outer)
+
+
+def following(outer: Halt | Ticket | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` as a body of the run ``outer``: runs it starts follow that run."""
+    token = _enclosing.set(outer)
+    try:
+        return fn(*args)
+    finally:
+        _enclosing.reset(token)
+
+
+def run_unless_over(ticket: Ticket | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """The worker side of a shipped task: ``fn(*args)``, unless the run that sent it is over.
+
+    Returns:
+        ``fn``'s result, or ``Skipped`` when the run was over before it started (or when a
+        sub-run inside it stopped for that reason).
+    """
+    if ticket is None:
+        return fn(*args)
+    if ticket.over:
+        return Skipped()
+    try:
+        return following(ticket, fn, *args)
+    except asyncio.CancelledError as exc:
+        # A sub-run stopped by the ticket ends as a cancelled task: Halted is its context.
+        if isinstance(exc, Halted) or isinstance(exc.__context__, Halted):
+            return Skipped()
+        raise
+
+
+def is_halted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``Halted``, or the cancellation of a task that raised one."""
+    return isinstance(exc, Halted) or (
+        isinstance(exc, asyncio.CancelledError) and isinstance(exc.__context__, Halted)
+    )
+
+
+# -- the board -------------------------------------------------------------------------
+
+SLOTS = 4096
+"""Slots on a board. A run marks ``serial % SLOTS``; a slot is reused only after 4096
+later runs shipped work, so a worker reading a mark is never misled for long (at worst a
+task of a long-finished run, still in transit, runs instead of being skipped)."""
+
+_lock = threading.Lock()
+_board: _Board | None = None
+
+
+class _Board:
+    """This process's marks of runs that are over, in a file every local process can map.
+
+    One per process (like a file it keeps open), not per run: runs hold tickets on it.
+    """
+
+    def __init__(self) -> None:
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None  # memory, not disk
+        fd, self.path = tempfile.mkstemp(prefix="hypernodes-runs-", dir=folder)
+        try:
+            os.ftruncate(fd, 8 * SLOTS)
+            self._map = mmap.mmap(fd, 8 * SLOTS)
+        finally:
+            os.close(fd)
+        self.view = memoryview(self._map).cast("q")
+        self.pid = os.getpid()
+        self.serials = itertools.count(1)
+        atexit.register(_remove, self.path, self.pid)
+
+
+def _remove(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # not in a forked child
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _new_ticket() -> Ticket | None:
+    global _board
+    with _lock:
+        board = _board
+        if board is None or board.pid != os.getpid():  # a forked child makes its own
+            try:
+                board = _board = _Board()
+            except OSError:
+                return None
+        return Ticket(board.path, next(board.serials))
+
+
+def _mark(ticket: Ticket) -> None:
+    board = _board
+    if board is not None and board.path == ticket.path and board.pid == os.getpid():
+        board.view[ticket.serial % SLOTS] = ticket.serial
+
+
+# Boards of other processes, as seen by workers (None: cannot be opened here).
+_views: dict[str, memoryview | None] = {}
+
+
+def _view(path: str) -> memoryview | None:
+    try:
+        return _views[path]
+    except KeyError:
+        pass
+    board = _board
+    view: memoryview | None = None
+    if board is not None and board.path == path:
+        view = board.view  # a task run in the process that sent it (a thread pool)
+    else:
+        try:
+            with open(path, "rb") as file:
+                view = memoryview(mmap.mmap(file.fileno(), 8 * SLOTS, access=mmap.ACCESS_READ))
+            view = view.cast("q")
+        except (OSError, ValueError):
+            view = None
+    with _lock:
+        if len(_views) >= 64:
+            _views.pop(next(iter(_views)))
+        _views[path] = view
+    return view
