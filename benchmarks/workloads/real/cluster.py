@@ -44,7 +44,8 @@ def _paired(
 ) -> dict[str, Any]:
     if sequential() != want or parallel() != want:  # warm-up (ships the function), checked
         raise AssertionError("wrong totals in the warm-up")
-    seq, par = [], []
+    seq: list[float] = []
+    par: list[float] = []
     for _ in range(reps):
         for call, times in ((sequential, seq), (parallel, par)):
             t0 = time.perf_counter()
@@ -64,7 +65,7 @@ def hn_cluster(ctx: Context, *, items: int, iters: int, reps: int) -> dict[str, 
         raise NotAvailable("dask[distributed] is not installed") from exc
     xs = list(range(items))
     want = [crunch(x, iters) for x in xs]
-    cluster = LocalCluster(
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=WORKERS,
         threads_per_worker=1,
         processes=True,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hypernodes import HyperNodesEngine, MemoryCache, Pipeline, node
+from hypernodes import HyperNodesEngine, MemoryCache, Node, Pipeline
 
 from ...harness import Context
 
@@ -150,8 +150,8 @@ def _drive(
 def _pipeline(engine: HyperNodesEngine) -> Pipeline:
     per_item = Pipeline(
         [
-            node(enrich, output_name="enriched", cache=False),
-            node(price, output_name="price", cache=False),
+            Node(enrich, output_name="enriched", cache=False),
+            Node(price, output_name="price", cache=False),
         ],
         name="per_item",
     ).as_node(
@@ -162,11 +162,11 @@ def _pipeline(engine: HyperNodesEngine) -> Pipeline:
     )
     return Pipeline(
         [
-            node(fetch_user, output_name="user", cache=False),
-            node(fetch_items, output_name="items", cache=False),
-            node(rate, output_name="rate"),
+            Node(fetch_user, output_name="user", cache=False),
+            Node(fetch_items, output_name="items", cache=False),
+            Node(rate, output_name="rate"),
             per_item,
-            node(score, output_name="score", cache=False),
+            Node(score, output_name="score", cache=False),
         ],
         engine=engine,
         cache=MemoryCache(),
