@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +22,11 @@ from hypernodes import HyperNodesEngine, NodeError, Pipeline, PipelineCallback, 
 from hypernodes.cache import MISSING, Cache, CacheStats
 
 distributed = pytest.importorskip("distributed")
+dask_config = pytest.importorskip("dask.config")
 
 from hypernodes.executors.dask import ENV_ADDRESS, DaskExecutor, make_dask_executor  # noqa: E402
+from hypernodes.executors.remote import Shipped  # noqa: E402
+from hypernodes.executors.tracking import TaskLost  # noqa: E402
 
 # Worker processes cannot import this test module: ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -422,6 +430,149 @@ def test_cache_hits_skip_remote_items(engine: HyperNodesEngine, tmp_path: Path) 
     assert TEST_PID not in {r["pid"] for r in first}, "items must run on the workers"
     assert second == first
     assert len(list(tmp_path.iterdir())) == 3
+
+
+# -- workers that die, tasks the cluster drops (each waits for killed workers to return) ----
+
+
+@contextlib.contextmanager
+def killing(marks: Path) -> Iterator[list[int]]:
+    """SIGKILL every process that writes ``pid-<its pid>`` into ``marks``, while inside."""
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for mark in marks.glob("pid-*"):
+                pid = int(mark.name[4:])
+                if pid not in killed:
+                    killed.append(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join()
+
+
+@node(output_name="y")
+def doomed(x: int, marks: str) -> int:
+    if x == 1:  # item 1 gets its worker killed, every time it starts
+        Path(marks, f"pid-{os.getpid()}").touch()
+        time.sleep(60)
+    return x
+
+
+def test_a_worker_killed_mid_map_fails_that_item_and_the_next_map_works(tmp_path: Path) -> None:
+    # Dask runs an item whose worker died again, up to its allowed failures; then it says
+    # KilledWorker, which must become the item's NodeError (it was a bare CancelledError,
+    # missing items or a hang when the pipeline, shared with the workers, died with one).
+    # The alias's own cluster, 2 workers of 2 threads: the other items end at once instead
+    # of waiting behind item 1 on its worker (Dask would count its deaths against them too).
+    with HyperNodesEngine(map_executor="dask", max_workers=4) as engine:
+        pipe = Pipeline([doomed], engine=engine, name="doom")
+        started = time.monotonic()
+        with killing(tmp_path) as killed, pytest.raises(NodeError) as info:
+            pipe.map({"x": [0, 1, 2], "marks": str(tmp_path)}, map_over="x")
+        assert time.monotonic() - started < 30
+        err = info.value
+        assert (err.node, err.item_index, err.pipeline_path) == ("doomed", 1, ("doom",))
+        assert type(err.__cause__) is distributed.KilledWorker
+        assert len(killed) == dask_config.get("distributed.scheduler.allowed-failures") + 1
+        executor = engine.lanes[1].executor
+        assert isinstance(executor, DaskExecutor)
+        executor.client.wait_for_workers(2, timeout=30)
+        results = pipe.map({"x": [0, 2, 3], "marks": str(tmp_path)}, map_over="x")
+    assert results == [{"y": 0}, {"y": 2}, {"y": 3}]
+
+
+@node(output_name="y")
+def held(x: int, marks: str) -> int:
+    if x == 1:  # item 1 runs until the test releases it
+        Path(marks, "started").touch()
+        deadline = time.monotonic() + 30
+        while not Path(marks, "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return x
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("executor", ["DaskExecutor", "ClientExecutor"])
+async def test_a_task_the_cluster_cancels_fails_its_item_in_amap(
+    executor: str, cluster: Any, client: Any, tmp_path: Path
+) -> None:
+    # Cancelled by the cluster (here: by a client, with force), not by the run: the item
+    # fails with a NodeError, not a bare CancelledError that the task awaiting it takes
+    # for its own cancellation (nor a silently missing item). Through the "dask" alias's
+    # DaskExecutor, and through a user's plain client.get_executor().
+    if executor == "DaskExecutor":
+        engine = HyperNodesEngine(map_executor="dask", address=cluster.scheduler_address)
+    else:
+        engine = HyperNodesEngine(map_executor=client.get_executor(pure=False))
+    pipe = Pipeline([held], engine=engine, name="held")
+    mapping = asyncio.create_task(pipe.amap({"x": [0, 1, 2], "marks": str(tmp_path)}, map_over="x"))
+    try:
+        async with asyncio.timeout(30):
+            while True:  # until item 1 runs and is the only task left on the workers
+                running = await asyncio.to_thread(client.processing)
+                keys = [key for keys in running.values() for key in keys]
+                if Path(tmp_path, "started").exists() and len(keys) == 1:
+                    break
+                await asyncio.sleep(0.05)
+        doomed_task = distributed.Future(keys[0], client)
+        await asyncio.to_thread(client.cancel, [doomed_task], force=True, reason="by the test")
+        async with asyncio.timeout(30):
+            with pytest.raises(NodeError) as info:
+                await mapping
+    finally:
+        Path(tmp_path, "release").touch()
+        if not mapping.done():
+            mapping.cancel()
+            with contextlib.suppress(BaseException):
+                await mapping
+        await engine.aclose()
+    err = info.value
+    assert (err.node, err.item_index) == ("held", 1)
+    lost = err.__cause__
+    assert type(lost) is TaskLost
+    assert "nothing in this process cancelled it" in str(lost)
+    if executor == "DaskExecutor":
+        assert (lost.cluster, lost.reason) == ("Dask", "by the test")
+        assert isinstance(lost.__cause__, concurrent.futures.CancelledError)  # Dask's own
+    else:
+        assert (lost.cluster, lost.reason) == ("ClientExecutor", "cancelled")
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("threshold", ["10MB", "1kB"], ids=["made-by-a-task", "scattered"])
+def test_shared_data_lost_with_its_workers_is_placed_again(client: Any, threshold: str) -> None:
+    # A map's pipeline, shared with the cluster once, died with the workers holding it:
+    # every item, and every later map, failed with a bare CancelledError.
+    executor = DaskExecutor(client)
+    shared_obj = Shipped(list(range(1000)))  # ~3 kB pickled
+    with dask_config.set({"distributed.admin.large-graph-warning-threshold": threshold}):
+        shared = executor.hypernodes_share(shared_obj)
+        assert executor.submit(lambda s: len(s.load()), shared).result(timeout=30) == 1000
+        holders = client.who_has([shared])[shared.key]
+        pids = client.run(os.getpid, workers=list(holders))
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while set(holders) & set(client.scheduler_info()["workers"]):
+            assert time.monotonic() < deadline, "the scheduler never saw the workers die"
+            time.sleep(0.05)
+        client.wait_for_workers(2, timeout=30)
+        again = executor.submit(lambda s: sum(s.load()), shared)
+        assert again.result(timeout=30) == sum(range(1000))
+        # The next map shares the same object again: it gets the live placement.
+        shared = executor.hypernodes_share(shared_obj)
+        assert executor.submit(lambda s: len(s.load()), shared).result(timeout=30) == 1000
+    executor.shutdown()
 
 
 # -- the command line ----------------------------------------------------------------------

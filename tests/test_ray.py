@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -227,6 +230,57 @@ def test_callbacks_fire_for_items_that_ran_in_workers(ray_engine: HyperNodesEngi
     assert TEST_PID not in {r["where"] for r in results}
     assert sorted(recorder.items) == [0, 1, 2]
     assert sorted(recorder.nodes) == ["add"] * 3 + ["double"] * 3
+
+
+@contextlib.contextmanager
+def killing(marks: Path) -> Iterator[list[int]]:
+    """SIGKILL every process that writes ``pid-<its pid>`` into ``marks``, while inside."""
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for mark in marks.glob("pid-*"):
+                pid = int(mark.name[4:])
+                if pid not in killed:
+                    killed.append(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join()
+
+
+@node(output_name="y")
+def doomed(x: int, marks: str) -> int:
+    if x == 1:  # item 1 gets its worker killed, every time it starts
+        Path(marks, f"pid-{os.getpid()}").touch()
+        time.sleep(60)
+    return x
+
+
+def test_a_worker_killed_mid_map_fails_that_item_and_the_next_map_works(
+    ray_engine: HyperNodesEngine, tmp_path: Path
+) -> None:
+    # Ray retries a task whose worker died (max_retries, 3 by default), then says
+    # WorkerCrashedError: that must be the item's NodeError, not a bare Ray error.
+    pipe = Pipeline([doomed], engine=ray_engine, name="doom")
+    started = time.monotonic()
+    with killing(tmp_path) as killed, pytest.raises(NodeError) as info:
+        pipe.map({"x": [0, 1, 2], "marks": str(tmp_path)}, map_over="x")
+    assert time.monotonic() - started < 30
+    err = info.value
+    assert (err.node, err.item_index, err.pipeline_path) == ("doomed", 1, ("doom",))
+    assert type(err.__cause__) is ray.exceptions.WorkerCrashedError
+    assert len(killed) == 4  # the first attempt and Ray's 3 retries
+    results = pipe.map({"x": [0, 2, 3], "marks": str(tmp_path)}, map_over="x")
+    assert results == [{"y": 0}, {"y": 2}, {"y": 3}]
 
 
 def test_cluster_address_from_the_environment(

@@ -1,21 +1,27 @@
 """Dask: a ``concurrent.futures`` executor over a ``distributed.Client``, and the "dask" alias.
 
 ``DaskExecutor`` submits with ``pure=False`` (Dask would otherwise merge identical calls
-of an impure node into one), cancels the Dask task when its future is cancelled, reports
-its cluster's thread count (``hypernodes_width``) and places a map's shipped pipeline on
-every worker once (``hypernodes_share``). ``make_dask_executor`` is what the engine calls
-for ``"dask"``: it connects to a scheduler address, or starts a local cluster that closes
-with the engine. ``distributed`` is imported only here, and only when asked for.
+of an impure node into one), cancels the Dask task when its future is cancelled, turns
+every way Dask can drop a task into an exception (never a bare cancellation), reports its
+cluster's thread count (``hypernodes_width``) and places a map's shipped pipeline on the
+cluster once (``hypernodes_share``). ``make_dask_executor`` is what the engine calls for
+``"dask"``: it connects to a scheduler address, or starts a local cluster that closes with
+the engine. ``distributed`` is imported only here, and only when asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from .tracking import TrackedExecutor
+from .remote import Shipped
+from .tracking import TaskLost, TrackedExecutor
 from .workers import cpu_count
 
 __all__ = ["ENV_ADDRESS", "DaskExecutor", "make_dask_executor"]
@@ -24,6 +30,24 @@ ENV_ADDRESS = "HYPERNODES_DASK_ADDRESS"
 """Environment variable read for the scheduler address when none is configured."""
 
 _INSTALL = "pip install 'hypernodes[dask]'"
+
+# ``client.submit`` options a DaskExecutor passes on (``key``, ``pure`` and actors are its own).
+_OPTIONS = frozenset(
+    {"workers", "resources", "retries", "priority", "fifo_timeout", "allow_other_workers"}
+)
+
+# Why Dask cancels a task nobody here cancelled, in words (``FutureCancelledError.reason``).
+_REASONS = {
+    "lost dependencies": "data it needed was lost with a worker that died",
+    "scheduler-connection-lost": "the client lost its connection to the scheduler",
+    "scheduler-restart": "the cluster was restarted",
+    "unknown": "Dask gave no reason (a worker holding data it needed died, the client "
+    "closed, or another client cancelled it)",
+}
+
+# How a cancellation reaches ``_follow``: Dask's ``FutureCancelledError`` (a
+# ``concurrent.futures.CancelledError``), or asyncio's when the coroutine itself is cancelled.
+_CANCELLED = (asyncio.CancelledError, concurrent.futures.CancelledError)
 
 
 def _distributed() -> Any:
@@ -42,21 +66,52 @@ def _dask_config() -> Any:
     return dask.config
 
 
+class _Box:
+    """Keeps a shared object opaque to Dask (it would look inside lists and dicts)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+
+def _unbox(box: _Box) -> Any:
+    return box.obj
+
+
+@dataclass(slots=True)
+class _Placed:
+    """An object shared with the cluster: the current Dask future for it, and every key
+    it was handed out under (a lost one is placed again, and old handles follow)."""
+
+    obj: object
+    future: Any
+    keys: set[str] = field(default_factory=set)
+
+
 class DaskExecutor(TrackedExecutor):
     """A ``concurrent.futures.Executor`` that runs calls as tasks of a Dask cluster.
 
     Any ``distributed.Client`` works; ``client.get_executor()`` works with HyperNodes too,
     but this adapter adds what the engine uses to size and feed a map (the cluster's
-    thread count, data placed on the workers once) and the standard library's
-    ``shutdown(wait, cancel_futures)``.
+    thread count, data placed on the cluster once), the standard library's
+    ``shutdown(wait, cancel_futures)``, and futures that always end in a result or an
+    exception: a task Dask drops (data lost with a dead worker, a lost scheduler) fails
+    with ``TaskLost`` instead of leaving the future cancelled.
+
+    A worker that dies while running a call is Dask's to handle: the call runs again on
+    another worker, up to ``distributed.scheduler.allowed-failures`` times, then fails with
+    ``distributed.KilledWorker``.
 
     Args:
         client: A connected ``distributed.Client``. The executor never closes it.
         **options: Passed to every ``client.submit`` (``resources=``, ``workers=``,
-            ``retries=``, ...); ``pure`` is always ``False``.
+            ``retries=``, ``priority=``, ``fifo_timeout=``, ``allow_other_workers=``);
+            ``pure`` is always ``False``.
 
     Raises:
-        TypeError: ``client`` is not a ``distributed.Client``, or ``pure=True`` was given.
+        TypeError: ``client`` is not a ``distributed.Client``, ``pure=True`` was given, or
+            an option ``client.submit`` does not take per call.
     """
 
     def __init__(self, client: Any, **options: Any) -> None:
@@ -71,31 +126,70 @@ class DaskExecutor(TrackedExecutor):
                 "DaskExecutor always submits with pure=False: nodes may be impure, and Dask "
                 "would run identical calls of an impure node only once"
             )
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"DaskExecutor got unsupported options {unknown}; valid: {sorted(_OPTIONS)}"
+            )
         super().__init__()
         self.client = client
-        self._inner = client.get_executor(pure=False, **options)
+        self._options = options
+        self._future_type: type[Any] = distributed.Future
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` as a Dask task (Dask futures in ``args`` are resolved).
 
-        Cancelling the returned future cancels the Dask task (a task already running
-        finishes in its worker; its result is dropped).
+        The future holds the call's result or exception. If Dask drops the task (see
+        ``TaskLost``) it fails with that; if its worker dies, Dask runs it again, up
+        to its allowed failures, then the future fails with ``KilledWorker``. Cancelling
+        the future cancels the Dask task (a task already running finishes in its worker;
+        its result is dropped).
 
         Raises:
             RuntimeError: The executor was shut down.
         """
+        call = functools.partial(fn, **kwargs) if kwargs else fn  # (no clash with submit's)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             self._check_open()
-            future: concurrent.futures.Future[Any] = self._inner.submit(fn, *args, **kwargs)
-            self._pending[future] = None
-        future.add_done_callback(self._forget)
+            task = self.client.submit(call, *self._current(args), pure=False, **self._options)
+            self._pending[future] = task
+        future.add_done_callback(self._finished)
+        self.client.loop.add_callback(self._follow, task, future)
         return future
 
-    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+    async def _follow(self, task: Any, future: concurrent.futures.Future[Any]) -> None:
+        # On the client's event loop: settle ``future`` from the Dask task's outcome.
+        try:
+            value = await self.client.gather(task, asynchronous=True)
+        except BaseException as exc:  # the call's exception, the cluster's, or a cancellation
+            error: BaseException = exc
+            # Dask's FutureCancelledError is a concurrent.futures.CancelledError: whoever
+            # awaits the future would take it for a cancellation of their own.
+            if isinstance(exc, _CANCELLED) or not isinstance(exc, Exception):
+                reason = getattr(exc, "reason", None) or "unknown"
+                error = TaskLost("Dask", str(task.key), reason, _REASONS.get(reason, ""))
+                error.__cause__ = exc
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
+            if not isinstance(exc, Exception) and not task.cancelled():
+                raise  # this coroutine itself was cancelled (or interrupted)
+            return
+        if future.set_running_or_notify_cancel():
+            future.set_result(value)
+
+    def _finished(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
-            self._pending.pop(future, None)
+            task = self._pending.pop(future, None)
+        if task is not None and future.cancelled():
+            # Without blocking the thread that cancelled (often an event loop).
+            cancel = functools.partial(
+                task.cancel, asynchronous=True, reason="cancelled by its HyperNodes future"
+            )
+            with contextlib.suppress(RuntimeError):  # the client's loop is closed
+                self.client.loop.add_callback(cancel)
 
     def hypernodes_width(self) -> int:
         """The cluster's total worker threads (how many calls run at once)."""
@@ -103,24 +197,70 @@ class DaskExecutor(TrackedExecutor):
         return max(1, sum(threads.values())) if threads else 1
 
     def hypernodes_share(self, obj: object) -> Any:
-        """Place ``obj`` on every worker once; the returned Dask future stands in for it.
+        """Place ``obj`` on the cluster once; the returned Dask future stands in for it.
 
         Passed as a ``submit`` argument, the future is resolved to ``obj`` on the worker,
-        so a map sends its pipeline to each worker once instead of with every item. The
-        most recent object stays shared (a repeated map reuses it); it is released when
-        another one replaces it, or at shutdown.
+        so a map sends its pipeline once instead of with every item. An object up to half
+        Dask's large-graph warning threshold (``distributed.admin.large-graph-warning-
+        threshold``) is placed as a task that makes it, which Dask makes again if the
+        worker holding it dies; a bigger one is scattered to a worker, and is lost with it
+        (the calls waiting for it fail with ``TaskLost``). Either way, a lost object is
+        placed again at the next ``submit`` that passes its future. The most recent
+        object stays shared (a repeated map reuses it); it is released when another one
+        replaces it, or at shutdown.
         """
         digest = getattr(obj, "digest", None)
+        with self._lock:
+            shared = self._shared
+            if shared is not None and digest is not None and shared[0] == digest:
+                return self._usable(shared[1]).future
+            placed = _Placed(obj, None)
+            self._usable(placed)
+            self._shared = (digest, placed)
+            return placed.future
+
+    def _current(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        # Handles of the shared object stand for its current placement (call with the lock).
         shared = self._shared
-        if shared is not None and digest is not None and shared[0] == digest:
-            return shared[1]
-        [future] = self.client.scatter([obj], broadcast=True, hash=False)
-        self._shared = None if digest is None else (digest, future)
-        return future
+        if shared is None:
+            return args
+        placed: _Placed = shared[1]
+        handles = [isinstance(a, self._future_type) and a.key in placed.keys for a in args]
+        if not any(handles):
+            return args
+        current = self._usable(placed).future
+        return tuple(current if s else a for a, s in zip(args, handles, strict=True))
+
+    def _usable(self, placed: _Placed) -> _Placed:
+        """``placed``, placed again if its data was lost (call with the lock held)."""
+        if placed.future is not None and placed.future.status not in ("lost", "cancelled", "error"):
+            return placed
+        obj = placed.obj
+        size = len(obj.blob) if isinstance(obj, Shipped) else _sizeof(obj)
+        if size <= _embed_limit():
+            placed.future = self.client.submit(_unbox, _Box(obj), pure=False)
+        else:
+            # Not broadcast: Dask's active memory manager drops the extra replicas anyway.
+            [placed.future] = self.client.scatter([obj], hash=False)
+        placed.keys.add(placed.future.key)
+        return placed
 
     def __repr__(self) -> str:
         state = "shut down" if self._shutdown else f"{len(self._pending)} pending"
         return f"<DaskExecutor scheduler={self.client.scheduler.address!r} {state}>"
+
+
+def _sizeof(obj: object) -> int:
+    from dask.sizeof import sizeof
+
+    return int(sizeof(obj))
+
+
+def _embed_limit() -> int:
+    from dask.utils import parse_bytes
+
+    threshold = _dask_config().get("distributed.admin.large-graph-warning-threshold")
+    return int(parse_bytes(threshold)) // 2
 
 
 def make_dask_executor(

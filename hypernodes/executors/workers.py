@@ -27,6 +27,7 @@ from .async_executor import AsyncExecutor
 from .halting import Halt, Halted, Skipped, following, is_halted, run_unless_over
 from .processes import ProcessPool, WorkerDied, spawn_safe_context
 from .remote import Parcel, Shipped, call_shipped, unwrap
+from .tracking import TaskLost
 
 __all__ = [
     "ALIASES",
@@ -275,7 +276,11 @@ async def run_remote(
     Raises:
         WorkerLostError: A worker process died and broke the pool (with what is known of
             the death); it names no node yet (see ``node_failed``).
+        TaskLost: The executor cancelled the call's future, and nothing here asked it to
+            (a cluster that dropped the task); not the ``CancelledError`` that this task
+            would take for its own cancellation.
     """
+    future = None
     try:
         future = await submit_from_loop(executor, fn, *args)
         return await asyncio.wrap_future(future)
@@ -284,6 +289,12 @@ async def run_remote(
         if isinstance(exc, WorkerDied):
             raise WorkerLostError(executor=exc.executor, reason=exc.reason) from exc
         raise WorkerLostError(executor=type(executor).__name__) from exc
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if future is None or not future.cancelled() or (task is not None and task.cancelling()):
+            raise  # this task is being cancelled
+        explanation = "the executor cancelled its future (a cluster may have dropped it)"
+        raise TaskLost(type(executor).__name__, "", "cancelled", explanation) from None
 
 
 # Executors that have taken a submission: their workers (or connection) are up.
