@@ -30,7 +30,7 @@ _more_is_better.higher_is_better = True  # type: ignore[attr-defined]
 _MS_PER_CALL = per_rep(1e3, count="calls")
 
 
-def _service(name: str, label: str, work: int, quick_work: int, reps: int) -> Workload:
+def _service(name: str, label: str, work: int, reps: int) -> Workload:
     prefix = f"service, {label} CPU node: {{calls}} arun() at concurrency {{concurrency}}"
     return Workload(
         name=name,
@@ -50,7 +50,7 @@ def _service(name: str, label: str, work: int, quick_work: int, reps: int) -> Wo
         limit=service.hand_service,
         limit_label="gather + to_thread",
         params={"calls": 3000, "concurrency": 200, "work": work, "warmup": 400, "reps": reps},
-        quick={"calls": 300, "concurrency": 50, "work": quick_work, "warmup": 50, "reps": 1},
+        quick={"calls": 300, "concurrency": 50, "work": work, "warmup": 50, "reps": 1},
         apart=True,
         rounds=3,
         describe=service.describe,
@@ -58,8 +58,8 @@ def _service(name: str, label: str, work: int, quick_work: int, reps: int) -> Wo
 
 
 WORKLOADS: list[Workload] = [
-    _service("real_service_light", "light", 100, 100, reps=2),
-    _service("real_service_cpu", "~1.6 ms", 32_000, 4_000, reps=1),
+    _service("real_service_light", "light", 100, reps=2),
+    _service("real_service_cpu", "~1.6 ms", 32_000, reps=1),
     Workload(
         name="real_disk_cache",
         issue=ISSUE,
