@@ -247,6 +247,29 @@ def test_node_executor_errors_keep_the_users_exception(cluster: Any) -> None:
     assert type(info.value.__cause__) is Rejected
 
 
+@node(output_name="numbers")
+def numbers(x: int) -> Any:
+    return (i for i in range(x)) if x == 1 else [x]
+
+
+@pytest.mark.parametrize("role", ["map_executor", "node_executor"])
+def test_a_generator_returned_on_a_worker_is_a_node_error_saying_what_to_do(
+    role: str, cluster: Any
+) -> None:
+    # A value that cannot be pickled back from the worker was a raw TypeError out of a
+    # map (issue 17): it is the node's failure, and the error says what to return.
+    with (
+        HyperNodesEngine(**{role: "dask"}, address=cluster.scheduler_address) as engine,
+        pytest.raises(NodeError) as info,
+    ):
+        Pipeline([numbers], engine=engine, name="p").map({"x": [0, 1, 2]}, "x")
+    assert (info.value.node, info.value.item_index) == ("numbers", 1)
+    cause = info.value.__cause__
+    assert type(cause) is TypeError
+    assert str(cause).startswith("the node returned a generator, which cannot travel back")
+    assert "(TypeError: cannot pickle 'generator' object); return a list instead" in str(cause)
+
+
 def test_first_failure_cancels_queued_dask_tasks(engine: HyperNodesEngine, tmp_path: Path) -> None:
     # 2 one-thread workers; the engine keeps 4 items in flight. Item 0 fails while one
     # other item runs and two wait in a queue: those two must never start.

@@ -374,6 +374,26 @@ def test_a_result_that_cannot_travel_back_fails_its_node(engines: list[HyperNode
     assert "cannot pickle '_thread.lock' object" in str(info.value.__cause__)
 
 
+@pytest.mark.parametrize("role", ["map_executor", "node_executor"])
+def test_a_generator_returned_in_a_parallel_map_is_a_node_error_saying_what_to_do(
+    role: str, engines: list[HyperNodesEngine]
+) -> None:
+    # Was a raw TypeError out of map() with map_executor="parallel" (issue 17).
+    @node(output_name="numbers")
+    def numbers(x: int) -> Any:
+        return (i for i in range(x)) if x == 1 else [x]
+
+    engine = HyperNodesEngine(**{role: "parallel"}, max_workers=1)
+    engines.append(engine)
+    with pytest.raises(NodeError) as info:
+        Pipeline([numbers], engine=engine, name="p").map({"x": [0, 1, 2]}, "x")
+    assert (info.value.node, info.value.item_index) == ("numbers", 1)
+    cause = info.value.__cause__
+    assert type(cause) is TypeError
+    assert str(cause).startswith("the node returned a generator, which cannot travel back")
+    assert "(TypeError: cannot pickle 'generator' object); return a list instead" in str(cause)
+
+
 def test_an_item_that_cannot_be_shipped_is_a_node_error_naming_it(
     engines: list[HyperNodesEngine],
 ) -> None:

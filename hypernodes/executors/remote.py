@@ -8,15 +8,17 @@ defined in ``__main__`` or a notebook work under the spawn start method.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import cloudpickle
 
+from ..errors import NodeError, PathFrame
 from .processes import tracked
 from .worker_tracebacks import Part, capture, remember, render
 
@@ -142,12 +144,42 @@ def _open_parcel(blob: bytes) -> Parcel:
     return Parcel(cloudpickle.loads(blob))
 
 
-def _reply(result: Any) -> Parcel:
-    """A worker's result, sealed for the way back; a failure to pickle it is a failure."""
+def _reply(result: Any, explain: Callable[[Exception], BaseException]) -> Parcel:
+    """A worker's result, sealed for the way back; a failure to pickle it is a failure,
+    the error ``explain`` makes of it."""
     try:
         return Parcel(result).seal()
     except Exception as exc:
-        return _failed(exc)
+        return _failed(explain(exc))
+
+
+def _stuck(value: Any, error: Exception) -> TypeError:
+    """Why a node's result cannot travel back from the worker, and what to do instead."""
+    kind = type(value).__qualname__
+    if isinstance(value, Iterator):
+        fix = f"return a list instead (list(...) of the {kind})"
+    else:
+        fix = "return a value that pickles (no locks, open files, connections or generators)"
+    # (The pickling error is named in the message: an exception's __cause__ does not
+    # travel.)
+    return TypeError(
+        f"the node returned a {kind}, which cannot travel back from the worker process: "
+        f"it cannot be pickled ({type(error).__name__}: {error}); {fix}"
+    )
+
+
+def _stuck_output(pipe: Any, outputs: dict[str, Any], error: Exception) -> BaseException:
+    """The ``NodeError`` of the node whose output in ``outputs`` cannot be pickled (else
+    ``error`` itself)."""
+    for name, value in outputs.items():
+        try:
+            dumps(value)
+        except Exception as why:
+            producer = next((n.name for n in pipe.nodes if name in n.outputs), name)
+            failed = NodeError(producer, (PathFrame(pipe.name),))
+            failed.__cause__ = _stuck(value, why)
+            return failed
+    return error
 
 
 def _failed(error: BaseException, records: list[Any] | None = None) -> Parcel:
@@ -171,7 +203,7 @@ def call_shipped(fn: Shipped, args: Parcel, kwargs: dict[str, Any]) -> Parcel:
         result = func(*args.value, **kwargs)
     except Exception as exc:
         return _failed(exc)
-    return _reply(result)
+    return _reply(result, functools.partial(_stuck, result))
 
 
 def unwrap(parcel: Parcel) -> Any:
@@ -219,7 +251,8 @@ def run_shipped_item(
         outputs = run_sync(worker_engine().arun(pipe, inputs, names))
     except Exception as exc:
         return _failed(exc, None if recorder is None else recorder.records)
-    return _reply(outputs if recorder is None else (outputs, recorder.records))
+    reply = outputs if recorder is None else (outputs, recorder.records)
+    return _reply(reply, functools.partial(_stuck_output, pipe, outputs))
 
 
 # Shipped pipelines with a ``Marker`` (see ``run_shipped_item``), by bundle digest.
