@@ -314,11 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     ext_rows, ext_records = external.collect(ctx, only)
     rows += ext_rows
     meta["seconds"] = round(time.perf_counter() - t0, 1)
+    meta["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    def load(avg: Any) -> str:
+        return "?" if avg is None else "/".join(f"{x:.2f}" for x in avg)
 
     peers = ", ".join(f"{k} {v}" for k, v in meta["peers"].items()) or "not run"
     print(
         f"# HyperNodes {meta['hypernodes']} vs peers ({peers})\n"
-        f"# Python {meta['python']}, {meta['cpus']} CPUs, load {meta['loadavg']}, "
+        f"# Python {meta['python']}, {meta['cpus']} CPUs, "
+        f"load {load(meta['loadavg'])} -> {load(meta['loadavg_end'])} (1/5/15 min), "
         f"{'quick' if ctx.quick else 'full'} run, {meta['seconds']} s. "
         "Medians; 'vs limit' = HyperNodes cost / limit cost.\n"
     )
