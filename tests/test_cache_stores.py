@@ -22,7 +22,7 @@ from hypernodes.cache import (
 )
 
 KEY = "0123456789abcdef0123456789abcdef"
-STORES = ["memory", "memory_lru", "disk", "disk_signed"]
+STORES = ["memory", "memory_lru", "disk", "disk_signed", "disk_files"]
 
 
 def make_store(kind: str, path: Path) -> Cache:
@@ -32,6 +32,8 @@ def make_store(kind: str, path: Path) -> Cache:
         return MemoryCache(max_size=64)
     if kind == "disk":
         return DiskCache(path / "cache")
+    if kind == "disk_files":  # one file per entry, as on network filesystems
+        return DiskCache(path / "cache", layout="files")
     return DiskCache(path / "cache", secret=b"k")
 
 
@@ -181,6 +183,7 @@ def test_a_store_pickles_to_its_configuration_only(store: Cache) -> None:
     if isinstance(store, DiskCache):
         assert clone.get(KEY) == b"x" * 100_000  # same directory, same entries
         assert clone.signed == store.signed  # type: ignore[attr-defined]
+        assert clone.layout == store.layout  # type: ignore[attr-defined]
     else:
         assert isinstance(clone, MemoryCache)
         assert clone.get(KEY) is MISSING and clone.max_size == store.max_size  # type: ignore[attr-defined]

@@ -1,12 +1,21 @@
-"""DiskCache integrity: atomic writes, corrupt entries, concurrent writers, kill -9, HMAC."""
+"""DiskCache integrity: batched atomic commits, corrupt entries and databases, concurrent
+writers, kill -9, HMAC, permissions, layouts, the event loop.
+
+Entries live in three places, and each guarantee is checked in each: a row of the SQLite
+database ("row"), a file of a ``layout="files"`` store ("file"), and the file of a large
+entry of a SQLite store ("large").
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
 import os
 import pickle
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -14,23 +23,37 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hypernodes.cache import MISSING, CacheWarning, CacheWriteError, DiskCache
+from hypernodes.cache import _database as database_module
 from hypernodes.cache import _entry as entry_module
+from hypernodes.cache import _files as files_module
 from hypernodes.cache import _hashing as hashing
 from hypernodes.cache import disk as disk_module
 from hypernodes.cache._entry import encode_header
 
 KEY = "0123456789abcdef0123456789abcdef"
 ROOT = str(Path(__file__).resolve().parent.parent)
+SMALL = list(range(100))
+LARGE = b"L" * (disk_module.LARGE_ENTRY + 1000)  # pickled, over the limit: a file
+WHERE = ["row", "file", "large"]
 
 
-def entry_file(cache: DiskCache, key: str = KEY) -> Path:
-    return Path(cache.path) / key[:2] / key
+def key(i: int) -> str:
+    return f"{i:032x}"
+
+
+def db_file(cache: DiskCache) -> Path:
+    return Path(cache.path) / "cache.db"
+
+
+def entry_file(cache: DiskCache, k: str = KEY) -> Path:
+    return Path(cache.path) / k[:2] / k
 
 
 def temp_files(path: Path) -> list[Path]:
@@ -43,13 +66,147 @@ def child_env() -> dict[str, str]:
     return env
 
 
-# -- atomic writes ----------------------------------------------------------------------
+@contextlib.contextmanager
+def raw(cache: DiskCache) -> Iterator[sqlite3.Connection]:
+    """A connection of our own to the store's database: what another process sees."""
+    conn = sqlite3.connect(db_file(cache), isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
-def test_a_write_goes_to_a_temp_file_in_the_same_directory_fsynced_then_replaced(
+def rows(cache: DiskCache) -> dict[str, Any]:
+    if not db_file(cache).exists():
+        return {}
+    with raw(cache) as conn:
+        return dict(conn.execute("SELECT key, entry FROM entries").fetchall())
+
+
+def fresh(cache: DiskCache) -> DiskCache:
+    """A new store on the same directory with connections of its own, as another process
+    would open it (the old store object must not be used afterwards)."""
+    cache.flush()
+    database_module._DATABASES.pop(str(db_file(cache)), None)
+    return DiskCache(cache.path, cache._secret, layout=cache.layout)
+
+
+def checkpoint(cache: DiskCache) -> None:
+    """Move everything committed from the log into the database file."""
+    with raw(cache) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+class Entry:
+    """Where one entry's bytes are ("row", "file" or "large"), to read and damage them."""
+
+    def __init__(self, tmp_path: Path, where: str, secret: bytes | None = None) -> None:
+        layout = "files" if where == "file" else "sqlite"
+        self.where = where
+        self.cache = DiskCache(tmp_path / "c", secret, layout=layout)
+        self.value: Any = LARGE if where == "large" else SMALL
+
+    def put(self, k: str = KEY, value: Any = None) -> None:
+        self.cache.put(k, self.value if value is None else value)
+        self.cache.flush()
+
+    def name(self, k: str = KEY) -> str:
+        """How warnings name the entry."""
+        if self.where == "row":
+            return f"{k} in {db_file(self.cache)}"
+        return str(entry_file(self.cache, k))
+
+    def read(self, k: str = KEY) -> bytes:
+        if self.where == "row":
+            return rows(self.cache)[k]  # type: ignore[no-any-return]
+        return entry_file(self.cache, k).read_bytes()
+
+    def write(self, data: Any, k: str = KEY) -> None:
+        if self.where == "row":
+            with raw(self.cache) as conn:
+                conn.execute("UPDATE entries SET entry = ? WHERE key = ?", (data, k))
+        else:
+            entry_file(self.cache, k).write_bytes(data)
+
+
+@pytest.fixture(params=WHERE)
+def where(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def no_timer(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Commits happen only when asked for (the writer thread sleeps long)."""
+    monkeypatch.setattr(database_module, "FLUSH_DELAY", 30.0)
+    yield
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(thread id, rows) of every commit."""
+    seen: list[tuple[int, int]] = []
+    real = database_module.insert
+
+    def insert(conn: sqlite3.Connection, batch: list[Any], now: float) -> None:
+        seen.append((threading.get_ident(), len(batch)))
+        real(conn, batch, now)
+
+    monkeypatch.setattr(database_module, "insert", insert)
+    return seen
+
+
+# -- batched, atomic commits ------------------------------------------------------------
+
+
+def test_small_entries_are_rows_of_one_database_committed_many_per_transaction(
+    tmp_path: Path, no_timer: None, commits: list[tuple[int, int]]
+) -> None:
+    # One file per entry cost a create and a rename per entry (issue 14).
+    cache = DiskCache(tmp_path / "c")
+    for i in range(500):
+        cache.put(key(i), {"i": i})
+    assert commits == []  # staged: nothing written yet
+    assert DiskCache(tmp_path / "c").get(key(7)) == {"i": 7}  # this process sees them
+    cache.flush()
+    assert [n for _, n in commits] == [500]  # one transaction
+    assert len(rows(cache)) == 500
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "cache.db",
+        "cache.db-shm",
+        "cache.db-wal",
+    ]
+    assert fresh(cache).get(key(499)) == {"i": 499}
+
+
+def test_the_writer_thread_commits_what_is_staged_without_being_asked(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, "soon")
+    deadline = time.monotonic() + 30
+    while KEY not in rows(cache):  # another process's view
+        assert time.monotonic() < deadline, "the entry was never committed"
+        time.sleep(0.01)
+    assert fresh(cache).get(KEY) == "soon"
+
+
+def test_the_putting_thread_commits_once_too_much_is_staged(
+    tmp_path: Path,
+    no_timer: None,
+    commits: list[tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(database_module, "PENDING_LIMIT", 20_000)
+    cache = DiskCache(tmp_path / "c")
+    for i in range(100):
+        cache.put(key(i), b"x" * 1000)
+    me = threading.get_ident()
+    assert len(commits) >= 4 and all(t == me for t, _ in commits)
+    assert len(rows(cache)) >= 90  # committed without a flush
+
+
+def test_large_entries_are_files_written_to_a_temp_file_fsynced_then_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache = DiskCache(tmp_path / "c")
+    cache = DiskCache(tmp_path / "c", layout="sqlite")
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -65,40 +222,70 @@ def test_a_write_goes_to_a_temp_file_in_the_same_directory_fsynced_then_replaced
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    cache.put(KEY, {"v": 1})
+    cache.put(KEY, LARGE)
     final = entry_file(cache)
     assert [e[0] for e in events] == ["fsync", "replace"]
     tmp = events[0][1]
     assert Path(tmp).parent == final.parent and Path(tmp).name.startswith(".tmp-")
     assert events[1][1] == f"{tmp} -> {final}"
-    assert cache.get(KEY) == {"v": 1}
+    monkeypatch.undo()
+    cache.flush()
+    assert rows(cache) == {KEY: None}  # the row says: a file
+    assert cache.get(KEY) == LARGE and fresh(cache).get(KEY) == LARGE
     assert temp_files(tmp_path) == []
 
 
 @pytest.mark.parametrize("fail_in", ["write", "fsync", "replace"])
-def test_a_failed_write_leaves_no_entry_and_no_temp_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str
+@pytest.mark.parametrize("where", ["file", "large"])
+def test_a_failed_file_write_leaves_no_entry_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str, where: str
 ) -> None:
-    cache = DiskCache(tmp_path / "c")
-    cache.put(KEY, "old")
+    entry = Entry(tmp_path, where)
+    entry.put(value=b"old" * 100_000)
 
     def boom(*args: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, fail_in, boom)
-    with pytest.raises(CacheWriteError, match=r"type str.*No space left") as info:
-        cache.put(KEY, "new")
+    with pytest.raises(CacheWriteError, match=r"type bytes.*No space left") as info:
+        entry.cache.put(KEY, b"new" * 100_000)
     assert isinstance(info.value.__cause__, OSError)
     monkeypatch.undo()
-    assert cache.get(KEY) == "old"  # the previous entry is untouched
+    assert entry.cache.get(KEY) == b"old" * 100_000  # the previous entry is untouched
     assert temp_files(tmp_path) == []
-    assert cache.stats().writes == 1
+    assert entry.cache.stats().writes == 1
 
 
-def test_an_unwritable_location_raises_cache_write_error(tmp_path: Path) -> None:
+def test_a_failed_commit_is_raised_by_flush_and_by_the_next_put(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, "old")
+    cache.flush()
+    writer = cache._database()._writer  # type: ignore[union-attr]
+    assert writer is not None
+    pages = writer.execute("PRAGMA page_count").fetchone()[0]
+    writer.execute(f"PRAGMA max_page_count = {pages}")  # a full disk, for this process
+    cache.put(KEY, os.urandom(100_000))
+    with pytest.raises(CacheWriteError, match=r"type bytes.*disk is full.*1 entry") as info:
+        cache.flush()
+    assert info.value.key == KEY
+    assert cache.get(KEY) == "old"  # the failed batch was dropped: the old entry stands
+    cache.put(key(1), os.urandom(100_000))  # committed, and failing, by the writer thread
+    deadline = time.monotonic() + 30
+    with pytest.raises(CacheWriteError, match=r"disk is full.*could not be committed"):
+        while time.monotonic() < deadline:
+            cache.put(key(2), "next")
+            time.sleep(0.01)
+    writer.execute("PRAGMA max_page_count = 1073741823")
+    cache.put(key(3), "after")
+    cache.flush()
+    assert fresh(cache).get(key(3)) == "after"
+
+
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
+def test_an_unwritable_location_raises_cache_write_error(tmp_path: Path, layout: str) -> None:
     (tmp_path / "file").write_text("not a directory")
-    cache = DiskCache(tmp_path / "file" / "c")
-    with pytest.raises(CacheWriteError, match="cannot create"):
+    cache = DiskCache(tmp_path / "file" / "c", layout=layout)
+    with pytest.raises(CacheWriteError, match=r"cannot (create|open)"):
         cache.put(KEY, 1)
     assert cache.get(KEY) is MISSING
 
@@ -106,66 +293,74 @@ def test_an_unwritable_location_raises_cache_write_error(tmp_path: Path) -> None
 # -- corrupt entries ------------------------------------------------------------------------
 
 
-def corrupt(kind: str, file: Path) -> None:
-    data = file.read_bytes()
+def corrupt(kind: str, data: bytes) -> Any:
     if kind == "truncated":
-        file.write_bytes(data[: len(data) // 2])
-    elif kind == "empty":
-        file.write_bytes(b"")
-    elif kind == "garbage":
-        file.write_bytes(os.urandom(len(data)))
-    elif kind == "bitflip":  # same length, one payload byte changed
-        file.write_bytes(data[:-3] + bytes([data[-3] ^ 0x40]) + data[-2:])
-    elif kind == "trailing":
-        file.write_bytes(data + b"x")
-    else:  # "header": a plausible length that does not match
-        file.write_bytes(data[:40])
+        return data[: len(data) // 2]
+    if kind == "empty":
+        return b""
+    if kind == "garbage":
+        return os.urandom(len(data))
+    if kind == "bitflip":  # same length, one payload byte changed
+        return data[:-3] + bytes([data[-3] ^ 0x40]) + data[-2:]
+    if kind == "trailing":
+        return data + b"x"
+    if kind == "text":  # a row holding text where the entry's bytes belong
+        return "not an entry"
+    return data[:40]  # "header": a plausible length that does not match
 
 
-@pytest.mark.parametrize("kind", ["truncated", "empty", "garbage", "bitflip", "trailing", "header"])
+@pytest.mark.parametrize(
+    "kind", ["truncated", "empty", "garbage", "bitflip", "trailing", "header", "text"]
+)
 def test_a_corrupt_entry_is_a_miss_with_one_warning_and_is_rewritten(
-    tmp_path: Path, kind: str
+    tmp_path: Path, where: str, kind: str
 ) -> None:
     # pipefunc raises on a truncated file while reporting the key as present.
-    cache = DiskCache(tmp_path / "c")
-    cache.put(KEY, list(range(100)))
-    corrupt(kind, entry_file(cache))
-    with pytest.warns(CacheWarning, match=rf"cache entry {entry_file(cache)} .*miss") as record:
+    if kind == "text" and where != "row":
+        pytest.skip("only a database row can hold text")
+    entry = Entry(tmp_path, where)
+    entry.put()
+    entry.write(corrupt(kind, entry.read()))
+    cache = entry.cache
+    with pytest.warns(CacheWarning, match=rf"cache entry {entry.name()} .*miss") as record:
         assert KEY not in cache
         assert cache.get(KEY) is MISSING
         assert cache.get(KEY, "dflt") == "dflt"
     assert len(record) == 1  # one warning, not one per lookup
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.errors) == (0, 2, 3)
-    cache.put(KEY, "rewritten")
+    entry.put(value="rewritten")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cache.get(KEY) == "rewritten" and KEY in cache
 
 
-def test_a_payload_that_cannot_be_unpickled_is_a_miss_with_a_warning(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "c")
-    cache.put(KEY, 1)
+def test_a_payload_that_cannot_be_unpickled_is_a_miss_with_a_warning(
+    tmp_path: Path, where: str
+) -> None:
+    entry = Entry(tmp_path, where)
+    entry.put()
     payload = b"cno_such_module_xyz\nThing\n."  # a valid checksum over a broken pickle
-    entry_file(cache).write_bytes(encode_header(KEY, payload, None) + payload)
+    entry.write(encode_header(KEY, payload, None) + payload)
     with pytest.warns(CacheWarning, match="cannot be unpickled.*no_such_module_xyz"):
-        assert cache.get(KEY) is MISSING
-    assert cache.stats().errors == 1
+        assert entry.cache.get(KEY) is MISSING
+    assert entry.cache.stats().errors == 1
 
 
 def test_an_unsigned_entry_copied_to_another_key_is_a_miss_with_a_warning(
-    tmp_path: Path,
+    tmp_path: Path, where: str
 ) -> None:
-    cache = DiskCache(tmp_path / "c")
+    entry = Entry(tmp_path, where)
     other = "f" * 32
-    cache.put(KEY, "for KEY")
-    cache.put(other, "for other")
-    entry_file(cache, other).write_bytes(entry_file(cache).read_bytes())
-    with pytest.warns(CacheWarning, match=rf"{other} fails its checksum.*another key") as record:
+    entry.put(KEY, [b"for KEY", entry.value])
+    entry.put(other, [b"for other", entry.value])
+    entry.write(entry.read(KEY), other)
+    cache = entry.cache
+    with pytest.warns(CacheWarning, match=rf"{other} .*fails its checksum.*another key") as record:
         assert other not in cache
         assert cache.get(other) is MISSING
     assert len(record) == 1
-    assert cache.get(KEY) == "for KEY"
+    assert cache.get(KEY)[0] == b"for KEY"
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.errors) == (1, 1, 2)
 
@@ -178,51 +373,124 @@ def old_format_entry(payload: bytes) -> bytes:
     return head + hashing.digest128(payload) + payload
 
 
-def test_an_entry_of_the_old_format_is_a_plain_miss_and_is_rewritten(tmp_path: Path) -> None:
+def test_an_entry_of_the_old_format_is_a_plain_miss_and_is_rewritten(
+    tmp_path: Path, where: str
+) -> None:
     # Reading them would keep the hole open: a copied old entry cannot be told apart.
-    cache = DiskCache(tmp_path / "c")
-    cache.put(KEY, 1)
-    entry_file(cache).write_bytes(old_format_entry(pickle.dumps("old")))
+    entry = Entry(tmp_path, where)
+    entry.put()
+    entry.write(old_format_entry(pickle.dumps("old")))
+    cache = entry.cache
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert KEY not in cache
         assert cache.get(KEY) is MISSING
     stats = cache.stats()
     assert (stats.misses, stats.errors) == (1, 0)
-    cache.put(KEY, "new")
+    entry.put(value="new")
     assert cache.get(KEY) == "new"
 
 
-def test_an_entry_of_a_newer_format_is_a_miss_with_a_warning(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "c")
-    cache.put(KEY, 1)
-    data = bytearray(entry_file(cache).read_bytes())
+def test_an_entry_of_a_newer_format_is_a_miss_with_a_warning(tmp_path: Path, where: str) -> None:
+    entry = Entry(tmp_path, where)
+    entry.put()
+    data = bytearray(entry.read())
     data[4] = entry_module.FORMAT_VERSION + 1
-    entry_file(cache).write_bytes(bytes(data))
+    entry.write(bytes(data))
     with pytest.warns(CacheWarning, match="format version .*this reader needs"):
-        assert cache.get(KEY) is MISSING
+        assert entry.cache.get(KEY) is MISSING
 
 
-def test_warnings_are_per_entry(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "c")
-    keys = [f"{i:032x}" for i in range(3)]
+def test_warnings_are_per_entry(tmp_path: Path, where: str) -> None:
+    entry = Entry(tmp_path, where)
+    keys = [key(i) for i in range(3)]
     for k in keys:
-        cache.put(k, k)
-        entry_file(cache, k).write_bytes(b"junk")
+        entry.put(k)
+        entry.write(b"junk", k)
     with pytest.warns(CacheWarning) as record:
         for k in keys * 2:
-            assert cache.get(k) is MISSING
+            assert entry.cache.get(k) is MISSING
     assert len(record) == 3
 
 
-def test_an_unreadable_entry_is_a_miss_with_a_warning(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "c")
+def test_an_unreadable_entry_file_is_a_miss_with_a_warning(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c", layout="files")
     cache.put(KEY, 1)
     file = entry_file(cache)
     file.unlink()
     file.mkdir()  # reading a directory fails with an OSError
     with pytest.warns(CacheWarning, match="cannot be read"):
         assert cache.get(KEY) is MISSING
+
+
+def test_a_large_entry_whose_file_is_gone_is_a_plain_miss(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c", layout="sqlite")
+    cache.put(KEY, LARGE)
+    entry_file(cache).unlink()  # removed by hand, or by clear() in another process
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.get(KEY) is MISSING and KEY not in cache
+
+
+# -- damaged databases ----------------------------------------------------------------------
+
+
+def filled(tmp_path: Path) -> DiskCache:
+    """A store whose database holds 50 entries, all in the database file proper, opened
+    afresh (no page of it cached yet)."""
+    cache = DiskCache(tmp_path / "c", layout="sqlite")
+    for i in range(50):
+        cache.put(key(i), [i] * 500)
+    cache = fresh(cache)
+    checkpoint(cache)
+    return cache
+
+
+@pytest.mark.parametrize("damage", ["pages", "not_a_database"])
+def test_a_damaged_database_is_a_miss_with_one_warning_until_clear_replaces_it(
+    tmp_path: Path, damage: str
+) -> None:
+    cache = filled(tmp_path)
+    file = db_file(cache)
+    data = file.read_bytes()
+    if damage == "pages":  # everything but the first page (the schema) overwritten
+        file.write_bytes(data[:4096] + os.urandom(len(data) - 4096))
+    else:
+        file.write_bytes(os.urandom(len(data)))
+    with pytest.warns(CacheWarning, match=r"cache database .* is damaged.*clear\(\)") as record:
+        assert cache.get(key(1)) is MISSING
+        assert key(2) not in cache
+        assert cache.get(key(3)) is MISSING
+    assert len(record) == 1
+    stats = cache.stats()
+    assert (stats.misses, stats.errors) == (2, 3)
+    with pytest.raises(CacheWriteError, match="damaged"):
+        cache.put(KEY, "new")
+        cache.flush()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    cache.clear()
+    assert (tmp_path / "c" / "notes.txt").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.get(key(1)) is MISSING
+        cache.put(KEY, "after clear")
+        assert cache.get(KEY) == "after clear"
+        assert fresh(cache).get(KEY) == "after clear"
+
+
+def test_a_database_of_another_application_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir(mode=0o700)
+    with contextlib.closing(sqlite3.connect(tmp_path / "c" / "cache.db")) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('keep me')")
+        conn.commit()
+    cache = DiskCache(tmp_path / "c")
+    with pytest.raises(CacheWriteError, match="not a HyperNodes cache database"):
+        cache.put(KEY, 1)
+    with pytest.raises(OSError, match="not a HyperNodes cache database"):
+        cache.clear()
+    with contextlib.closing(sqlite3.connect(tmp_path / "c" / "cache.db")) as conn:
+        assert conn.execute("SELECT text FROM notes").fetchall() == [("keep me",)]
 
 
 # -- concurrent writers and killed writers ----------------------------------------------
@@ -236,25 +504,31 @@ me, rounds, size = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 for i in range(rounds):
     blob = bytes([(me * 31 + i) % 256]) * size
     cache.put(sys.argv[5], (me, i, hashlib.sha256(blob).hexdigest(), blob))
+    cache.put(f"{me:02d}-{i:04d}", (me, i, hashlib.sha256(blob).hexdigest(), blob[:100]))
+    if i % 3 == 0:
+        cache.flush()  # many commits, interleaved with the other writers'
 """
 
 
 def check_value(value: Any) -> None:
     me, i, digest, blob = value
-    assert hashlib.sha256(blob).hexdigest() == digest
+    assert hashlib.sha256(blob).hexdigest() == digest or len(blob) == 100
     assert blob[:1] == bytes([(me * 31 + i) % 256])
 
 
 @pytest.mark.slow
-def test_processes_writing_one_key_concurrently_leave_one_valid_entry(tmp_path: Path) -> None:
-    path = tmp_path / "c"
+@pytest.mark.parametrize("size", [100_000, 400_000], ids=["rows", "large_files"])
+def test_processes_writing_concurrently_leave_one_valid_entry_and_lose_nothing(
+    tmp_path: Path, size: int
+) -> None:
+    path, writers, rounds = tmp_path / "c", 8, 30
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), str(me), "40", "200000", KEY],
+            [sys.executable, "-c", WRITER, str(path), str(me), str(rounds), str(size), KEY],
             env=child_env(),
             stderr=subprocess.PIPE,
         )
-        for me in range(4)
+        for me in range(writers)
     ]
     reader = DiskCache(path)
     seen = 0
@@ -268,46 +542,55 @@ def test_processes_writing_one_key_concurrently_leave_one_valid_entry(tmp_path: 
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()
-    assert sorted(p.name for p in (path / KEY[:2]).iterdir()) == [KEY]  # no temp files
-    check_value(reader.get(KEY))
-    assert reader.get(KEY)[1] == 39  # the last write of one of the writers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_value(reader.get(KEY))
+        assert reader.get(KEY)[1] == rounds - 1  # the last write of one of the writers
+        for me in range(writers):  # every entry of every writer was committed
+            for i in range(rounds):
+                value = reader.get(f"{me:02d}-{i:04d}")
+                assert value is not MISSING and value[:2] == (me, i)
+                check_value(value)
     assert reader.stats().errors == 0
+    assert temp_files(path) == []
 
 
 KILLED_WRITER = """
-import os, sys, time
-from hypernodes.cache import DiskCache
+import os, sqlite3, sys, time
 mode = sys.argv[2]
-real_fsync, real_write = os.fsync, os.write
+real_connect, real_fsync = sqlite3.connect, os.fsync
 state = {"armed": False}
 def hang(*args):
     print("HANGING", flush=True)
     time.sleep(600)
-if mode == "fsync":
-    def fsync(fd):
-        if state["armed"]:
-            hang()
-        real_fsync(fd)
-    os.fsync = fsync
-elif mode == "write":
-    def write(fd, data):
-        if state["armed"]:
-            real_write(fd, bytes(data[: len(data) // 2]))  # half of it reaches the file
-            hang()
-        return real_write(fd, data)
-    os.write = write
+def connect(*args, **kwargs):  # every connection the store opens: hang mid-statement
+    conn = real_connect(*args, **kwargs)
+    conn.set_progress_handler(lambda: hang() if state["armed"] else 0, 20)
+    return conn
+sqlite3.connect = connect
+def fsync(fd):
+    if state["armed"]:
+        hang()
+    real_fsync(fd)
+os.fsync = fsync
+from hypernodes.cache import DiskCache
+from hypernodes.cache import _database
+_database.FLUSH_DELAY = 600.0  # commits happen when asked for, below
 cache = DiskCache(sys.argv[1])
+size = 1_000_000 if mode == "large" else 20_000
 for i in range(1_000_000):
     key = f"{i % 4:032x}"
-    state["armed"] = mode != "loop" and i == 6
-    blob = bytes([i % 251]) * 4_000_000
-    cache.put(key, (i, blob))
+    state["armed"] = mode == "large" and i == 7  # inside the fsync of its file
+    cache.put(key, (i, bytes([i % 251]) * size))
+    if i % 2:
+        state["armed"] = mode == "commit" and i == 7  # inside the commit of 6 and 7
+        cache.flush()
     print("WROTE", i, flush=True)
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["fsync", "write", "loop"])
+@pytest.mark.parametrize("mode", ["commit", "large", "loop"])
 def test_a_writer_killed_mid_write_leaves_no_entry_that_reads_back_wrong(
     tmp_path: Path, mode: str
 ) -> None:
@@ -321,9 +604,10 @@ def test_a_writer_killed_mid_write_leaves_no_entry_that_reads_back_wrong(
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
-            # "fsync"/"write": killed while provably inside a write; "loop": killed while
-            # writing 4 MB entries back to back, wherever it happens to be.
-            if line.startswith("HANGING") or (mode == "loop" and line == "WROTE 9\n"):
+            # "commit": killed inside a SQLite transaction; "large": inside the fsync of a
+            # large entry's file; "loop": writing and committing back to back, killed
+            # wherever it happens to be (staged entries included).
+            if line.startswith("HANGING") or (mode == "loop" and line == "WROTE 40\n"):
                 break
         else:
             pytest.fail("the writer exited early")
@@ -332,31 +616,33 @@ def test_a_writer_killed_mid_write_leaves_no_entry_that_reads_back_wrong(
         proc.wait(30)
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    if mode != "loop":
+    if mode == "large":
         assert temp_files(path), "the writer was killed inside a write, leaving its temp file"
+    size = 1_000_000 if mode == "large" else 20_000
     cache = DiskCache(path)
     found = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any torn entry would warn, and fail here
         for i in range(4):
-            k = f"{i:032x}"
-            value = cache.get(k)
+            value = cache.get(key(i))
             if value is not MISSING:
                 found += 1
                 n, blob = value
-                assert n % 4 == i and blob == bytes([n % 251]) * 4_000_000
+                assert n % 4 == i and blob == bytes([n % 251]) * size
     assert found == 4
-    if mode != "loop":  # the interrupted write (i == 6, key 2) never became the entry
-        assert cache.get(f"{2:032x}")[0] == 2
+    if mode == "commit":  # the interrupted commit (of 6 and 7) left 2 and 3 as they were
+        assert cache.get(key(2))[0] == 2 and cache.get(key(3))[0] == 3
+    if mode == "large":  # the interrupted write of 7 left 3 as it was
+        assert cache.get(key(3))[0] == 3
     cache.clear()
     assert temp_files(path) == []
 
 
-# -- stale temporary files --------------------------------------------------------------
+# -- stale temporary files (of large entries) ---------------------------------------------
 
 
-def plant_temp(cache: DiskCache, name: str, age: float, key: str = KEY) -> Path:
-    shard = Path(cache.path) / key[:2]
+def plant_temp(cache: DiskCache, name: str, age: float, k: str = KEY) -> Path:
+    shard = Path(cache.path) / k[:2]
     shard.mkdir(parents=True, exist_ok=True)
     file = shard / name
     file.write_bytes(b"left by a writer")
@@ -365,30 +651,33 @@ def plant_temp(cache: DiskCache, name: str, age: float, key: str = KEY) -> Path:
     return file
 
 
-def test_stale_temp_files_are_removed_when_a_store_first_writes_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
+def test_stale_temp_files_are_removed_when_a_store_first_writes_there(
+    tmp_path: Path, layout: str
+) -> None:
     # Writers killed mid-write (SIGKILL) leave their temp files behind.
-    cache = DiskCache(tmp_path / "c")
+    cache = DiskCache(tmp_path / "c", layout=layout)
     old = plant_temp(cache, ".tmp-killed", age=2 * disk_module.STALE_TEMP_AGE)
-    fresh = plant_temp(cache, ".tmp-live", age=1.0)
+    fresh_temp = plant_temp(cache, ".tmp-live", age=1.0)
     other = plant_temp(cache, "notes.txt", age=2 * disk_module.STALE_TEMP_AGE)
     elsewhere = plant_temp(cache, ".tmp-other-shard", 2 * disk_module.STALE_TEMP_AGE, "ff" * 16)
     assert cache.get(KEY) is MISSING  # reading removes nothing
     assert old.exists()
-    cache.put(KEY, 1)
+    cache.put(KEY, LARGE)
     assert not old.exists()
-    assert fresh.exists() and other.exists()  # a live writer's file; not ours at all
+    assert fresh_temp.exists() and other.exists()  # a live writer's file; not ours at all
     assert elsewhere.exists()  # swept when a write goes to that directory
-    DiskCache(tmp_path / "c").put("ff" * 16, 2)
+    DiskCache(tmp_path / "c", layout=layout).put("ff" * 16, LARGE)
     assert not elsewhere.exists()
-    assert cache.get(KEY) == 1
+    assert cache.get(KEY) == LARGE
 
 
 def test_a_long_lived_store_sweeps_again_once_temp_files_can_have_gone_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(disk_module, "monotonic", lambda: clock[0])
-    cache = DiskCache(tmp_path / "c")
+    monkeypatch.setattr(files_module, "monotonic", lambda: clock[0])
+    cache = DiskCache(tmp_path / "c", layout="files")
     cache.put(KEY, 1)
     old = plant_temp(cache, ".tmp-killed", age=2 * disk_module.STALE_TEMP_AGE)
     cache.put(KEY, 2)
@@ -407,7 +696,7 @@ def fsync(fd):
     sys.stdin.readline()  # the test lets the write finish
     real_fsync(fd)
 os.fsync = fsync
-DiskCache(sys.argv[1]).put(sys.argv[2], "from the other process")
+DiskCache(sys.argv[1], layout="files").put(sys.argv[2], "from the other process")
 print("DONE", flush=True)
 """
 
@@ -427,7 +716,7 @@ def test_a_writer_in_another_process_keeps_its_temp_file(tmp_path: Path) -> None
     try:
         assert proc.stdout.readline() == "WRITING\n"
         (their_temp,) = temp_files(path)
-        DiskCache(path).put(mine, "mine")  # this store's first write there: a sweep
+        DiskCache(path, layout="files").put(mine, "mine")  # its first write there: a sweep
         assert their_temp.exists()
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -441,7 +730,7 @@ def test_a_writer_in_another_process_keeps_its_temp_file(tmp_path: Path) -> None
             proc.wait()
         proc.stdout.close()
     assert proc.returncode == 0
-    assert DiskCache(path).get(theirs) == "from the other process"
+    assert DiskCache(path, layout="files").get(theirs) == "from the other process"
     assert temp_files(path) == []
 
 
@@ -449,70 +738,96 @@ def test_a_writer_in_another_process_keeps_its_temp_file(tmp_path: Path) -> None
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
-def test_directories_are_created_private(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "a" / "b" / "c")
+def test_directories_are_created_private_and_files_owner_only(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "a" / "b" / "c", layout="sqlite")
     cache.put(KEY, 1)
+    cache.put(key(1), LARGE)
+    cache.flush()
     root = Path(cache.path)
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
-    assert stat.S_IMODE((root / KEY[:2]).stat().st_mode) == 0o700
-    assert stat.S_IMODE(entry_file(cache).stat().st_mode) == 0o600
+    for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+        assert stat.S_IMODE((root / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(entry_file(cache, key(1)).parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(entry_file(cache, key(1)).stat().st_mode) == 0o600
+    files = DiskCache(tmp_path / "f", layout="files")
+    files.put(KEY, 1)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o700
+    assert stat.S_IMODE(entry_file(files).stat().st_mode) == 0o600
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
-def test_a_directory_others_can_write_is_warned_about_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
+def test_a_directory_others_can_write_is_warned_about_once(tmp_path: Path, layout: str) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    cache = DiskCache(shared)
+    cache = DiskCache(shared, layout=layout)
     with pytest.warns(CacheWarning, match=r"writable by other users \(mode 0o777\).*chmod 700"):
         cache.put(KEY, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cache.get(KEY) == 1
-        DiskCache(shared).get(KEY)  # once per directory and process
+        DiskCache(shared, layout=layout).get(KEY)  # once per directory and process
         assert stat.S_IMODE(shared.stat().st_mode) == 0o777  # left as it is
     signed_dir = tmp_path / "signed"
     signed_dir.mkdir()
     signed_dir.chmod(0o777)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        DiskCache(signed_dir, secret=b"k").put(KEY, 1)  # signed entries: no risk to warn of
+        DiskCache(signed_dir, secret=b"k", layout=layout).put(KEY, 1)  # signed: no risk
 
 
 # -- HMAC -------------------------------------------------------------------------------
 
 
-def test_signed_entries_round_trip_and_survive_a_new_store(tmp_path: Path) -> None:
-    DiskCache(tmp_path / "c", secret="s3cret").put(KEY, {"a": 1})
-    assert DiskCache(tmp_path / "c", secret=b"s3cret").get(KEY) == {"a": 1}
+def test_signed_entries_round_trip_and_survive_a_new_store(tmp_path: Path, where: str) -> None:
+    entry = Entry(tmp_path, where, secret=b"s3cret")
+    entry.put(value=[{"a": 1}, entry.value])
+    again = fresh(entry.cache)
+    assert DiskCache(again.path, "s3cret", layout=again.layout).get(KEY) == [{"a": 1}, entry.value]
 
 
-def test_a_tampered_signed_entry_is_a_miss_with_a_warning(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "c", secret=b"k")
-    cache.put(KEY, "genuine")
-    corrupt("bitflip", entry_file(cache))
+def test_a_tampered_signed_entry_is_a_miss_with_a_warning(tmp_path: Path, where: str) -> None:
+    entry = Entry(tmp_path, where, secret=b"k")
+    entry.put()
+    entry.write(corrupt("bitflip", entry.read()))
     with pytest.warns(CacheWarning, match="signature that does not match"):
-        assert cache.get(KEY) is MISSING
-    assert cache.stats().errors == 1
+        assert entry.cache.get(KEY) is MISSING
+    assert entry.cache.stats().errors == 1
 
 
-def test_an_entry_forged_with_a_correct_checksum_is_refused(tmp_path: Path) -> None:
+def test_an_entry_forged_with_a_correct_checksum_is_refused(tmp_path: Path, where: str) -> None:
+    entry = Entry(tmp_path, where, secret=b"k")
+    entry.put()
+    payload = b"cos\nsystem\n(S'echo pwned'\ntR."  # what an attacker would plant
+    entry.write(encode_header(KEY, payload, None) + payload)
+    with pytest.warns(CacheWarning, match="not signed"):
+        assert entry.cache.get(KEY) is MISSING
+
+
+def test_a_row_forged_into_the_database_is_refused(tmp_path: Path) -> None:
+    # Whoever can write the directory can write the database: rows prove nothing.
     cache = DiskCache(tmp_path / "c", secret=b"k")
     cache.put(KEY, "genuine")
-    payload = b"cos\nsystem\n(S'echo pwned'\ntR."  # what an attacker would plant
-    entry_file(cache).write_bytes(encode_header(KEY, payload, None) + payload)
+    cache.flush()
+    payload = b"cos\nsystem\n(S'echo pwned'\ntR."
+    with raw(cache) as conn:
+        conn.execute(
+            "INSERT INTO entries VALUES (?, ?, 0)",
+            ("f" * 32, encode_header("f" * 32, payload, None) + payload),
+        )
     with pytest.warns(CacheWarning, match="not signed"):
-        assert cache.get(KEY) is MISSING
+        assert cache.get("f" * 32) is MISSING
 
 
-def test_an_entry_copied_to_another_key_is_refused(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "c", secret=b"k")
+def test_a_signed_entry_copied_to_another_key_is_refused(tmp_path: Path, where: str) -> None:
+    entry = Entry(tmp_path, where, secret=b"k")
     other = "f" * 32
-    cache.put(KEY, "for KEY")
-    cache.put(other, "for other")
-    entry_file(cache, other).write_bytes(entry_file(cache).read_bytes())
+    entry.put(KEY)
+    entry.put(other)
+    entry.write(entry.read(KEY), other)
     with pytest.warns(CacheWarning, match="signature"):
-        assert cache.get(other) is MISSING
+        assert entry.cache.get(other) is MISSING
 
 
 @pytest.mark.parametrize(
@@ -523,61 +838,157 @@ def test_an_entry_copied_to_another_key_is_refused(tmp_path: Path) -> None:
         (b"k", None, "signed, but this DiskCache has no secret"),
     ],
 )
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
 def test_mismatched_secrets_are_a_miss_with_a_warning(
-    tmp_path: Path, writer: bytes | None, reader: bytes | None, problem: str
+    tmp_path: Path, writer: bytes | None, reader: bytes | None, problem: str, layout: str
 ) -> None:
-    DiskCache(tmp_path / "c", secret=writer).put(KEY, 1)
+    DiskCache(tmp_path / "c", secret=writer, layout=layout).put(KEY, 1)
     with pytest.warns(CacheWarning, match=problem):
-        assert DiskCache(tmp_path / "c", secret=reader).get(KEY) is MISSING
+        assert DiskCache(tmp_path / "c", secret=reader, layout=layout).get(KEY) is MISSING
 
 
-def test_secret_is_validated() -> None:
+def test_arguments_are_validated() -> None:
     with pytest.raises(ValueError, match="must not be empty"):
         DiskCache("x", secret=b"")
     with pytest.raises(TypeError, match="secret must be bytes, str or None"):
         DiskCache("x", secret=123)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
         DiskCache(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"layout must be 'auto', 'sqlite' or 'files'"):
+        DiskCache("x", layout="sql")
 
 
-# -- layout and housekeeping --------------------------------------------------------------
+# -- layouts and housekeeping -------------------------------------------------------------
 
 
-def test_entries_survive_a_new_store_on_the_same_path(tmp_path: Path) -> None:
-    DiskCache(tmp_path / "c").put(KEY, [None, 0])
-    again = DiskCache(tmp_path / "c")
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
+def test_entries_survive_a_new_store_on_the_same_path(tmp_path: Path, layout: str) -> None:
+    cache = DiskCache(tmp_path / "c", layout=layout)
+    cache.put(KEY, [None, 0])
+    again = fresh(cache)
     assert KEY in again and again.get(KEY) == [None, 0]
 
 
-def test_keys_that_are_not_file_names_stay_inside_the_directory(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "c")
-    for k in ["../escape", "/abs", "a" * 300, "ü", "..", "x/y"]:
+WEIRD_KEYS = ["../escape", "/abs", "a" * 300, "ü", "..", "x/y", "\ud800", "nul\0key", ""]
+
+
+def test_any_string_is_a_key_in_the_database(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c", layout="sqlite")
+    for k in WEIRD_KEYS:
         cache.put(k, k)
-        assert cache.get(k) == k
+    again = fresh(cache)
+    for k in WEIRD_KEYS:
+        assert again.get(k) == k and k in again
+    assert again.get("nul") is MISSING and again.get("\ud801") is MISSING
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
-    files = [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
-    assert len(files) == 6 and all(p.parent.parent == tmp_path / "c" for p in files)
+
+
+@pytest.mark.parametrize("where", ["file", "large"])
+def test_keys_that_are_not_file_names_stay_inside_the_directory(tmp_path: Path, where: str) -> None:
+    entry = Entry(tmp_path, where)
+    for k in WEIRD_KEYS:
+        entry.cache.put(k, [k, entry.value])
+        assert entry.cache.get(k) == [k, entry.value]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+    files = [p for p in (tmp_path / "c").rglob("*") if p.is_file() and "cache.db" not in p.name]
+    assert len(files) == len(WEIRD_KEYS)
+    assert all(p.parent.parent == tmp_path / "c" for p in files)
 
 
 def test_clear_removes_only_what_the_store_wrote(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path)
+    cache = DiskCache(tmp_path, layout="sqlite")
     cache.put(KEY, 1)
+    cache.put(key(1), LARGE)
+    cache.flush()
+    cache.put(key(2), "staged, not committed")
     (tmp_path / "notes.txt").write_text("mine")
-    (tmp_path / KEY[:2] / "mine.txt").write_text("mine too")
-    (tmp_path / KEY[:2] / ".tmp-stray").write_bytes(b"left by a killed writer")
+    shard = entry_file(cache, key(1)).parent
+    (shard / "mine.txt").write_text("mine too")
+    (shard / ".tmp-stray").write_bytes(b"left by a killed writer")
     cache.clear()
-    assert (tmp_path / "notes.txt").exists() and (tmp_path / KEY[:2] / "mine.txt").exists()
-    assert not entry_file(cache).exists() and temp_files(tmp_path) == []
-    cache.put(KEY, 2)  # the shard directory is recreated when needed
-    assert cache.get(KEY) == 2
+    assert (tmp_path / "notes.txt").exists() and (shard / "mine.txt").exists()
+    assert not entry_file(cache, key(1)).exists() and temp_files(tmp_path) == []
+    assert rows(cache) == {}
+    assert all(cache.get(k) is MISSING for k in (KEY, key(1), key(2)))
+    cache.put(KEY, 2)  # the directories are recreated when needed
+    cache.put(key(1), LARGE)
+    assert fresh(cache).get(KEY) == 2
 
 
-def test_clear_by_another_store_does_not_break_writes(tmp_path: Path) -> None:
-    one, two = DiskCache(tmp_path / "c"), DiskCache(tmp_path / "c")
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
+def test_clear_by_another_store_does_not_break_writes(tmp_path: Path, layout: str) -> None:
+    one, two = DiskCache(tmp_path / "c", layout=layout), DiskCache(tmp_path / "c", layout=layout)
     one.put(KEY, 1)
+    one.put(key(1), LARGE)
     two.clear()
-    one.put(KEY, 2)  # its shard directory vanished; it is recreated
-    assert two.get(KEY) == 2
+    one.put(KEY, 2)
+    one.put(key(1), LARGE + b"2")  # its shard directory vanished; it is recreated
+    assert two.get(KEY) == 2 and two.get(key(1)) == LARGE + b"2"
+
+
+def test_a_removed_directory_is_recreated_by_the_next_commit(tmp_path: Path) -> None:
+    import shutil
+
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, 1)
+    cache.flush()
+    shutil.rmtree(tmp_path / "c")  # by hand, while the store has the database open
+    cache.put(KEY, 2)
+    cache.flush()
+    assert rows(cache).keys() == {KEY}
+    assert fresh(cache).get(KEY) == 2
+
+
+def old_layout_entry(root: Path, k: str, value: Any) -> Path:
+    """An entry as HyperNodes before 0.5 wrote it: a file of its own, no database."""
+    file = root / k[:2] / k
+    file.parent.mkdir(parents=True, exist_ok=True)
+    payload = pickle.dumps(value, protocol=5)
+    file.write_bytes(encode_header(k, payload, None) + payload)
+    return file
+
+
+def test_a_directory_of_the_file_per_entry_layout_is_a_miss_and_clear_removes_it(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "c"
+    old = [old_layout_entry(root, key(i), i) for i in range(3)]
+    cache = DiskCache(root, layout="sqlite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.get(key(1)) is MISSING  # computed again once, then a row
+    assert DiskCache(root, layout="files").get(key(1)) == 1  # what layout="files" reads
+    cache.clear()
+    assert not any(f.exists() for f in old)
+    assert sorted(p.name for p in root.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fstype", "sqlite"),
+    [("ext4", True), ("tmpfs", True), ("overlay", True), (None, True), ("nfs4", False),
+     ("cifs", False), ("fuse.sshfs", False), ("fuse", False), ("virtiofs", False)],
+)  # fmt: skip
+def test_auto_keeps_files_on_network_and_fuse_filesystems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fstype: str | None, sqlite: bool
+) -> None:
+    monkeypatch.setattr(disk_module, "filesystem_type", lambda path: fstype)
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, 1)
+    cache.flush()
+    assert db_file(cache).exists() is sqlite
+    assert entry_file(cache).exists() is not sqlite
+    assert cache.get(KEY) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/mountinfo").exists(), reason="Linux")
+def test_filesystem_type_reads_the_mount_table(tmp_path: Path) -> None:
+    with open("/proc/self/mountinfo") as fh:
+        kinds = {line.split(" - ")[1].split()[0] for line in fh}
+    assert files_module.filesystem_type(str(tmp_path)) in kinds
+    assert files_module.filesystem_type(str(tmp_path / "not" / "yet")) == (
+        files_module.filesystem_type(str(tmp_path))
+    )
+    assert files_module.filesystem_type("/proc/self") == "proc"
 
 
 def test_repr_shows_state(tmp_path: Path) -> None:
@@ -586,25 +997,128 @@ def test_repr_shows_state(tmp_path: Path) -> None:
     assert repr(cache) == f"DiskCache({str(tmp_path / 'c')!r}, signed, hits=0, misses=1)"
 
 
+# -- when staged entries are committed ----------------------------------------------------
+
+
+def test_pickling_a_store_commits_what_it_staged(tmp_path: Path, no_timer: None) -> None:
+    # A worker that reopens the store must see what was written before it was shipped.
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, "before shipping")
+    assert rows(cache) == {}
+    clone = pickle.loads(pickle.dumps(cache))
+    assert KEY in rows(cache)
+    assert clone.get(KEY) == "before shipping"
+
+
+EXITING_WRITER = """
+import multiprocessing, os, sys
+from hypernodes.cache import DiskCache
+from hypernodes.cache import _database
+_database.FLUSH_DELAY = 600.0  # only the end of the process commits
+
+def child(path):
+    DiskCache(path).put("from-the-forked-child", 2)
+
+if __name__ == "__main__":
+    DiskCache(sys.argv[1]).put("from-the-parent", 1)
+    p = multiprocessing.get_context("fork").Process(target=child, args=(sys.argv[1],))
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_the_end_of_a_process_commits_what_it_staged(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(EXITING_WRITER)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "c")],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cache = DiskCache(tmp_path / "c")
+    assert cache.get("from-the-parent") == 1  # atexit
+    assert cache.get("from-the-forked-child") == 2  # os._exit: multiprocessing's finalizers
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_opens_the_database_anew(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, "parent")
+    cache.flush()
+    assert cache.get(KEY) == "parent"  # the parent's connections are open
+    cache.put(key(1), "staged in the parent")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        ok = False
+        try:
+            ok = cache.get(KEY) == "parent"
+            ok = ok and cache.get(key(1)) is MISSING  # the parent's to commit, not ours
+            cache.put(key(2), "child")
+            cache.flush()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.get(key(2)) == "child" and cache.get(KEY) == "parent"
+    cache.flush()
+    assert rows(cache).keys() == {KEY, key(1), key(2)}
+
+
 # -- the event loop ---------------------------------------------------------------------
 
 
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, str], list[int]]:
+    """``spy(owner, name)``: the threads that call ``owner.name`` from now on."""
+
+    def install(owner: Any, name: str) -> list[int]:
+        threads: list[int] = []
+        real = getattr(owner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, call)
+        return threads
+
+    return install
+
+
 @pytest.mark.asyncio
-async def test_aput_writes_and_fsyncs_in_a_worker_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_aput_stages_on_the_loop_and_commits_in_another_thread(
+    tmp_path: Path, spy: Callable[[Any, str], list[int]]
 ) -> None:
     cache = DiskCache(tmp_path / "c")
     loop_thread = threading.get_ident()
-    threads: list[int] = []
-    real_fsync = os.fsync
+    opened = spy(database_module.Database, "open_for_writing")
+    committed = spy(database_module, "insert")
+    await cache.aput(KEY, "first")  # opens the database: in a worker thread
+    assert opened and loop_thread not in opened
+    staged = spy(database_module.Database, "stage")
+    await cache.aput(key(1), "second")  # stages right here
+    assert staged == [loop_thread]
+    assert await cache.aget(key(1)) == "second"
+    await asyncio.get_running_loop().run_in_executor(None, cache.flush)
+    assert committed and loop_thread not in committed
 
-    def fsync(fd: int) -> None:
-        threads.append(threading.get_ident())
-        real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    await cache.aput(KEY, b"x" * 1000)
-    assert threads and loop_thread not in threads
+@pytest.mark.asyncio
+async def test_aput_writes_and_fsyncs_large_entries_in_a_worker_thread(
+    tmp_path: Path, spy: Callable[[Any, str], list[int]]
+) -> None:
+    for layout in ("sqlite", "files"):
+        cache = DiskCache(tmp_path / layout, layout=layout)
+        await cache.aput(KEY, 1)
+        threads = spy(os, "fsync")
+        await cache.aput(KEY, LARGE)
+        assert threads and threading.get_ident() not in threads
 
 
 @pytest.mark.asyncio
@@ -621,13 +1135,46 @@ async def test_aput_pickles_on_the_loop_so_later_mutation_cannot_tear_the_entry(
 
 
 @pytest.mark.asyncio
+async def test_aget_reads_the_database_in_a_worker_thread(
+    tmp_path: Path, spy: Callable[[Any, str], list[int]]
+) -> None:
+    cache = DiskCache(tmp_path / "c", layout="sqlite")
+    cache.put(KEY, {"small": True})
+    cache.put(key(1), LARGE)
+    cache.flush()
+    finds = spy(database_module.Database, "find")
+    reads = spy(disk_module, "read_file")
+    assert await cache.aget(KEY) == {"small": True}
+    assert await cache.aget(key(1)) == LARGE
+    assert await cache.aget(key(2), "miss") == "miss"
+    assert len(finds) == 3 and threading.get_ident() not in finds
+    assert reads and threading.get_ident() not in reads
+
+
+@pytest.mark.asyncio
+async def test_aget_serves_what_this_process_staged_on_the_loop(
+    tmp_path: Path, no_timer: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, {"staged": True})
+
+    async def no_thread(*args: Any) -> None:
+        raise AssertionError("went to a thread")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "run_in_executor", no_thread)
+    assert await cache.aget(KEY) == {"staged": True}
+    monkeypatch.undo()
+    cache.flush()
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("case", ["inline_off", "large", "not_in_page_cache", "first_use"])
-async def test_aget_reads_in_a_thread_whenever_the_disk_could_block(
+async def test_aget_of_a_file_reads_in_a_thread_whenever_the_disk_could_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    cache = DiskCache(tmp_path / "c", inline_reads=case != "inline_off")
+    cache = DiskCache(tmp_path / "c", inline_reads=case != "inline_off", layout="files")
     value = b"y" * (2_000_000 if case == "large" else 100)
-    DiskCache(tmp_path / "c").put(KEY, value)
+    DiskCache(tmp_path / "c", layout="files").put(KEY, value)
     if case != "first_use":
         cache.get("f" * 32)  # the store has looked at its directory once
     if case == "not_in_page_cache":
@@ -651,16 +1198,36 @@ async def test_aget_reads_in_a_thread_whenever_the_disk_could_block(
 
 @pytest.mark.asyncio
 @pytest.mark.skipif(entry_module.NOWAIT is None, reason="needs RWF_NOWAIT (Linux)")
-async def test_aget_serves_a_page_cached_small_entry_on_the_loop(
+async def test_aget_serves_a_page_cached_small_entry_file_on_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache = DiskCache(tmp_path / "c")
+    cache = DiskCache(tmp_path / "c", layout="files")
     cache.put(KEY, {"small": True})
     monkeypatch.setattr(disk_module, "read_file", None)  # the thread path is not taken
     assert await cache.aget(KEY) == {"small": True}
     assert await cache.aget("e" * 32, "miss") == "miss"
 
 
-def test_the_docs_say_entries_are_pickles() -> None:
+def test_the_docs_say_entries_are_pickles_and_what_a_kill_loses() -> None:
     doc = textwrap.dedent(DiskCache.__doc__ or "") + (disk_module.__doc__ or "")
     assert "pickles" in doc and "runs their code" in doc and "secret" in doc
+    assert "kill -9" in doc and "never wrong values" in doc
+
+
+def test_a_collected_store_closes_its_connections(tmp_path: Path) -> None:
+    # Python 3.13 warns about SQLite connections left open (an error under our settings).
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, 1)
+    cache.flush()
+    assert cache.get(KEY) == 1
+    connections = list(cache._database()._connections)  # type: ignore[union-attr]
+    assert connections
+    del cache
+    deadline = time.monotonic() + 30
+    while str(tmp_path / "c" / "cache.db") in database_module._DATABASES:
+        assert time.monotonic() < deadline, "the database object was never collected"
+        gc.collect()
+        time.sleep(0.01)
+    for conn in connections:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")

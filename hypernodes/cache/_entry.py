@@ -98,15 +98,17 @@ def encode_header(key: str, payload: bytes, secret: bytes | None) -> bytes:
     return head + _mac(secret, key, head, payload)
 
 
-def decode(key: str, data: bytes | bytearray, secret: bytes | None) -> memoryview:
+def decode(key: str, data: object, secret: bytes | None) -> memoryview:
     """The verified payload of an entry read from disk.
 
     Raises:
         OutdatedEntry: The entry was written in an older format version.
-        CorruptEntry: The entry is empty, truncated, not an entry, from a newer format
-            version, fails its checksum (corrupt, or another key's entry), or its
-            signature does not match ``secret``.
+        CorruptEntry: The entry is not bytes, is empty, truncated, not an entry, from a
+            newer format version, fails its checksum (corrupt, or another key's entry),
+            or its signature does not match ``secret``.
     """
+    if not isinstance(data, bytes | bytearray):  # a value of another type in a database row
+        raise CorruptEntry(f"is not an entry (a {type(data).__name__} where bytes belong)")
     size = len(data)
     if (  # the common case, checked with as few Python operations as possible
         secret is None

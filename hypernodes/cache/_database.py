@@ -1,0 +1,396 @@
+"""One DiskCache database as a process sees it: staged writes, group commits, lookups.
+
+There is one :class:`Database` per database file and process, shared by every
+``DiskCache`` object on that directory, so a new store object sees what another one has
+staged. A put is staged in memory (where lookups of this process find it at once); a
+writer thread commits everything staged in one transaction every :data:`FLUSH_DELAY`
+seconds and then checkpoints the log, so a run of puts costs a commit per 50 ms, not one
+per entry. The putting thread commits itself when more than :data:`PENDING_LIMIT` bytes
+wait; ``flush()``, pickling a store and the end of the process commit at once. A process
+killed before its entries are committed loses them: misses, never wrong values.
+
+The database runs in WAL mode with ``synchronous=NORMAL``: a commit is atomic and survives
+``kill -9``; readers never wait for writers; several processes write one at a time (a
+busy timeout); after a power loss the last commits may be missing, never half there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sqlite3
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._files import make_private_dir
+from ._sqlite import SELECT, DatabaseProblem, connect, create_schema, insert, problem, row_key
+from .base import CacheWarning
+
+__all__ = [
+    "FLUSH_DELAY",
+    "NOT_FOUND",
+    "PENDING_LIMIT",
+    "Database",
+    "WriteFailed",
+    "database_for",
+    "flush_all",
+]
+
+FLUSH_DELAY = 0.05
+"""Seconds the first of a group of staged entries waits for others to share its commit."""
+PENDING_LIMIT = 16 << 20
+"""Staged bytes beyond which the putting thread commits at once."""
+NOT_FOUND: Final[Any] = object()
+
+Staged = tuple[bytes | None, str]
+"""An entry waiting to be committed (``None``: it is a file) and its value's type name."""
+
+
+class WriteFailed(Exception):
+    """Staged entries could not be committed; they are dropped (misses later).
+
+    Attributes:
+        count: How many entries were lost.
+        key: The first lost entry's key.
+        type_name: The first lost entry's value type.
+        reason: What went wrong, in words.
+    """
+
+    def __init__(self, count: int, key: str, type_name: str, reason: str) -> None:
+        super().__init__(count, key, type_name, reason)
+        self.count, self.key, self.type_name, self.reason = count, key, type_name, reason
+
+
+class Database:
+    """The entries of one cache database as this process sees them: committed rows plus
+    what is staged here. Thread-safe: lookups go through one connection, commits through
+    another, each used by one thread at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.inherited = False  # set in a forked child: this object is the parent's
+        self._lock = threading.Lock()  # what is staged, the failure, the timer flag
+        self._read_lock = threading.Lock()  # the reading connection
+        self._write_lock = threading.Lock()  # the writing connection
+        self._pending: dict[str, Staged] = {}
+        self._flushing: dict[str, Staged] = {}  # taken from _pending, being committed
+        self._pending_bytes = 0
+        self._timer = False
+        self._failure: WriteFailed | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._inode = 0  # of the file the writer has open
+        self._epoch = 0  # bumped when the file is replaced: the reader reconnects
+        self._reader_epoch = 0
+        self._dirty = False  # committed since the last checkpoint
+        self._connections: list[sqlite3.Connection] = []  # closed with this object
+        weakref.finalize(self, _close_all, self._connections).atexit = False
+
+    # -- reading ------------------------------------------------------------------------
+
+    def staged(self, key: str) -> Any:
+        """The entry staged (or being committed) for ``key`` here, else ``NOT_FOUND``.
+
+        No I/O: safe on an event loop.
+        """
+        # commit() sets _flushing before it empties _pending, so an entry is always in
+        # one of the two, or committed, when looked up in this order.
+        item = self._pending.get(key) or self._flushing.get(key)
+        return NOT_FOUND if item is None else item[0]
+
+    def find(self, key: str) -> Any:
+        """The entry for ``key``: its bytes, ``None`` when it is a file, or ``NOT_FOUND``.
+
+        Raises:
+            DatabaseProblem: The database cannot be read (damaged, locked too long, ...).
+        """
+        item = self._pending.get(key) or self._flushing.get(key)
+        if item is not None:
+            return item[0]
+        with self._read_lock:
+            try:
+                conn = self._reader
+                if conn is None or self._reader_epoch != self._epoch:
+                    if not os.path.exists(self.path):
+                        return NOT_FOUND  # nothing written yet, and nothing created
+                    conn = self._reader = self._connect()
+                    self._reader_epoch = self._epoch
+                row = conn.execute(SELECT, (row_key(key),)).fetchone()
+            except sqlite3.OperationalError as exc:
+                if str(exc).startswith("no such table"):  # being created elsewhere
+                    return NOT_FOUND
+                raise problem(self.path, exc) from exc
+            except sqlite3.Error as exc:
+                raise problem(self.path, exc) from exc
+        return NOT_FOUND if row is None else row[0]
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    # -- writing ------------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """Whether this process has made sure the file and its table exist."""
+        return self._writer is not None
+
+    def open_for_writing(self) -> None:
+        """Create the database (mode 0o600) and its table, unless this process has.
+
+        Raises:
+            DatabaseProblem: It cannot be created or opened, or is not a cache database.
+            OSError: The directory or the file cannot be created.
+        """
+        if self._writer is None:
+            with self._write_lock:
+                self._prepare()
+
+    def _prepare(self) -> sqlite3.Connection:
+        """The writing connection, to a file that exists with its table (under
+        ``_write_lock``); (re)made if the file was removed or replaced."""
+        conn = self._writer
+        if conn is not None and self._same_file():
+            return conn
+        if conn is not None:
+            self._forget_writer()
+        make_private_dir(os.path.dirname(self.path))  # again, if it was removed since
+        # Made here first, so that the -wal and -shm files SQLite adds copy its mode.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            inode = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+        try:
+            conn = self._connect()
+            create_schema(conn, self.path)
+        except sqlite3.Error as exc:
+            raise problem(self.path, exc) from exc
+        self._writer, self._inode = conn, inode
+        return conn
+
+    def _same_file(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == self._inode
+        except OSError:
+            return False
+
+    def _forget_writer(self) -> None:
+        """Drop the writing connection to a file that was removed or replaced, and make
+        the reader reconnect."""
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+        self._writer = None
+        self._epoch += 1
+
+    def stage(self, key: str, entry: bytes | None, type_name: str) -> bool:
+        """Stage an entry (``None``: it was written as a file) for the next commit.
+
+        Returns whether so much is staged that the caller should ``flush()`` now.
+
+        Raises:
+            WriteFailed: Entries staged earlier could not be committed; this one is not
+                staged either.
+        """
+        with self._lock:
+            failure = self._failure
+            if failure is not None:
+                self._failure = None
+                raise failure
+            self._pending[key] = (entry, type_name)
+            self._pending_bytes += 0 if entry is None else len(entry)
+            over = self._pending_bytes > PENDING_LIMIT
+            start, self._timer = not self._timer, True
+        if start:
+            try:
+                threading.Thread(target=self._tick, name="hypernodes-cache", daemon=True).start()
+            except RuntimeError:  # the interpreter is shutting down: commit right here
+                with self._lock:
+                    self._timer = False
+                return True
+        return over
+
+    def _tick(self) -> None:
+        """The writer thread: commit what is staged every FLUSH_DELAY, checkpoint the
+        log, and end once nothing is staged."""
+        try:
+            while True:
+                time.sleep(FLUSH_DELAY)
+                self.commit()
+                if self._dirty:
+                    self._checkpoint()
+                with self._lock:
+                    if not self._pending:
+                        self._timer = False
+                        return
+        except BaseException:
+            with self._lock:
+                self._timer = False
+            raise
+
+    def _checkpoint(self) -> None:
+        """Copy committed pages from the log into the database file, without waiting
+        for readers (best effort: a later checkpoint, or SQLite at close, catches up)."""
+        with self._write_lock, contextlib.suppress(sqlite3.Error):
+            self._dirty = False
+            if self._writer is not None:
+                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def commit(self) -> None:
+        """Commit every staged entry, in this thread; a failure is kept for the next
+        ``stage`` or ``flush`` to raise."""
+        with self._write_lock:
+            with self._lock:
+                batch = self._pending
+                if not batch:
+                    return
+                self._flushing = batch
+                self._pending = {}
+                self._pending_bytes = 0
+            try:
+                conn = self._prepare()
+                insert(conn, [(row_key(k), e) for k, (e, _) in batch.items()], time.time())
+                self._dirty = True
+            except (sqlite3.Error, DatabaseProblem, OSError) as exc:
+                why = problem(self.path, exc) if isinstance(exc, sqlite3.Error) else exc
+                key, (_, type_name) = next(iter(batch.items()))
+                with self._lock:
+                    if self._failure is None:
+                        self._failure = WriteFailed(len(batch), key, type_name, str(why))
+                    else:
+                        self._failure.count += len(batch)
+            finally:
+                self._flushing = {}
+
+    def flush(self) -> None:
+        """Commit every staged entry now.
+
+        Raises:
+            WriteFailed: Staged entries could not be committed, now or since the last
+                report.
+        """
+        self.commit()
+        with self._lock:
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Drop every entry, staged here or committed; a damaged database file is
+        removed instead (with its -wal and -shm files), and made anew by the next write.
+
+        Raises:
+            DatabaseProblem: The database cannot be emptied (e.g. locked too long), or
+                is not a cache database.
+        """
+        with self._write_lock:
+            with self._lock:
+                self._pending, self._pending_bytes, self._failure = {}, 0, None
+            if not os.path.exists(self.path):
+                return
+            try:
+                conn = self._prepare()
+                conn.execute("DELETE FROM entries")
+                conn.execute("VACUUM")  # give the space back (cheap: nothing is left)
+            except sqlite3.Error as exc:
+                why = problem(self.path, exc)
+                if not why.damaged:
+                    raise why from exc
+                self._remove_files()
+            except DatabaseProblem as exc:  # not ours, or no WAL here: leave it alone
+                if not exc.damaged:
+                    raise
+                self._remove_files()
+
+    def _remove_files(self) -> None:
+        # Processes that have the old file open keep using it until they next write.
+        self._forget_writer()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+
+    def __repr__(self) -> str:
+        return f"Database({self.path!r}, staged={len(self._pending)})"
+
+
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for conn in connections:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+
+# -- one Database per file and process ---------------------------------------------------
+
+_DATABASES: weakref.WeakValueDictionary[str, Database] = weakref.WeakValueDictionary()
+_REGISTRY_LOCK = threading.Lock()
+_INHERITED: list[Database] = []  # a forked child's copies: never used, never closed
+_EXIT_HOOKS: list[int] = []  # the pids that registered the exit flush
+
+
+def database_for(path: str) -> Database:
+    """The process's :class:`Database` for the file ``path`` (made on first request).
+
+    It lives while a store object holds it (or its thread has something to commit).
+    """
+    db = _DATABASES.get(path)
+    if db is not None:
+        return db
+    with _REGISTRY_LOCK:
+        db = _DATABASES.get(path)
+        if db is None:
+            db = _DATABASES[path] = Database(path)
+            _register_exit_flush()
+    return db
+
+
+def flush_all() -> None:
+    """Commit what every database of this process has staged (at exit); a failure is a
+    warning, as nobody is left to raise to."""
+    for db in list(_DATABASES.values()):
+        try:
+            db.flush()
+        except WriteFailed as exc:
+            warnings.warn(
+                f"{exc.count} cache entries were lost at exit: {exc.reason}",
+                CacheWarning,
+                stacklevel=1,
+            )
+
+
+def _register_exit_flush() -> None:
+    pid = os.getpid()
+    if pid in _EXIT_HOOKS:
+        return
+    _EXIT_HOOKS.append(pid)
+    atexit.register(flush_all)
+    # A process that multiprocessing forked leaves through os._exit: no atexit, but
+    # multiprocessing's own finalizers run.
+    util = sys.modules.get("multiprocessing.util")
+    finalize: Callable[..., Any] | None = getattr(util, "Finalize", None)
+    if finalize is not None:
+        finalize(None, flush_all, exitpriority=100)
+
+
+def _after_fork_in_child() -> None:
+    global _DATABASES, _REGISTRY_LOCK
+    # SQLite connections must not be used, nor closed, in a forked child: keep them.
+    for db in _DATABASES.values():
+        db.inherited = True
+        _INHERITED.append(db)
+    _DATABASES = weakref.WeakValueDictionary()
+    _REGISTRY_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

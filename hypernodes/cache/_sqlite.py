@@ -1,0 +1,205 @@
+"""The SQL of a DiskCache database: opening it, its one table, inserting a batch, and what
+a SQLite error means for the cache. No state: ``_database`` owns the connections.
+
+The table is ``entries(key TEXT PRIMARY KEY, entry BLOB, written REAL)``: ``entry`` holds
+an entry's bytes as ``_entry`` frames them (``NULL``: the entry is a file), ``written`` the
+Unix time of its commit. ``PRAGMA application_id`` marks the file as a HyperNodes cache,
+``PRAGMA user_version`` gives the schema version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from urllib.parse import quote
+
+from ._hashing import digest128
+
+__all__ = [
+    "APPLICATION_ID",
+    "BUSY_TIMEOUT",
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "SELECT",
+    "DatabaseProblem",
+    "connect",
+    "create_schema",
+    "insert",
+    "problem",
+    "row_key",
+]
+
+DB_NAME = "cache.db"
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x484E4443  # b"HNDC", like the magic of an entry
+BUSY_TIMEOUT = 10.0
+"""Seconds to wait for another process's write transaction before giving up."""
+
+SELECT = "SELECT entry FROM entries WHERE key = ?"
+_INSERT = "INSERT OR REPLACE INTO entries (key, entry, written) VALUES (?, ?, ?)"
+# A whole batch in one statement, so one sqlite3_step: the sqlite3 module takes the GIL
+# back after every step, and the writer thread stepping row by row would take it from the
+# thread computing results hundreds of times per commit. ?1: the entries end to end;
+# ?2: JSON [[key, start, length], ...] (length -1: NULL); ?3: the time.
+_INSERT_BATCH = (
+    "INSERT OR REPLACE INTO entries (key, entry, written) "
+    "SELECT json_extract(j.value, '$[0]'), "
+    "CASE WHEN json_extract(j.value, '$[2]') < 0 THEN NULL "
+    "ELSE substr(?1, json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]')) END, ?3 "
+    "FROM json_each(?2) AS j"
+)
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+_HAS_JSON = [True]  # cleared once a SQLite built without JSON functions says so
+
+
+def row_key(key: str) -> str:
+    """The key's row: the key itself when it is printable ASCII (every key the runtime
+    makes), else ``=`` and a hash of it (SQLite text cannot hold lone surrogates, and NUL
+    cuts it short). An entry's checksum covers the real key, so a collision is a miss."""
+    if key.isascii() and key.isprintable():
+        return key
+    return "=" + digest128(key.encode("utf-8", "surrogatepass")).hex()
+
+
+class DatabaseProblem(Exception):
+    """The database cannot be read or written; the message says why and names the file.
+
+    Attributes:
+        damaged: The file is corrupt or not a database (``clear()`` replaces it), as
+            opposed to a passing problem (a lock held too long, a full disk).
+    """
+
+    def __init__(self, message: str, *, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged
+
+
+def problem(path: str, exc: sqlite3.Error) -> DatabaseProblem:
+    """What a SQLite error on the database ``path`` means for the cache."""
+    damaged = getattr(exc, "sqlite_errorname", "") in _DAMAGED
+    what = "is damaged" if damaged else "cannot be used"
+    return DatabaseProblem(f"cache database {path} {what} ({exc})", damaged=damaged)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection to the existing file ``path`` (never creates it), in autocommit mode
+    (transactions are explicit), usable by one thread at a time from any thread.
+
+    Raises:
+        sqlite3.Error: It cannot be opened.
+    """
+    conn = sqlite3.connect(
+        f"file:{quote(path)}?mode=rw",
+        timeout=BUSY_TIMEOUT,
+        isolation_level=None,
+        check_same_thread=False,
+        uri=True,
+    )
+    try:
+        conn.execute("PRAGMA trusted_schema = OFF")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+        # The writer thread checkpoints (copies the log into the database, with fsyncs)
+        # after its commits, instead of the commit that happens to fill the log.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Switch to WAL mode and create the table, unless there; check it is ours.
+
+    Raises:
+        DatabaseProblem: WAL mode is not available here, or the file is another
+            application's database or of another schema version.
+        sqlite3.Error: SQLite failed.
+    """
+    mode = _wal(conn)
+    if mode != "wal":
+        raise DatabaseProblem(
+            f"cache database {path} cannot use write-ahead logging here (journal mode "
+            f"{mode!r}); use DiskCache(path, layout='files') on this filesystem"
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        if empty and version == 0 and app == 0:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS entries "
+                "(key TEXT PRIMARY KEY NOT NULL, entry BLOB, written REAL NOT NULL)"
+            )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif app != APPLICATION_ID or version != SCHEMA_VERSION:
+            raise DatabaseProblem(
+                f"{path} is not a HyperNodes cache database of schema {SCHEMA_VERSION} "
+                f"(application id {app:#x}, version {version}); move it away, or point "
+                "the DiskCache at another directory"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _wal(conn: sqlite3.Connection) -> str:
+    """Switch the database to WAL mode (persistent: once per file); the journal mode.
+
+    Several processes creating the database at once: switching needs the file to
+    itself, and SQLite reports "locked" at once instead of waiting, so wait here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            mode: str = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            return mode
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED")
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes | None]], now: float) -> None:
+    """Insert or replace ``rows`` (key, entry) in one transaction.
+
+    Raises:
+        sqlite3.Error: The transaction failed (nothing of it was committed).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _insert(conn, rows, now)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes | None]], now: float) -> None:
+    if _HAS_JSON[0]:
+        index, parts, start = [], [], 1
+        for key, entry in rows:
+            if entry is None:
+                index.append((key, 0, -1))
+            else:
+                index.append((key, start, len(entry)))
+                parts.append(entry)
+                start += len(entry)
+        try:
+            conn.execute(_INSERT_BATCH, (b"".join(parts), json.dumps(index), now))
+            return
+        except sqlite3.OperationalError as exc:
+            if "json" not in str(exc):
+                raise
+            _HAS_JSON[0] = False  # a SQLite built without JSON: row by row from now on
+    conn.executemany(_INSERT, [(key, entry, now) for key, entry in rows])
