@@ -33,7 +33,18 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["Halt", "Halted", "InlineStop", "Skipped", "Ticket", "following", "run_unless_over"]
+__all__ = [
+    "Halt",
+    "Halted",
+    "InlineStop",
+    "Skipped",
+    "Ticket",
+    "check_enclosing",
+    "following",
+    "is_halted",
+    "new_halt",
+    "run_unless_over",
+]
 
 
 class Halted(asyncio.CancelledError):
@@ -143,15 +154,15 @@ class _Following(Halt):
         self._own = value
 
     async def halted(self) -> NoReturn:
-        """Like ``Halt.halted``; when only the enclosing run is over, nothing will cancel
-        this run's tasks: ``Halted`` ends it, up to the body that started it.
+        """Like ``Halt.halted``, but when the enclosing run is over nothing may cancel this
+        run's tasks: ``Halted`` ends it, up to the body that started it.
 
         Raises:
             asyncio.CancelledError: ``Halted``, or the cancellation of this run.
         """
-        if self._own or not self._outer.over:
-            await super().halted()
-        raise Halted
+        if self._outer.over:
+            raise Halted
+        await super().halted()
 
 
 class InlineStop:
@@ -199,6 +210,18 @@ def following(outer: Halt | Ticket | None, fn: Callable[..., Any], *args: Any) -
         return fn(*args)
     finally:
         _enclosing.reset(token)
+
+
+def check_enclosing() -> None:
+    """Call right before a body starts, after any slow loading: stop if the run that sent
+    it (see ``following``) is over by now.
+
+    Raises:
+        Halted: That run is over.
+    """
+    outer = _enclosing.get()
+    if outer is not None and outer.over:
+        raise Halted
 
 
 def run_unless_over(ticket: Ticket | None, fn: Callable[..., Any], *args: Any) -> Any:

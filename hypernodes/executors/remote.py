@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import cloudpickle
 
 from ..errors import NodeError, PathFrame
+from .halting import check_enclosing
 from .processes import tracked
 from .worker_tracebacks import Part, capture, remember, render
 
@@ -197,8 +198,13 @@ def _failed(error: BaseException, records: list[Any] | None = None) -> Parcel:
 
 
 def call_shipped(fn: Shipped, args: Parcel, kwargs: dict[str, Any]) -> Parcel:
-    """Run a shipped sync callable in a worker (failures come back as ``RemoteFailure``)."""
+    """Run a shipped sync callable in a worker (failures come back as ``RemoteFailure``).
+
+    Raises:
+        Halted: The run that sent it ended while it was being loaded (see ``halting``).
+    """
     func: Callable[..., Any] = fn.load()
+    check_enclosing()  # loading may take long (imports): the body starts only now
     try:
         result = func(*args.value, **kwargs)
     except Exception as exc:
