@@ -34,6 +34,7 @@ from hypernodes.cache import _database as database_module
 from hypernodes.cache import _entry as entry_module
 from hypernodes.cache import _files as files_module
 from hypernodes.cache import _hashing as hashing
+from hypernodes.cache import _known as known_module
 from hypernodes.cache import disk as disk_module
 from hypernodes.cache._entry import encode_header
 
@@ -522,6 +523,10 @@ def test_processes_writing_concurrently_leave_one_valid_entry_and_lose_nothing(
     tmp_path: Path, size: int
 ) -> None:
     path, writers, rounds = tmp_path / "c", 8, 30
+    reader = DiskCache(path)
+    reader.put("setup", 0)
+    for i in range(2 * known_module.BUILD_AFTER):  # misses answered from memory from now on
+        assert reader.get(f"absent-{i}") is MISSING
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, str(path), str(me), str(rounds), str(size), KEY],
@@ -530,7 +535,6 @@ def test_processes_writing_concurrently_leave_one_valid_entry_and_lose_nothing(
         )
         for me in range(writers)
     ]
-    reader = DiskCache(path)
     seen = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a torn or corrupt read would raise here
@@ -636,6 +640,94 @@ def test_a_writer_killed_mid_write_leaves_no_entry_that_reads_back_wrong(
         assert cache.get(key(3))[0] == 3
     cache.clear()
     assert temp_files(path) == []
+
+
+# -- misses answered from memory ----------------------------------------------------------
+
+
+def insert_elsewhere(cache: DiskCache, k: str, value: Any) -> None:
+    """Commit an entry the way another process would: through a connection of its own."""
+    payload = pickle.dumps(value, protocol=5)
+    with raw(cache) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO entries (key, entry, written) VALUES (?, ?, 0)",
+            (k, encode_header(k, payload, None) + payload),
+        )
+
+
+def selects(cache: DiskCache) -> list[str]:
+    """The lookups the store's reading connection runs from now on."""
+    seen: list[str] = []
+    conn = cache._database()._reader  # type: ignore[union-attr]
+    assert conn is not None
+    conn.set_trace_callback(lambda sql: seen.append(sql) if "SELECT entry" in sql else None)
+    return seen
+
+
+def missing_often(tmp_path: Path) -> DiskCache:
+    cache = DiskCache(tmp_path / "c")
+    cache.put("setup", 0)
+    cache.flush()
+    for i in range(known_module.BUILD_AFTER):
+        assert cache.get(f"absent-{i}") is MISSING
+    return cache
+
+
+def eventually_found(cache: DiskCache, k: str) -> Any:
+    deadline = time.monotonic() + 30
+    while (value := cache.get(k)) is MISSING:
+        assert time.monotonic() < deadline, f"{k} was never found"
+        time.sleep(0.001)
+    return value
+
+
+def test_a_store_that_misses_often_answers_misses_without_a_query(tmp_path: Path) -> None:
+    cache = missing_often(tmp_path)
+    seen = selects(cache)
+    for i in range(200):
+        assert cache.get(key(i)) is MISSING and key(i) not in cache
+    assert seen == []
+    assert cache.get("setup") == 0  # a hit is still looked up
+    assert len(seen) == 1
+    assert cache.stats().misses == known_module.BUILD_AFTER + 200
+
+
+def test_what_this_process_commits_is_found_at_once(tmp_path: Path) -> None:
+    cache = missing_often(tmp_path)
+    for i in range(20):
+        cache.put(key(i), i)
+        cache.flush()  # committed: out of the staged entries
+        assert cache.get(key(i)) == i  # no wait for a look at the log
+
+
+def test_entries_other_processes_commit_are_found_soon(tmp_path: Path) -> None:
+    cache = missing_often(tmp_path)
+    for i in range(5):
+        assert cache.get(key(i)) is MISSING
+        insert_elsewhere(cache, key(i), f"elsewhere {i}")
+        assert eventually_found(cache, key(i)) == f"elsewhere {i}"
+    with raw(cache) as conn:  # cleared by another process: row ids keep growing
+        conn.execute("DELETE FROM entries")
+        conn.execute("VACUUM")
+    time.sleep(2 * known_module.RECHECK)
+    assert cache.get(key(0)) is MISSING
+    insert_elsewhere(cache, KEY, "after the clear")
+    assert eventually_found(cache, KEY) == "after the clear"
+
+
+def test_a_store_keeps_no_keys_beyond_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(known_module, "LIMIT", 10)
+    cache = DiskCache(tmp_path / "c")
+    for i in range(20):
+        cache.put(key(i), i)
+    cache = fresh(cache)
+    for i in range(known_module.BUILD_AFTER):
+        assert cache.get(f"absent-{i}") is MISSING
+    seen = selects(cache)
+    assert cache.get("absent-0") is MISSING and seen  # looked up: no keys kept
+    assert all(cache.get(key(i)) == i for i in range(20))
 
 
 # -- stale temporary files (of large entries) ---------------------------------------------
@@ -813,7 +905,7 @@ def test_a_row_forged_into_the_database_is_refused(tmp_path: Path) -> None:
     payload = b"cos\nsystem\n(S'echo pwned'\ntR."
     with raw(cache) as conn:
         conn.execute(
-            "INSERT INTO entries VALUES (?, ?, 0)",
+            "INSERT INTO entries (key, entry, written) VALUES (?, ?, 0)",
             ("f" * 32, encode_header("f" * 32, payload, None) + payload),
         )
     with pytest.warns(CacheWarning, match="not signed"):
@@ -940,7 +1032,7 @@ def test_a_removed_directory_is_recreated_by_the_next_commit(tmp_path: Path) -> 
 
 
 def old_layout_entry(root: Path, k: str, value: Any) -> Path:
-    """An entry as HyperNodes before 0.5 wrote it: a file of its own, no database."""
+    """An entry as earlier DiskCaches wrote it: a file of its own, no database."""
     file = root / k[:2] / k
     file.parent.mkdir(parents=True, exist_ok=True)
     payload = pickle.dumps(value, protocol=5)

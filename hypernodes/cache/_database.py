@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ._files import make_private_dir
+from ._known import KnownKeys
 from ._sqlite import SELECT, DatabaseProblem, connect, create_schema, insert, problem, row_key
 from .base import CacheWarning
 
@@ -88,6 +89,7 @@ class Database:
         self._inode = 0  # of the file the writer has open
         self._epoch = 0  # bumped when the file is replaced: the reader reconnects
         self._reader_epoch = 0
+        self._known = KnownKeys(path)  # under _read_lock
         self._dirty = False  # committed since the last checkpoint
         self._connections: list[sqlite3.Connection] = []  # closed with this object
         weakref.finalize(self, _close_all, self._connections).atexit = False
@@ -113,6 +115,7 @@ class Database:
         item = self._pending.get(key) or self._flushing.get(key)
         if item is not None:
             return item[0]
+        name = row_key(key)
         with self._read_lock:
             try:
                 conn = self._reader
@@ -121,14 +124,20 @@ class Database:
                         return NOT_FOUND  # nothing written yet, and nothing created
                     conn = self._reader = self._connect()
                     self._reader_epoch = self._epoch
-                row = conn.execute(SELECT, (row_key(key),)).fetchone()
+                    self._known.reset()
+                if self._known.absent(conn, name):
+                    return NOT_FOUND
+                row = conn.execute(SELECT, (name,)).fetchone()
             except sqlite3.OperationalError as exc:
                 if str(exc).startswith("no such table"):  # being created elsewhere
                     return NOT_FOUND
                 raise problem(self.path, exc) from exc
             except sqlite3.Error as exc:
                 raise problem(self.path, exc) from exc
-        return NOT_FOUND if row is None else row[0]
+            if row is None:
+                self._known.missed(conn)
+                return NOT_FOUND
+        return row[0]
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
@@ -258,8 +267,11 @@ class Database:
                 self._pending_bytes = 0
             try:
                 conn = self._prepare()
-                insert(conn, [(row_key(k), e) for k, (e, _) in batch.items()], time.time())
+                rows = [(row_key(k), e) for k, (e, _) in batch.items()]
+                insert(conn, rows, time.time())
                 self._dirty = True
+                with self._read_lock:  # before they leave _flushing
+                    self._known.committed([name for name, _ in rows])
             except (sqlite3.Error, DatabaseProblem, OSError) as exc:
                 why = problem(self.path, exc) if isinstance(exc, sqlite3.Error) else exc
                 key, (_, type_name) = next(iter(batch.items()))

@@ -1,16 +1,17 @@
 """The SQL of a DiskCache database: opening it, its one table, inserting a batch, and what
 a SQLite error means for the cache. No state: ``_database`` owns the connections.
 
-The table is ``entries(key TEXT PRIMARY KEY, entry BLOB, written REAL)``: ``entry`` holds
-an entry's bytes as ``_entry`` frames them (``NULL``: the entry is a file), ``written`` the
-Unix time of its commit. ``PRAGMA application_id`` marks the file as a HyperNodes cache,
+The table is ``entries(id, key, entry, written)``: ``id`` grows with every row written
+(``AUTOINCREMENT``: never reused, so "rows since id N" finds every later commit), ``key``
+is unique, ``entry`` holds an entry's bytes as ``_entry`` frames them (``NULL``: the entry
+is a file), ``written`` the Unix time of its commit. ``PRAGMA application_id`` marks the file as a HyperNodes cache,
 ``PRAGMA user_version`` gives the schema version.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import sqlite3
 import time
 from urllib.parse import quote
@@ -38,20 +39,19 @@ BUSY_TIMEOUT = 10.0
 """Seconds to wait for another process's write transaction before giving up."""
 
 SELECT = "SELECT entry FROM entries WHERE key = ?"
-_INSERT = "INSERT OR REPLACE INTO entries (key, entry, written) VALUES (?, ?, ?)"
-# A whole batch in one statement, so one sqlite3_step: the sqlite3 module takes the GIL
-# back after every step, and the writer thread stepping row by row would take it from the
-# thread computing results hundreds of times per commit. ?1: the entries end to end;
-# ?2: JSON [[key, start, length], ...] (length -1: NULL); ?3: the time.
-_INSERT_BATCH = (
-    "INSERT OR REPLACE INTO entries (key, entry, written) "
-    "SELECT json_extract(j.value, '$[0]'), "
-    "CASE WHEN json_extract(j.value, '$[2]') < 0 THEN NULL "
-    "ELSE substr(?1, json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]')) END, ?3 "
-    "FROM json_each(?2) AS j"
-)
+_ROWS_PER_STATEMENT = 100
+# Many rows per statement, so few sqlite3_step calls: the sqlite3 module takes the GIL
+# back after every step, and a writer thread stepping row by row would take it from the
+# thread computing results hundreds of times per commit.
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return f"INSERT OR REPLACE INTO entries (key, entry, written) VALUES {values}"
+
+
 _DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
-_HAS_JSON = [True]  # cleared once a SQLite built without JSON functions says so
 
 
 def row_key(key: str) -> str:
@@ -131,8 +131,8 @@ def create_schema(conn: sqlite3.Connection, path: str) -> None:
         empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
         if empty and version == 0 and app == 0:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS entries "
-                "(key TEXT PRIMARY KEY NOT NULL, entry BLOB, written REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "key TEXT NOT NULL UNIQUE, entry BLOB, written REAL NOT NULL)"
             )
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -186,20 +186,9 @@ def insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes | None]], now: 
 
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes | None]], now: float) -> None:
-    if _HAS_JSON[0]:
-        index, parts, start = [], [], 1
-        for key, entry in rows:
-            if entry is None:
-                index.append((key, 0, -1))
-            else:
-                index.append((key, start, len(entry)))
-                parts.append(entry)
-                start += len(entry)
-        try:
-            conn.execute(_INSERT_BATCH, (b"".join(parts), json.dumps(index), now))
-            return
-        except sqlite3.OperationalError as exc:
-            if "json" not in str(exc):
-                raise
-            _HAS_JSON[0] = False  # a SQLite built without JSON: row by row from now on
-    conn.executemany(_INSERT, [(key, entry, now) for key, entry in rows])
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        params: list[object] = []
+        for key, entry in chunk:
+            params += (key, entry, now)
+        conn.execute(_insert_sql(len(chunk)), params)

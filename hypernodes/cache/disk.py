@@ -53,28 +53,31 @@ class DiskCache(Cache):
     Writes are batched: ``put`` stages the entry in memory, where this process sees it at
     once, and a writer thread commits what is staged in one transaction within
     :data:`FLUSH_DELAY` seconds (at once when over 16 MiB wait), on :meth:`flush`, when the
-    store is pickled, and at exit. A commit is atomic: readers see an entry whole or not at
-    all; concurrent writers, in threads or processes, leave one valid entry per key. A
+    store is pickled, and at exit; other processes see it once committed (a process that
+    misses often keeps the keys in memory, and looks for other processes' commits every
+    few milliseconds). A commit is atomic: readers see an entry whole or not at all;
+    concurrent writers, in threads or processes, leave one valid entry per key. A
     process killed (``kill -9``) or a machine losing power before or during a commit loses
     those entries, which are then misses, never wrong values. A commit that fails (a full
     disk) is raised as :class:`CacheWriteError` by the next ``put`` or ``flush``. Large
-    entries are written as before: a temporary file in the same directory, fsynced, then
-    renamed over the entry with ``os.replace``; a writer killed mid-write leaves at most a
-    stray temporary file, removed by a later write into its directory once nothing has
-    written it for :data:`STALE_TEMP_AGE` seconds, or by :meth:`clear`.
+    entries are files written on their own: a temporary file in the same directory,
+    fsynced, then renamed over the entry with ``os.replace``; a writer killed mid-write
+    leaves at most a stray temporary file, removed by a later write into its directory
+    once nothing has written it for :data:`STALE_TEMP_AGE` seconds, or by :meth:`clear`.
 
     An entry that is truncated, corrupt, fails its signature or belongs to another key
     (checksums and signatures both cover the key) is a miss, counted in
     ``stats().errors``, warned about once (:class:`CacheWarning`), and replaced by the next
     ``put``; a damaged database is a miss for every lookup, warned about once, until
     :meth:`clear` replaces it. An entry written in an older format is a plain miss.
-    Directories written by HyperNodes before 0.5 (a file per entry) are not read: their
+    Directories of earlier DiskCaches (a file per entry, no database) are not read: their
     entries are misses, and :meth:`clear` removes them.
 
     SQLite's locks and shared memory do not work across the machines of a network
     filesystem, so on NFS, SMB, FUSE and cluster filesystems (``layout="auto"``) every
-    entry is a file, as in a ``layout="files"`` store: slower for many small entries, safe
-    for containers and hosts sharing the directory (a Modal volume, for one).
+    entry is a file, as with ``layout="files"``: slower for many small entries, safe for
+    machines sharing the directory. Pass ``layout="files"`` too for a directory that other
+    machines see through copies merged file by file (a Modal volume, rsync).
 
     Nothing touches the disk until first use: the directory is created (mode 0o700) by
     the first ``put``. The store is thread-safe, and pickles to its configuration only
@@ -392,7 +395,7 @@ class DiskCache(Cache):
 
     def clear(self) -> None:
         """Remove every entry (the database's rows, entry files, stray temporary files,
-        files of the pre-0.5 layout) and reset the statistics; a damaged database is
+        files of the earlier file-per-entry layout) and reset the statistics; a damaged database is
         removed. Other files in the directory are left alone.
 
         Raises:
