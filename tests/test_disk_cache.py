@@ -1260,6 +1260,29 @@ async def test_aget_serves_what_this_process_staged_on_the_loop(
 
 
 @pytest.mark.asyncio
+async def test_aget_answers_misses_it_knows_of_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = missing_often(tmp_path)
+    loop = asyncio.get_running_loop()
+
+    async def no_thread(*args: Any) -> None:
+        raise AssertionError("went to a thread")
+
+    monkeypatch.setattr(loop, "run_in_executor", no_thread)
+    for i in range(100):
+        assert await cache.aget(key(i), "miss") == "miss"
+    monkeypatch.undo()
+    assert await cache.aget("setup") == 0  # a hit: read in a thread
+    insert_elsewhere(cache, KEY, "elsewhere")
+    deadline = time.monotonic() + 30
+    while await cache.aget(KEY) is MISSING:  # the log changed: looked up in a thread
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.001)
+    assert cache.stats().misses >= known_module.BUILD_AFTER + 100
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("case", ["inline_off", "large", "not_in_page_cache", "first_use"])
 async def test_aget_of_a_file_reads_in_a_thread_whenever_the_disk_could_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str

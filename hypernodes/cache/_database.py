@@ -36,6 +36,7 @@ from .base import CacheWarning
 __all__ = [
     "FLUSH_DELAY",
     "NOT_FOUND",
+    "UNKNOWN",
     "PENDING_LIMIT",
     "Database",
     "WriteFailed",
@@ -48,6 +49,7 @@ FLUSH_DELAY = 0.05
 PENDING_LIMIT = 16 << 20
 """Staged bytes beyond which the putting thread commits at once."""
 NOT_FOUND: Final[Any] = object()
+UNKNOWN: Final[Any] = object()
 
 Staged = tuple[bytes | None, str]
 """An entry waiting to be committed (``None``: it is a file) and its value's type name."""
@@ -96,15 +98,23 @@ class Database:
 
     # -- reading ------------------------------------------------------------------------
 
-    def staged(self, key: str) -> Any:
-        """The entry staged (or being committed) for ``key`` here, else ``NOT_FOUND``.
+    def find_now(self, key: str) -> Any:
+        """What is known of ``key`` without reading the database: the staged entry,
+        ``NOT_FOUND`` when this process knows the key is absent, else ``UNKNOWN``.
 
-        No I/O: safe on an event loop.
+        No I/O but a ``stat`` of the log: for the event loop.
         """
-        # commit() sets _flushing before it empties _pending, so an entry is always in
-        # one of the two, or committed, when looked up in this order.
         item = self._pending.get(key) or self._flushing.get(key)
-        return NOT_FOUND if item is None else item[0]
+        if item is not None:
+            return item[0]
+        if not self._read_lock.acquire(blocking=False):  # a thread is reading: no waiting
+            return UNKNOWN
+        try:
+            if self._reader is None or self._reader_epoch != self._epoch:
+                return UNKNOWN
+            return NOT_FOUND if self._known.surely_absent(row_key(key)) else UNKNOWN
+        finally:
+            self._read_lock.release()
 
     def find(self, key: str) -> Any:
         """The entry for ``key``: its bytes, ``None`` when it is a file, or ``NOT_FOUND``.

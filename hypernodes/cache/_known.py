@@ -76,6 +76,20 @@ class KnownKeys:
         self._load(conn, stamp)
         return self._keys is not None and key not in self._keys
 
+    def surely_absent(self, key: str) -> bool:
+        """Like :meth:`absent`, but never reads the database (a ``stat`` of its log at
+        most): ``False`` also when rows committed since must be read first."""
+        keys = self._keys
+        if keys is None or key in keys:
+            return False
+        now = monotonic()
+        if now < self._next_look:
+            return True
+        if _stamp(self._log) != self._stamp:
+            return False
+        self._next_look = now + RECHECK
+        return True
+
     def missed(self, conn: sqlite3.Connection) -> None:
         """Count a lookup that found nothing; load the keys once there were enough."""
         if self._keys is None and not self._off:

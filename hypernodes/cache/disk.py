@@ -16,7 +16,7 @@ import os
 import warnings
 from typing import Any, ClassVar
 
-from ._database import FLUSH_DELAY, NOT_FOUND, Database, WriteFailed, database_for
+from ._database import FLUSH_DELAY, NOT_FOUND, UNKNOWN, Database, WriteFailed, database_for
 from ._entry import (
     STALE_TEMP_AGE,
     WOULD_BLOCK,
@@ -97,8 +97,9 @@ class DiskCache(Cache):
             1 MiB) on the event loop when their data is already in the OS page cache
             (Linux ``RWF_NOWAIT``; opening the file still happens on the loop, so set
             ``False`` on network filesystems). SQLite has no read that refuses to wait for
-            the disk, so the database is always read in a worker thread (~0.1 ms a hop);
-            entries this process has staged are always served on the loop.
+            the disk, so the database is always read in a worker thread (~0.05 ms a
+            hop); entries this process has staged, and misses it knows of (a ``stat`` of
+            the log at most), are always answered on the loop.
         layout: ``"auto"`` (SQLite, except on network and FUSE filesystems), ``"sqlite"``
             or ``"files"`` (a file per entry). Every process sharing a directory must use
             the same layout: each reads only its own.
@@ -237,9 +238,9 @@ class DiskCache(Cache):
         return self._load(key, None, entry, default)
 
     async def aget(self, key: str, default: Any = MISSING) -> Any:
-        """Async ``get``: what this process has staged, and (``inline_reads``) file
-        entries already in the page cache, are read on the loop; the rest in a worker
-        thread.
+        """Async ``get``: what this process has staged, misses it knows of (its keys in
+        memory), and (``inline_reads``) entry files already in the page cache are read
+        on the loop; the rest in a worker thread.
 
         Raises:
             TypeError: ``key`` is not a str.
@@ -248,8 +249,11 @@ class DiskCache(Cache):
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
         db = self._database()
         if db is not None:
-            entry = db.staged(key)
-            if entry is not NOT_FOUND and entry is not None:
+            entry = db.find_now(key)
+            if entry is NOT_FOUND:
+                self._stats.add_miss()
+                return default
+            if entry is not UNKNOWN and entry is not None:
                 return self._load(key, None, entry, default)
         elif self.inline_reads and self._files.checked:
             _, file = self._files.file(key)
@@ -301,20 +305,37 @@ class DiskCache(Cache):
         try:
             if db is None:
                 self._files.write(key, header, payload)
+                self._written(key)
+                return
+            if not db.writable:
+                self._open(db, key)
+            if len(payload) > LARGE_ENTRY:
+                self._files.write(key, header, payload)
+                due = self._stage(db, key, None, value_type)
             else:
-                if not db.writable:
-                    self._open(db, key)
-                entry: bytes | None = header + payload
-                if len(payload) > LARGE_ENTRY:
-                    self._files.write(key, header, payload)
-                    entry = None
-                if db.stage(key, entry, value_type):
-                    db.flush()
+                due = self._stage(db, key, header + payload, value_type)
+            if due:
+                db.flush()
         except CacheWriteError as exc:
             exc.value_type = value_type
             raise
         except WriteFailed as exc:
             raise CacheWriteError(key, value_type, _lost(exc)) from None
+
+    def _stage(self, db: Database, key: str, entry: bytes | None, value_type: str) -> bool:
+        """Stage an entry; whether the caller must commit now.
+
+        Raises:
+            CacheWriteError: Entries staged before could not be committed.
+        """
+        try:
+            due = db.stage(key, entry, value_type)
+        except WriteFailed as exc:
+            raise CacheWriteError(key, value_type, _lost(exc)) from None
+        self._written(key)
+        return due
+
+    def _written(self, key: str) -> None:
         self._stats.add_write()
         if key in self._warned:
             with self._stats.lock:
@@ -356,24 +377,13 @@ class DiskCache(Cache):
         """
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        payload = dumps(key, value)
+        payload, name = dumps(key, value), type_name(value)
         db = self._database()
-        if db is not None and db.writable and len(payload) <= _LOOP_FRAME_MAX:
-            name = type_name(value)
-            try:
-                entry = encode_header(key, payload, self._secret) + payload
-                if db.stage(key, entry, name):
-                    await asyncio.get_running_loop().run_in_executor(None, db.flush)
-            except WriteFailed as exc:
-                raise CacheWriteError(key, name, _lost(exc)) from None
-            self._stats.add_write()
-            if key in self._warned:
-                with self._stats.lock:
-                    self._warned.discard(key)
-            return
-        await asyncio.get_running_loop().run_in_executor(
-            None, self._write, key, payload, type_name(value)
-        )
+        loop = asyncio.get_running_loop()
+        if db is None or not db.writable or len(payload) > _LOOP_FRAME_MAX:
+            await loop.run_in_executor(None, self._write, key, payload, name)
+        elif self._stage(db, key, encode_header(key, payload, self._secret) + payload, name):
+            await loop.run_in_executor(None, self.flush)
 
     def flush(self) -> None:
         """Commit what this process has staged for this directory now (else it is
@@ -395,7 +405,7 @@ class DiskCache(Cache):
 
     def clear(self) -> None:
         """Remove every entry (the database's rows, entry files, stray temporary files,
-        files of the earlier file-per-entry layout) and reset the statistics; a damaged database is
+        the files of earlier DiskCaches) and reset the statistics; a damaged database is
         removed. Other files in the directory are left alone.
 
         Raises:
