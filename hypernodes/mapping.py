@@ -246,8 +246,10 @@ async def map_plain(
     # The run's halt is set by the first failure (in its worker thread) or when the run
     # ends: the chunks still running in other threads stop before their next node.
     def run_chunk(index: int, chunk: tuple[Any, ...]) -> Awaitable[Any]:
-        args = (plan, names, base, iter(chunk[0]), results, size, pipeline, halt)
-        return scope.offload(run_plain_items, args)
+        numbered = chunk[0]
+        args = (plan, names, base, iter(numbered), results, size, pipeline, halt)
+        label = f"{pipeline}[items {numbered[0][0]}-{numbered[-1][0]}]"
+        return scope.offload(run_plain_items, args, None, label)
 
     await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk, halt=halt)
     return results

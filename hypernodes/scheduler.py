@@ -119,10 +119,14 @@ class Scope:
         return Scope(**fields)
 
     def offload(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], shipped: Shipped | None = None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        shipped: Shipped | None = None,
+        label: str = "",
     ) -> Awaitable[Any]:
         """Start the sync ``fn(*args)`` where this level's sync bodies go (see ``Lane.call``)."""
-        return self.body.call(fn, args, shipped, halt=self.halt, budget=self.budget)
+        return self.body.call(fn, args, shipped, halt=self.halt, budget=self.budget, label=label)
 
 
 async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
@@ -160,7 +164,8 @@ async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> N
                         run_sync_steps_observed(steps, values, scope, stop)
                     continue
                 if hop:
-                    await scope.offload(run_sync_steps, (steps, values, stop))
+                    label = " -> ".join(s.name for s in steps)
+                    await scope.offload(run_sync_steps, (steps, values, stop), None, label)
                     continue
             for step in steps:
                 if stop.over:
@@ -326,7 +331,8 @@ def _once(step: Step, args: tuple[Any, ...], scope: Scope) -> Awaitable[Any]:
         return step.fn(*args)  # type: ignore[no-any-return]
     if scope.inline:
         return _ready(step.fn(*args))
-    return scope.offload(step.fn, args, step.shipped if scope.body.kind == "remote" else None)
+    shipped = step.shipped if scope.body.kind == "remote" else None
+    return scope.offload(step.fn, args, shipped, step.name)
 
 
 async def _ready(value: Any) -> Any:
@@ -557,7 +563,8 @@ async def _attempt(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
     if scope.inline and timeout is None:
         return step.fn(*args)
     body = scope.body
-    future = scope.offload(step.fn, args, step.shipped if body.kind == "remote" else None)
+    shipped = step.shipped if body.kind == "remote" else None
+    future = scope.offload(step.fn, args, shipped, step.name)
     if timeout is None:
         return await future
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import inspect
+import logging
 import os
 import random
 import signal
@@ -253,6 +254,39 @@ def test_nothing_starts_after_the_error_reached_the_caller(
         assert how == "timeout"  # a timeout longer than the run lets it finish
         return
     assert late(log, reached) == []
+
+
+# -- what is left running -------------------------------------------------------------
+
+
+@node(output_name="s")
+def slow_side(tag: str) -> str:
+    time.sleep(0.5)
+    return tag
+
+
+@node(output_name="f")
+async def fails_soon(tag: str) -> str:
+    await asyncio.sleep(0.05)
+    raise Boom(f"{tag} fails")
+
+
+@pytest.mark.asyncio
+async def test_a_body_left_running_is_reported_as_abandoned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with HyperNodesEngine(node_executor="threaded") as engine:
+        pipeline = Pipeline([slow_side, fails_soon], engine=engine, name="two")
+        with (
+            caplog.at_level(logging.WARNING, logger="hypernodes"),
+            pytest.raises(NodeError, match="fails_soon") as info,
+        ):
+            await pipeline.arun({"tag": "t"})
+    expected = "bandoned when the run ended: slow_side (sync work already handed to a worker"
+    notes = [n for n in getattr(info.value, "__notes__", []) if expected in n]
+    assert len(notes) == 1 and notes[0].startswith(f"A{expected}"), notes
+    (record,) = [r for r in caplog.records if expected in r.getMessage()]
+    assert record.getMessage().startswith(f"run of pipeline 'two' a{expected}")
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------

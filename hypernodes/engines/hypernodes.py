@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures  # free: asyncio imports it
+import concurrent.futures
+import logging  # free: asyncio imports it
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ from .base import Engine, MapMode, OutputName, Parent, item_events, map_events, 
 from .shipping import map_remote
 
 __all__ = ["HyperNodesEngine"]
+
+logger = logging.getLogger("hypernodes")
 
 
 class HyperNodesEngine(Engine):
@@ -323,8 +326,8 @@ class HyperNodesEngine(Engine):
             with run_events(dispatcher, context, pipeline, inputs) as done:
                 await run_plan(plan, values, scope)
                 done["outputs"] = plan.collect(values)
-        except BaseException:
-            scope.halt.set()  # failed or cancelled: nothing of the run starts any more
+        except BaseException as exc:
+            _ended(scope, _parent, exc)
             raise
         return done["outputs"]  # type: ignore[no-any-return]
 
@@ -354,8 +357,8 @@ class HyperNodesEngine(Engine):
                 return await self._map_items(pipeline, plan, exp, base, scope)
             with map_events(dispatcher, context, pipeline, exp.count, exp.names):
                 return await self._map_items(pipeline, plan, exp, base, scope)
-        except BaseException:
-            scope.halt.set()  # failed or cancelled: nothing of the run starts any more
+        except BaseException as exc:
+            _ended(scope, _parent, exc)
             raise
 
     async def _map_items(
@@ -399,3 +402,17 @@ class HyperNodesEngine(Engine):
             return done["outputs"]  # type: ignore[no-any-return]
 
         return await run_items(exp.items(), exp.count, width, run_one, halt=scope.halt)
+
+
+def _ended(scope: Scope, parent: Parent | None, error: BaseException) -> None:
+    """A run failed or was cancelled: nothing of it starts any more, and (at the top) what
+    it left running in its workers is reported, as a note on its ``NodeError``."""
+    halt = scope.halt
+    halt.set()
+    if parent is not None:
+        return
+    report = halt.report()
+    if report is not None:
+        logger.warning("run of pipeline %r %s", scope.pipeline, report)
+        if isinstance(error, NodeError):
+            error.add_note(report[:1].upper() + report[1:])

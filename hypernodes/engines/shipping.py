@@ -233,6 +233,7 @@ async def map_remote(
                 observe,
                 halt=scope.halt,
                 budget=scope.budget,
+                label=f"{pipeline.name}[{' -> '.join(s.name for s in running)}]",
             )
         except Exception as exc:  # the item never came back: its worker died, or transport
             error = _lost_in(exc, pipeline, running)

@@ -86,12 +86,15 @@ class Halt:
 
     Attributes:
         over: Whether the run is over (any thread may read it).
+        abandoned: What the run had handed to workers when the calls waiting for it were
+            cancelled (see ``abandon``).
     """
 
-    __slots__ = ("_ticket", "over")
+    __slots__ = ("_ticket", "abandoned", "over")
 
     def __init__(self) -> None:
         self.over = False
+        self.abandoned: list[str] = []
         self._ticket: Ticket | None = None
 
     def __repr__(self) -> str:
@@ -113,6 +116,22 @@ class Halt:
             if ticket is not None and self.over:
                 _mark(ticket)
         return ticket
+
+    def abandon(self, label: str) -> None:
+        """Note a call handed to a worker whose result is no longer awaited: it runs on
+        there (a body cannot be interrupted), or is skipped if it had not started."""
+        self.abandoned.append(label)
+
+    def report(self) -> str | None:
+        """What the run left running in its workers, in words (``None``: nothing)."""
+        if not self.abandoned:
+            return None
+        listed = ", ".join(dict.fromkeys(self.abandoned))
+        return (
+            f"abandoned when the run ended: {listed} (sync work already handed to a "
+            "worker cannot be interrupted; it finishes there, or is skipped if it had not "
+            "started, and its results are dropped)"
+        )
 
     def inline(self) -> InlineStop:
         """What sync code running inline on this loop's thread checks between bodies."""

@@ -127,6 +127,7 @@ class Lane:
         *,
         halt: Halt,
         budget: asyncio.Semaphore | None = None,
+        label: str = "",
     ) -> Awaitable[Any]:
         """Start the sync ``fn(*args)`` on this lane's executor; return an awaitable for its
         result.
@@ -135,20 +136,22 @@ class Lane:
         cloudpickled ``fn``) is sent instead of ``fn`` when given. Nothing starts once
         ``halt`` says the run is over, not even a call already handed to the executor (see
         ``halting``); ``budget``, the run's bound on its sync bodies across pools
-        (``max_workers``), is taken before the executor's own gate.
+        (``max_workers``), is taken before the executor's own gate. ``label`` names the
+        call if the run abandons it (default: ``fn``'s name).
         """
         executor = self.executor
         assert executor is not None, "a lane without an executor cannot offload"
+        label = label or getattr(fn, "__name__", "a call")
         if self.kind == "remote":
             payload = shipped if shipped is not None else Shipped(fn)
-            return _remote(self, payload, args, halt, budget)
+            return _remote(self, payload, args, halt, budget, label)
 
         def start() -> Awaitable[Any]:
             ctx = contextvars.copy_context()
             call = functools.partial(ctx.run, _holding, executor, halt, fn, *args)
             return asyncio.get_running_loop().run_in_executor(executor, call)
 
-        return _gated(self, halt, budget, start)
+        return _gated(self, halt, budget, start, label)
 
     async def ship(
         self,
@@ -156,6 +159,7 @@ class Lane:
         *args: Any,
         halt: Halt,
         budget: asyncio.Semaphore | None = None,
+        label: str = "",
     ) -> Any:
         """Run the importable ``fn(*args)`` in a worker of this remote lane (a whole map
         item, or a shipped body), gated like ``call``; the worker skips it when the run is
@@ -170,7 +174,7 @@ class Lane:
         def start() -> Awaitable[Any]:
             return run_remote(executor, run_unless_over, halt.ticket(), fn, *args)
 
-        return await _gated(self, halt, budget, start)
+        return await _gated(self, halt, budget, start, label or fn.__name__)
 
 
 # Calls handed to an executor and not finished, per executor and event loop, are capped at
@@ -202,18 +206,21 @@ async def _gated(
     halt: Halt,
     budget: asyncio.Semaphore | None,
     start: Callable[[], Awaitable[Any]],
+    label: str,
 ) -> Any:
     """``await start()`` once the run's budget and the executor's gate allow, unless the run
     is over; a call its worker skipped (the run was over by then) is stopped likewise."""
     if halt.over:
         await halt.halted()
     if budget is None:
-        return await _through_gate(lane, halt, start)
+        return await _through_gate(lane, halt, start, label)
     async with budget:
-        return await _through_gate(lane, halt, start)
+        return await _through_gate(lane, halt, start, label)
 
 
-async def _through_gate(lane: Lane, halt: Halt, start: Callable[[], Awaitable[Any]]) -> Any:
+async def _through_gate(
+    lane: Lane, halt: Halt, start: Callable[[], Awaitable[Any]], label: str
+) -> Any:
     assert lane.executor is not None
     async with _gate(lane.executor, lane.width):
         if halt.over:  # it may have waited long for its slot
@@ -222,6 +229,7 @@ async def _through_gate(lane: Lane, halt: Halt, start: Callable[[], Awaitable[An
             result = await start()
         except asyncio.CancelledError as exc:
             if not is_halted(exc):
+                halt.abandon(label)  # no longer awaited, in a worker already
                 raise
             await halt.halted()  # the worker thread found the run over
         if type(result) is Skipped:
@@ -262,10 +270,12 @@ async def _remote(
     args: tuple[Any, ...],
     halt: Halt,
     budget: asyncio.Semaphore | None,
+    label: str,
 ) -> Any:
-    return unwrap(
-        await lane.ship(call_shipped, payload, Parcel(args), {}, halt=halt, budget=budget)
+    reply = await lane.ship(
+        call_shipped, payload, Parcel(args), {}, halt=halt, budget=budget, label=label
     )
+    return unwrap(reply)
 
 
 async def run_remote(
