@@ -947,7 +947,7 @@ def test_arguments_are_validated() -> None:
     with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
         DiskCache(None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"layout must be 'auto', 'sqlite' or 'files'"):
-        DiskCache("x", layout="sql")
+        DiskCache("x", layout="sql")  # type: ignore[arg-type]
 
 
 # -- layouts and housekeeping -------------------------------------------------------------

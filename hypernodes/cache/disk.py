@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ._database import FLUSH_DELAY, NOT_FOUND, UNKNOWN, Database, WriteFailed, database_for
 from ._entry import (
@@ -117,7 +117,7 @@ class DiskCache(Cache):
         secret: bytes | str | None = None,
         *,
         inline_reads: bool = True,
-        layout: str = "auto",
+        layout: Literal["auto", "sqlite", "files"] = "auto",
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"DiskCache path must be a str or os.PathLike, got {path!r}")
