@@ -975,6 +975,17 @@ def test_any_string_is_a_key_in_the_database(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 
 
+@pytest.mark.parametrize("name", ["a b", "what?", "#1", "100%", "%3f", "ü"])
+def test_a_directory_may_have_any_name(tmp_path: Path, name: str) -> None:
+    # SQLite is opened by URI (to never create the file on a lookup): names are escaped.
+    cache = DiskCache(tmp_path / name / "c", layout="sqlite")
+    assert cache.get(KEY) is MISSING
+    cache.put(KEY, name)
+    assert fresh(cache).get(KEY) == name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert (tmp_path / name / "c" / "cache.db").exists()
+
+
 @pytest.mark.parametrize("where", ["file", "large"])
 def test_keys_that_are_not_file_names_stay_inside_the_directory(tmp_path: Path, where: str) -> None:
     entry = Entry(tmp_path, where)

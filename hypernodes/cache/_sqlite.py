@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import time
-from urllib.parse import quote
 
 from ._hashing import digest128
 
@@ -90,8 +90,13 @@ def connect(path: str) -> sqlite3.Connection:
     Raises:
         sqlite3.Error: It cannot be opened.
     """
+    # The URI's mode=rw: a lookup never creates the file. Only %, ? and # need escaping
+    # (not urllib's quote: importing it costs 4 ms).
+    name = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    if os.sep == "\\":
+        name = "/" + name.replace("\\", "/")  # file:/C:/dir/cache.db
     conn = sqlite3.connect(
-        f"file:{quote(path)}?mode=rw",
+        f"file:{name}?mode=rw",
         timeout=BUSY_TIMEOUT,
         isolation_level=None,
         check_same_thread=False,
