@@ -35,6 +35,7 @@ from hypernodes.cache import _entry as entry_module
 from hypernodes.cache import _files as files_module
 from hypernodes.cache import _hashing as hashing
 from hypernodes.cache import _known as known_module
+from hypernodes.cache import _per_process as per_process
 from hypernodes.cache import disk as disk_module
 from hypernodes.cache._entry import encode_header
 
@@ -88,7 +89,7 @@ def fresh(cache: DiskCache) -> DiskCache:
     """A new store on the same directory with connections of its own, as another process
     would open it (the old store object must not be used afterwards)."""
     cache.flush()
-    database_module._DATABASES.pop(str(db_file(cache)), None)
+    per_process._DATABASES.pop(str(db_file(cache)), None)
     return DiskCache(cache.path, cache._secret, layout=cache.layout)
 
 
@@ -1350,7 +1351,7 @@ def test_a_collected_store_closes_its_connections(tmp_path: Path) -> None:
     assert connections
     del cache
     deadline = time.monotonic() + 30
-    while str(tmp_path / "c" / "cache.db") in database_module._DATABASES:
+    while str(tmp_path / "c" / "cache.db") in per_process._DATABASES:
         assert time.monotonic() < deadline, "the database object was never collected"
         gc.collect()
         time.sleep(0.01)

@@ -16,7 +16,7 @@ import os
 import warnings
 from typing import Any, ClassVar, Literal
 
-from ._database import FLUSH_DELAY, NOT_FOUND, UNKNOWN, Database, WriteFailed, database_for
+from ._database import FLUSH_DELAY, NOT_FOUND, UNKNOWN, Database, WriteFailed
 from ._entry import (
     STALE_TEMP_AGE,
     WOULD_BLOCK,
@@ -28,6 +28,7 @@ from ._entry import (
     read_file_nowait,
 )
 from ._files import SHARED_FILESYSTEMS, EntryFiles, filesystem_type
+from ._per_process import database_for
 from ._serialize import dumps, loads, type_name
 from ._sqlite import DB_NAME, DatabaseProblem
 from .base import MISSING, Cache, CacheStats, CacheWarning, CacheWriteError, StatsCounter
@@ -45,64 +46,54 @@ _DATABASE = "\0database"  # the key under which database problems are warned abo
 class DiskCache(Cache):
     """Results kept in a directory, shared by every process that opens it.
 
-    Entries live in one SQLite database, ``<path>/cache.db``, in write-ahead-log mode;
-    pickles over 256 KiB (:data:`LARGE_ENTRY`) are files, ``<path>/<key[:2]>/<key>``.
-    Every entry is a small header (magic, format version, length, checksum or HMAC) and
+    Entries live in one SQLite database, ``<path>/cache.db`` (write-ahead log); values
+    pickling to over 256 KiB are files, ``<path>/<key[:2]>/<key>``. Each entry is a small
+    header (magic, format version, length, checksum or HMAC, both covering the key) and
     the value pickled with protocol 5 (cloudpickle for lambdas and the like).
 
-    Writes are batched: ``put`` stages the entry in memory, where this process sees it at
-    once, and a writer thread commits what is staged in one transaction within
-    :data:`FLUSH_DELAY` seconds (at once when over 16 MiB wait), on :meth:`flush`, when the
-    store is pickled, and at exit; other processes see it once committed (a process that
-    misses often keeps the keys in memory, and looks for other processes' commits every
-    few milliseconds). A commit is atomic: readers see an entry whole or not at all;
-    concurrent writers, in threads or processes, leave one valid entry per key. A
-    process killed (``kill -9``) or a machine losing power before or during a commit loses
-    those entries, which are then misses, never wrong values. A commit that fails (a full
-    disk) is raised as :class:`CacheWriteError` by the next ``put`` or ``flush``. Large
-    entries are files written on their own: a temporary file in the same directory,
-    fsynced, then renamed over the entry with ``os.replace``; a writer killed mid-write
-    leaves at most a stray temporary file, removed by a later write into its directory
-    once nothing has written it for :data:`STALE_TEMP_AGE` seconds, or by :meth:`clear`.
+    ``put`` stages an entry in memory, where this process sees it at once; a writer
+    thread commits what is staged in one transaction every :data:`FLUSH_DELAY` seconds
+    (the putting thread does when over 16 MiB wait), and so do :meth:`flush`, pickling
+    the store and the end of the process; then other processes see it. A commit is
+    atomic, concurrent writers (threads or processes) leave one valid entry per key, and
+    a process killed (``kill -9``) or a machine losing power before or during a commit
+    loses those entries: misses, never wrong values. A failed commit (a full disk) is
+    raised as :class:`CacheWriteError` by the next ``put`` or ``flush``. Large entries
+    are written at once: a temporary file, fsynced, renamed over the entry with
+    ``os.replace``; one left by a killed writer is removed by a later write into its
+    directory once untouched for :data:`STALE_TEMP_AGE` seconds, or by :meth:`clear`.
 
-    An entry that is truncated, corrupt, fails its signature or belongs to another key
-    (checksums and signatures both cover the key) is a miss, counted in
-    ``stats().errors``, warned about once (:class:`CacheWarning`), and replaced by the next
-    ``put``; a damaged database is a miss for every lookup, warned about once, until
-    :meth:`clear` replaces it. An entry written in an older format is a plain miss.
-    Directories of earlier DiskCaches (a file per entry, no database) are not read: their
-    entries are misses, and :meth:`clear` removes them.
+    A truncated, corrupt or tampered entry, or one copied under another key, is a miss,
+    counted in ``stats().errors``, warned about once (:class:`CacheWarning`) and replaced
+    by the next ``put``; a damaged database is a miss for every lookup, warned about once,
+    until :meth:`clear` replaces it. Entries of an older format, and directories of
+    earlier DiskCaches (a file per entry), are plain misses; :meth:`clear` removes them.
 
-    SQLite's locks and shared memory do not work across the machines of a network
-    filesystem, so on NFS, SMB, FUSE and cluster filesystems (``layout="auto"``) every
-    entry is a file, as with ``layout="files"``: slower for many small entries, safe for
-    machines sharing the directory. Pass ``layout="files"`` too for a directory that other
-    machines see through copies merged file by file (a Modal volume, rsync).
+    SQLite's locks do not work across the machines of a network filesystem: on NFS, SMB,
+    FUSE and cluster filesystems (``layout="auto"``) every entry is a file, as with
+    ``layout="files"``, slower for many small entries. Pass ``layout="files"`` also for a
+    directory other machines see through copies merged file by file (a Modal volume).
 
-    Nothing touches the disk until first use: the directory is created (mode 0o700) by
-    the first ``put``. The store is thread-safe, and pickles to its configuration only
-    (path, secret, options), so it can be shipped to process pools and Dask workers.
-
-    Entries are pickles: loading a directory that someone else can write runs their code.
-    Pass ``secret`` to sign entries (HMAC-SHA256 of key, header and payload); then unsigned
-    and tampered entries are refused. Every process sharing the directory needs the same
-    secret, and the secret travels with the pickled store.
+    Nothing touches the disk until first use (the first ``put`` creates the directory,
+    mode 0o700). The store is thread-safe and pickles to its configuration only, so it
+    can be shipped to process pools and Dask workers. Entries are pickles: loading a
+    directory someone else can write runs their code; with ``secret``, entries are signed
+    (HMAC-SHA256) and unsigned or tampered ones refused. Every process sharing the
+    directory needs the same secret, which travels with the pickled store.
 
     Args:
         path: The cache directory (created on first write). Relative paths are made
             absolute now, so a store shipped to a worker with another working directory
             still points at the same place.
         secret: Key for signing entries (bytes, or a str encoded as UTF-8), or ``None``.
-        inline_reads: With entries kept as files, let ``aget`` read small ones (up to
-            1 MiB) on the event loop when their data is already in the OS page cache
-            (Linux ``RWF_NOWAIT``; opening the file still happens on the loop, so set
-            ``False`` on network filesystems). SQLite has no read that refuses to wait for
-            the disk, so the database is always read in a worker thread (~0.05 ms a
-            hop); entries this process has staged, and misses it knows of (a ``stat`` of
-            the log at most), are always answered on the loop.
+        inline_reads: With entries as files, let ``aget`` read small ones (up to 1 MiB)
+            on the event loop when already in the OS page cache (Linux ``RWF_NOWAIT``;
+            the file is still opened on the loop: set ``False`` on network filesystems).
+            SQLite has no read that refuses to wait for the disk, so the database is read
+            in a worker thread; what this process staged, and misses it knows of (a
+            ``stat`` of the log at most), are answered on the loop.
         layout: ``"auto"`` (SQLite, except on network and FUSE filesystems), ``"sqlite"``
-            or ``"files"`` (a file per entry). Every process sharing a directory must use
-            the same layout: each reads only its own.
+            or ``"files"``. Every process sharing a directory must use the same layout.
 
     Raises:
         TypeError: ``path`` or ``secret`` has the wrong type.
