@@ -13,6 +13,7 @@ a run, whatever mix of pools runs them (item 4).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import inspect
 import logging
@@ -32,6 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hypernodes import HyperNodesEngine, Node, NodeError, Pipeline, node
+from hypernodes.executors.halting import Halt, Halted
+from hypernodes.executors.workers import Lane
 
 EXECUTORS = ["sequential", "async", "threaded", "parallel"]
 PAIRS = [(n, m) for n in EXECUTORS for m in EXECUTORS]
@@ -254,6 +257,43 @@ def test_nothing_starts_after_the_error_reached_the_caller(
         assert how == "timeout"  # a timeout longer than the run lets it finish
         return
     assert late(log, reached) == []
+
+
+# -- a stop meeting a cancel ----------------------------------------------------------
+
+
+class InThreadExecutor(concurrent.futures.Executor):
+    """Runs each call in ``submit`` itself: its future is settled before the loop resumes."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+@pytest.mark.asyncio
+async def test_a_worker_stopping_for_the_end_of_the_run_does_not_swallow_a_cancel() -> None:
+    # A body's worker finds the run over (another part of it failed) while the task that
+    # awaits it is being cancelled for that failure: the worker's answer and the cancel
+    # arrive together, and the task must end cancelled (it waited forever, when the stop
+    # came back as a CancelledError that passed for the delivered cancel).
+    halt = Halt()
+
+    def ends_the_run() -> None:
+        halt.set()  # (as a failure elsewhere does)
+        raise Halted  # (as a segment of steps does when it finds the run over)
+
+    lane = Lane("threads", InThreadExecutor(), 1, "in-thread")
+    task = asyncio.ensure_future(lane.call(ends_the_run, (), halt=halt))
+    await asyncio.sleep(0)  # the task submits; its future is settled on the next turn
+    await asyncio.sleep(0)  # settled: the task wakes up next
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert task in done and task.cancelled()
 
 
 # -- what is left running -------------------------------------------------------------

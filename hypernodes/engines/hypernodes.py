@@ -405,12 +405,17 @@ class HyperNodesEngine(Engine):
 
 
 def _ended(scope: Scope, parent: Parent | None, error: BaseException) -> None:
-    """A run failed or was cancelled: nothing of it starts any more, and (at the top) what
-    it left running in its workers is reported, as a note on its ``NodeError``."""
-    halt = scope.halt
-    halt.set()
+    """A top-level run failed or was cancelled: nothing of it starts any more, and what it
+    left running in its workers is reported (a warning, and a note on its ``NodeError``).
+
+    A nested level leaves the halt to the level that failed (``run_plan``, ``run_items``):
+    its tasks wait for the cancellation that a failure brings to all of them, which a
+    cancellation inside one level (a child task ending as cancelled) does not.
+    """
     if parent is not None:
         return
+    halt = scope.halt
+    halt.set()
     report = halt.report()
     if report is not None:
         logger.warning("run of pipeline %r %s", scope.pipeline, report)

@@ -41,7 +41,6 @@ __all__ = [
     "Ticket",
     "check_enclosing",
     "following",
-    "is_halted",
     "new_halt",
     "run_unless_over",
 ]
@@ -243,31 +242,29 @@ def check_enclosing() -> None:
         raise Halted
 
 
-def run_unless_over(ticket: Ticket | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """The worker side of a shipped task: ``fn(*args)``, unless the run that sent it is over.
+def run_unless_over(run: Halt | Ticket | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """The worker side of a call (a worker thread, process or cluster task): ``fn(*args)``
+    as a body of ``run``, unless that run is over.
+
+    A stop comes back as a value, never as ``Halted``: on the loop, a ``CancelledError``
+    settling the awaited future would pass for the delivery of a cancel that the task
+    may also have been asked for, and swallow it.
 
     Returns:
-        ``fn``'s result, or ``Skipped`` when the run was over before it started (or when a
-        sub-run inside it stopped for that reason).
+        ``fn``'s result, or ``Skipped`` when the run was over before ``fn`` started, or
+        before a body inside it did (a segment of steps, a chunk of items, a sub-run).
     """
-    if ticket is None:
+    if run is None:
         return fn(*args)
-    if ticket.over:
+    if run.over:
         return Skipped()
     try:
-        return following(ticket, fn, *args)
+        return following(run, fn, *args)
     except asyncio.CancelledError as exc:
-        # A sub-run stopped by the ticket ends as a cancelled task: Halted is its context.
+        # (A sub-run stopped this way ends as a cancelled task: Halted is its context.)
         if isinstance(exc, Halted) or isinstance(exc.__context__, Halted):
             return Skipped()
         raise
-
-
-def is_halted(exc: BaseException) -> bool:
-    """Whether ``exc`` is a ``Halted``, or the cancellation of a task that raised one."""
-    return isinstance(exc, Halted) or (
-        isinstance(exc, asyncio.CancelledError) and isinstance(exc.__context__, Halted)
-    )
 
 
 # -- the board -------------------------------------------------------------------------

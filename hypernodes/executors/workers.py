@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidExecutorError, WorkerLostError
 from .async_executor import AsyncExecutor
-from .halting import Halt, Halted, Skipped, following, is_halted, run_unless_over
+from .halting import Halt, Skipped, run_unless_over
 from .processes import ProcessPool, WorkerDied, spawn_safe_context
 from .remote import Parcel, Shipped, call_shipped, unwrap
 from .tracking import TaskLost
@@ -227,13 +227,11 @@ async def _through_gate(
             await halt.halted()
         try:
             result = await start()
-        except asyncio.CancelledError as exc:
-            if not is_halted(exc):
-                halt.abandon(label)  # no longer awaited, in a worker already
-                raise
-            await halt.halted()  # the worker thread found the run over
+        except asyncio.CancelledError:
+            halt.abandon(label)  # no longer awaited, in a worker already
+            raise
         if type(result) is Skipped:
-            await halt.halted()  # the worker process found the run over
+            await halt.halted()  # its worker found the run over
         return result
 
 
@@ -246,11 +244,10 @@ _held: contextvars.ContextVar[tuple[concurrent.futures.Executor, ...]] = context
 def _holding(
     executor: concurrent.futures.Executor, halt: Halt, fn: Callable[..., Any], *args: Any
 ) -> Any:
-    if halt.over:  # handed to the pool before the run ended, reached a thread after
-        raise Halted
     token = _held.set((*_held.get(), executor))
     try:
-        return following(halt, fn, *args)
+        # (Handed to the pool before the run ended, it may reach a thread after.)
+        return run_unless_over(halt, fn, *args)
     finally:
         _held.reset(token)
 
