@@ -480,19 +480,39 @@ def test_a_damaged_database_is_a_miss_with_one_warning_until_clear_replaces_it(
         assert fresh(cache).get(KEY) == "after clear"
 
 
-def test_a_database_of_another_application_is_left_alone(tmp_path: Path) -> None:
+def test_a_database_of_another_application_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "c").mkdir(mode=0o700)
     with contextlib.closing(sqlite3.connect(tmp_path / "c" / "cache.db")) as conn:
         conn.execute("CREATE TABLE notes (text TEXT)")
         conn.execute("INSERT INTO notes VALUES ('keep me')")
         conn.commit()
+    opened: list[sqlite3.Connection] = []
+    real_connect = database_module.connect
+
+    def connect(path: str) -> sqlite3.Connection:
+        opened.append(real_connect(path))
+        return opened[-1]
+
+    monkeypatch.setattr(database_module, "connect", connect)
     cache = DiskCache(tmp_path / "c")
-    with pytest.raises(CacheWriteError, match="not a HyperNodes cache database"):
-        cache.put(KEY, 1)
+    for _ in range(3):
+        with pytest.raises(CacheWriteError, match="not a HyperNodes cache database"):
+            cache.put(KEY, 1)
+    assert len(opened) == 3 and all(map(_is_closed, opened))  # each put closed its own
     with pytest.raises(OSError, match="not a HyperNodes cache database"):
         cache.clear()
     with contextlib.closing(sqlite3.connect(tmp_path / "c" / "cache.db")) as conn:
         assert conn.execute("SELECT text FROM notes").fetchall() == [("keep me",)]
+
+
+def _is_closed(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
 
 
 # -- concurrent writers and killed writers ----------------------------------------------

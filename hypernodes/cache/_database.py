@@ -31,8 +31,8 @@ from ._sqlite import SELECT, DatabaseProblem, connect, create_schema, insert, pr
 __all__ = [
     "FLUSH_DELAY",
     "NOT_FOUND",
-    "UNKNOWN",
     "PENDING_LIMIT",
+    "UNKNOWN",
     "Database",
     "WriteFailed",
 ]
@@ -183,9 +183,17 @@ class Database:
             os.close(fd)
         try:
             conn = self._connect()
-            create_schema(conn, self.path)
         except sqlite3.Error as exc:
             raise problem(self.path, exc) from exc
+        try:
+            create_schema(conn, self.path)
+        except BaseException as exc:
+            with self._lock:
+                self._connections.remove(conn)
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise problem(self.path, exc) from exc
+            raise
         self._writer, self._inode = conn, inode
         return conn
 
