@@ -358,9 +358,11 @@ def test_shutdown_wait_false_returns_at_once_and_work_still_completes() -> None:
 def test_shutdown_cancel_futures_cancels_unfinished_work() -> None:
     ex = AsyncExecutor(max_concurrent=1)
     cancelled = threading.Event()
+    started = threading.Event()
     gate = threading.Event()
 
     async def forever() -> None:
+        started.set()
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -372,6 +374,7 @@ def test_shutdown_cancel_futures_cancels_unfinished_work() -> None:
         return "ran"
 
     running = ex.submit(forever)
+    assert started.wait(WAIT)  # (cancelled before it starts, it would never see the cancel)
     busy = ex.submit(blocker)
     queued = ex.submit(blocker)  # one thread: this one waits in the queue
     gate.set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -263,7 +264,9 @@ def test_bad_inputs_json_file_gives_line_and_column(project: Path) -> None:
     (project / "in.json").write_text('{\n  "x": 1,\n}\n')
     line = fails(2, "run", "flows.py:pipeline", "--inputs", "@in.json")
     assert "--inputs in.json is not valid JSON" in line
-    assert "at line 3, column 1" in line
+    # Where json reports the error depends on the Python version (3.13 points at the
+    # trailing comma, 3.11 at the next line); that there is a line and a column does not.
+    assert re.search(r"at line [23], column \d+", line), line
 
 
 def test_missing_inputs_name_them_and_their_nodes(project: Path) -> None:
