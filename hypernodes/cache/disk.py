@@ -92,8 +92,10 @@ class DiskCache(Cache):
             SQLite has no read that refuses to wait for the disk, so the database is read
             in a worker thread; what this process staged, and misses it knows of (a
             ``stat`` of the log at most), are answered on the loop.
-        layout: ``"auto"`` (SQLite, except on network and FUSE filesystems), ``"sqlite"``
-            or ``"files"``. Every process sharing a directory must use the same layout.
+        layout: ``"auto"`` (SQLite, except on network and FUSE filesystems, as Linux's
+            mount table tells; elsewhere pass ``"files"`` for a network drive),
+            ``"sqlite"`` or ``"files"``. Every process sharing a directory must use the
+            same layout.
 
     Raises:
         TypeError: ``path`` or ``secret`` has the wrong type.
