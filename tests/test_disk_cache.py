@@ -1063,6 +1063,43 @@ def test_a_removed_directory_is_recreated_by_the_next_commit(tmp_path: Path) -> 
     assert fresh(cache).get(KEY) == 2
 
 
+REMOVING_WRITER = """
+import shutil, sys
+from hypernodes.cache import DiskCache
+from hypernodes.cache import _database
+_database.FLUSH_DELAY = 600.0  # only the end of the process would commit
+cache = DiskCache(sys.argv[1])
+cache.put("k", 1)
+cache.flush()
+cache.put("staged", 2)
+shutil.rmtree(sys.argv[1])
+"""
+
+
+def test_what_is_staged_for_a_removed_directory_is_dropped(tmp_path: Path, run_python: Any) -> None:
+    # Removing a cache directory removes it: a commit behind the scenes brings nothing back.
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, 1)
+    cache.flush()
+    cache.put(key(1), "staged")
+    (tmp_path / "c" / "cache.db").unlink()
+    for name in ("cache.db-wal", "cache.db-shm"):
+        (tmp_path / "c" / name).unlink(missing_ok=True)
+    (tmp_path / "c").rmdir()
+    deadline = time.monotonic() + 30
+    while cache._database()._pending:  # type: ignore[union-attr]  # the writer's next turn
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert not (tmp_path / "c").exists()
+    assert cache.get(key(1)) is MISSING
+    proc = run_python(REMOVING_WRITER.replace("sys.argv[1]", repr(str(tmp_path / "d"))))
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "d").exists()  # the exit commit did not bring it back
+    cache.put(KEY, 2)  # a put does make it again
+    assert fresh(cache).get(KEY) == 2
+
+
 def old_layout_entry(root: Path, k: str, value: Any) -> Path:
     """An entry as earlier DiskCaches wrote it: a file of its own, no database."""
     file = root / k[:2] / k

@@ -166,15 +166,19 @@ class Database:
             with self._write_lock:
                 self._prepare()
 
-    def _prepare(self) -> sqlite3.Connection:
+    def _prepare(self, *, recreate: bool = True) -> sqlite3.Connection | None:
         """The writing connection, to a file that exists with its table (under
-        ``_write_lock``); (re)made if the file was removed or replaced."""
+        ``_write_lock``); (re)made if the file was removed or replaced. ``None`` when the
+        directory is gone and ``recreate`` is off."""
         conn = self._writer
         if conn is not None and self._same_file():
             return conn
         if conn is not None:
             self._forget_writer()
-        make_private_dir(os.path.dirname(self.path))  # again, if it was removed since
+        folder = os.path.dirname(self.path)
+        if not recreate and not os.path.isdir(folder):
+            return None
+        make_private_dir(folder)
         # Made here first, so that the -wal and -shm files SQLite adds copy its mode.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
@@ -265,9 +269,14 @@ class Database:
             if self._writer is not None:
                 self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-    def commit(self) -> None:
+    def commit(self, *, recreate: bool = False) -> None:
         """Commit every staged entry, in this thread; a failure is kept for the next
-        ``stage`` or ``flush`` to raise."""
+        ``stage`` or ``flush`` to raise.
+
+        A removed directory is made again only with ``recreate`` (a ``put`` or ``flush``
+        asked for it); otherwise what was staged for it is dropped: whoever removed the
+        directory meant its entries to go.
+        """
         with self._write_lock:
             with self._lock:
                 batch = self._pending
@@ -277,7 +286,9 @@ class Database:
                 self._pending = {}
                 self._pending_bytes = 0
             try:
-                conn = self._prepare()
+                conn = self._prepare(recreate=recreate)
+                if conn is None:
+                    return
                 rows = [(row_key(k), e) for k, (e, _) in batch.items()]
                 insert(conn, rows, time.time())
                 self._dirty = True
@@ -294,14 +305,14 @@ class Database:
             finally:
                 self._flushing = {}
 
-    def flush(self) -> None:
-        """Commit every staged entry now.
+    def flush(self, *, recreate: bool = True) -> None:
+        """Commit every staged entry now (``recreate``: as in :meth:`commit`).
 
         Raises:
             WriteFailed: Staged entries could not be committed, now or since the last
                 report.
         """
-        self.commit()
+        self.commit(recreate=recreate)
         with self._lock:
             failure, self._failure = self._failure, None
         if failure is not None:
@@ -324,6 +335,7 @@ class Database:
                 return
             try:
                 conn = self._prepare()
+                assert conn is not None
                 conn.execute("DELETE FROM entries")
                 conn.execute("VACUUM")  # give the space back (cheap: nothing is left)
             except sqlite3.Error as exc:

@@ -44,7 +44,7 @@ def flush_all() -> None:
     warning, as nobody is left to raise to."""
     for db in list(_DATABASES.values()):
         try:
-            db.flush()
+            db.flush(recreate=False)  # a directory removed meanwhile stays removed
         except WriteFailed as exc:
             warnings.warn(
                 f"{exc.count} cache entries were lost at exit: {exc.reason}",

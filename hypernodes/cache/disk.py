@@ -54,7 +54,8 @@ class DiskCache(Cache):
     ``put`` stages an entry in memory, where this process sees it at once; a writer
     thread commits what is staged in one transaction every :data:`FLUSH_DELAY` seconds
     (the putting thread does when over 16 MiB wait), and so do :meth:`flush`, pickling
-    the store and the end of the process; then other processes see it. A commit is
+    the store and the end of the process; then other processes see it (removing the
+    directory drops what was staged for it; a later ``put`` makes it anew). A commit is
     atomic, concurrent writers (threads or processes) leave one valid entry per key, and
     a process killed (``kill -9``) or a machine losing power before or during a commit
     loses those entries: misses, never wrong values. A failed commit (a full disk) is
