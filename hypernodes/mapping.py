@@ -278,7 +278,9 @@ def run_plain_items(
     outputs = plan.outputs
     index = -1
     if stop is None:
-        stop = _RUNNING
+        stop = Halt()  # (a map with no run around it: the loop-free path)
+    # ``stop.over``, inlined for this loop (a property call per node costs 30%).
+    halt, cancelling, asked = stop.probe()
     # The innermost loop of a map: the step loop is inlined, its parts looked up once.
     calls = tuple((s.call, s.out, s) for s in steps)
     single = names[0] if len(names) == 1 else None
@@ -292,7 +294,7 @@ def run_plain_items(
             else:
                 values.update(zip(names, item, strict=True))
             for call, out, step in calls:
-                if stop.over:
+                if halt.over or (cancelling is not None and cancelling() > asked):
                     raise Halted
                 try:
                     result = call(values)
@@ -313,16 +315,3 @@ def run_plain_items(
         raise
     if stop.over:
         raise Halted
-
-
-class _Running:
-    """The stop of a map with no run around it (the loop-free path): never over."""
-
-    __slots__ = ()
-    over = False
-
-    def set(self) -> None:
-        """Nothing to stop."""
-
-
-_RUNNING: Any = _Running()

@@ -6,13 +6,14 @@ scopes, and every place about to start something checks it right before:
 
 - on the event loop (a step, an item): a halted one waits for the cancellation that ended
   the run (``Halt.halted``), so that the caller sees that failure or cancel, not a stop;
-- sync code between bodies (a segment of steps or a chunk of items in a worker thread, or
+- sync code between bodies (a segment of steps or a chunk of items, in a worker thread or
   inline on a loop of ours) raises ``Halted`` instead of starting the next body; inline, a
   cancel asked of the running task (Ctrl-C) also counts (``Halt.inline``);
-- in a worker process or on a cluster, the run's ``Ticket`` travels with each task and
-  reads the run's mark on a board that every local process can map (a small file); a task
-  whose run is over returns ``Skipped`` without calling anything (``run_unless_over``).
-  A worker that cannot open the board (another machine) runs what it receives.
+- a call handed to a worker that finds its run over, before it starts or between its
+  bodies, answers ``Skipped`` (``run_unless_over``), and its caller waits as above. In
+  another process or on a cluster, the run's ``Ticket`` travels with each task and reads
+  the run's mark on a board that every local process can map (a small file); a worker that
+  cannot open the board (another machine) runs what it receives.
 
 A run started inside a body (a node calling ``pipeline.run()``, a shipped map item's
 sub-run) follows the run of that body: it stops when that run is over, while its own end
@@ -136,6 +137,11 @@ class Halt:
         """What sync code running inline on this loop's thread checks between bodies."""
         return InlineStop(self)
 
+    def probe(self) -> tuple[Halt, Callable[[], int] | None, int]:
+        """``over`` in parts, for the innermost loops: ``halt.over or (cancelling is not
+        None and cancelling() > base)`` (see ``InlineStop``)."""
+        return self, None, 0
+
     async def halted(self) -> NoReturn:
         """Stop a step or item of this run that found the run over.
 
@@ -204,6 +210,11 @@ class InlineStop:
     def set(self) -> None:
         """Mark the run over (see ``Halt.set``)."""
         self._halt.set()
+
+    def probe(self) -> tuple[Halt, Callable[[], int] | None, int]:
+        """See ``Halt.probe``."""
+        task = self._task
+        return self._halt, (task.cancelling if task is not None else None), self._base
 
 
 # -- runs inside bodies ----------------------------------------------------------------
