@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import fcntl
+import importlib.util
 import inspect
 import logging
 import os
@@ -37,7 +38,14 @@ from hypernodes.executors.halting import Halt, Halted
 from hypernodes.executors.workers import Lane
 
 EXECUTORS = ["sequential", "async", "threaded", "parallel"]
-PAIRS = [(n, m) for n in EXECUTORS for m in EXECUTORS]
+_NO_DASK = pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None, reason="needs hypernodes[dask]"
+)
+# (Ray is left out: its cluster starts too slowly for this test.)
+PAIRS = [(n, m) for n in EXECUTORS for m in EXECUTORS] + [
+    pytest.param("sequential", "dask", marks=_NO_DASK),
+    pytest.param("dask", "sequential", marks=_NO_DASK),
+]
 QUIET = 0.3  # seconds without a new stamp once nothing runs: a late start would show by then
 
 
