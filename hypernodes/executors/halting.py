@@ -61,24 +61,26 @@ class Ticket:
     """A run's mark on the board, sent with its shipped tasks (picklable).
 
     Attributes:
-        path: The board's file.
-        serial: The run's number on the board (its slot is ``serial % SLOTS``).
+        path: Where other processes open the board.
+        board: The board's id.
+        serial: The run's number on the board.
     """
 
-    __slots__ = ("path", "serial")
+    __slots__ = ("board", "path", "serial")
 
-    def __init__(self, path: str, serial: int) -> None:
+    def __init__(self, path: str, board: int, serial: int) -> None:
         self.path = path
+        self.board = board
         self.serial = serial
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Ticket, (self.path, self.serial))
+        return (Ticket, (self.path, self.board, self.serial))
 
     @property
     def over(self) -> bool:
         """Whether the run was marked over (``False`` where the board cannot be read)."""
-        view = _view(self.path)
-        return view is not None and view[self.serial % SLOTS] == self.serial
+        view = _view(self)
+        return view is not None and view[1 + self.serial % SLOTS] == self.serial
 
 
 class Halt:
@@ -281,10 +283,12 @@ def run_unless_over(run: Halt | Ticket | None, fn: Callable[..., Any], *args: An
 # -- the board -------------------------------------------------------------------------
 
 SLOTS = 4096
-"""Slots on a board. A run marks ``serial % SLOTS``; a slot is reused only after 4096
-later runs shipped work, so a worker reading a mark is never misled for long (at worst a
-task of a long-finished run, still in transit, runs instead of being skipped)."""
+"""Slots on a board. A run marks slot ``1 + serial % SLOTS``; a slot is reused only after
+4096 later runs shipped work, so a worker reading a mark is never misled for long (at
+worst a task of a long-finished run, still in transit, runs instead of being skipped).
+Slot 0 holds the board's random id, which tickets carry."""
 
+_SIZE = 8 * (SLOTS + 1)
 _lock = threading.Lock()
 _board: _Board | None = None
 
@@ -292,24 +296,39 @@ _board: _Board | None = None
 class _Board:
     """This process's marks of runs that are over, in a file every local process can map.
 
-    One per process (like a file it keeps open), not per run: runs hold tickets on it.
+    One per process (like a file it keeps open), not per run: runs hold tickets on it. On
+    Linux the file is unlinked at once and reached through ``/proc/<pid>/fd/<fd>``, so
+    nothing is left behind however this process ends (a SIGKILL included); elsewhere it is
+    removed at exit.
     """
 
     def __init__(self) -> None:
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else None  # memory, not disk
-        fd, self.path = tempfile.mkstemp(prefix="hypernodes-runs-", dir=folder)
+        fd, name = tempfile.mkstemp(prefix="hypernodes-runs-", dir=folder)
         try:
-            os.ftruncate(fd, 8 * SLOTS)
-            self._map = mmap.mmap(fd, 8 * SLOTS)
-        finally:
+            os.ftruncate(fd, _SIZE)
+            self._map = mmap.mmap(fd, _SIZE)
+        except BaseException:
             os.close(fd)
-        self.view = memoryview(self._map).cast("q")
+            os.unlink(name)
+            raise
         self.pid = os.getpid()
+        self.view = memoryview(self._map).cast("q")
+        self.id = self.view[0] = int.from_bytes(os.urandom(7), "little") or 1
         self.serials = itertools.count(1)
-        atexit.register(_remove, self.path, self.pid)
+        proc = f"/proc/{self.pid}/fd/{fd}"
+        if os.path.exists(proc):
+            os.unlink(name)
+            self._fd: int | None = fd  # kept open: workers open the file through it
+            self.path = proc
+        else:  # pragma: no cover - not on Linux
+            os.close(fd)
+            self._fd = None
+            self.path = name
+            atexit.register(_remove, name, self.pid)
 
 
-def _remove(path: str, pid: int) -> None:
+def _remove(path: str, pid: int) -> None:  # pragma: no cover - not on Linux
     if os.getpid() == pid:  # not in a forked child
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -324,37 +343,39 @@ def _new_ticket() -> Ticket | None:
                 board = _board = _Board()
             except OSError:
                 return None
-        return Ticket(board.path, next(board.serials))
+        return Ticket(board.path, board.id, next(board.serials))
 
 
 def _mark(ticket: Ticket) -> None:
     board = _board
-    if board is not None and board.path == ticket.path and board.pid == os.getpid():
-        board.view[ticket.serial % SLOTS] = ticket.serial
+    if board is not None and board.id == ticket.board and board.pid == os.getpid():
+        board.view[1 + ticket.serial % SLOTS] = ticket.serial
 
 
-# Boards of other processes, as seen by workers (None: cannot be opened here).
+# Boards as seen by this process (None: cannot be opened here), by path.
 _views: dict[str, memoryview | None] = {}
 
 
-def _view(path: str) -> memoryview | None:
-    try:
-        return _views[path]
-    except KeyError:
-        pass
+def _view(ticket: Ticket) -> memoryview | None:
+    view = _views.get(ticket.path)
+    if view is not None and view[0] == ticket.board:
+        return view
+    if view is None and ticket.path in _views:
+        return None
     board = _board
-    view: memoryview | None = None
-    if board is not None and board.path == path:
-        view = board.view  # a task run in the process that sent it (a thread pool)
+    if board is not None and board.id == ticket.board:
+        view = board.view  # a task run by the process that sent it (an in-process pool)
     else:
         try:
-            with open(path, "rb") as file:
-                view = memoryview(mmap.mmap(file.fileno(), 8 * SLOTS, access=mmap.ACCESS_READ))
-            view = view.cast("q")
+            with open(ticket.path, "rb") as file:
+                mapped = mmap.mmap(file.fileno(), _SIZE, access=mmap.ACCESS_READ)
+            view = memoryview(mapped).cast("q")
         except (OSError, ValueError):
             view = None
+        if view is not None and view[0] != ticket.board:
+            view = None  # another board at that path now (its process ended)
     with _lock:
         if len(_views) >= 64:
             _views.pop(next(iter(_views)))
-        _views[path] = view
+        _views[ticket.path] = view
     return view
