@@ -691,3 +691,222 @@ def test_threads_agree(modules: Modules) -> None:
 def test_function_values_fingerprint_by_code_identity() -> None:
     assert fingerprint(make_scaler(2)) == fingerprint(make_scaler(2))
     assert fingerprint(make_scaler(2)) != fingerprint(make_scaler(5))
+
+
+# -- comments, docstrings and formatting do not count -------------------------------------
+
+EDITABLE = '''
+import PFX_lib as lib
+
+LIMIT = {limit}
+
+class Scaler:
+    """{class_doc}"""
+
+    factor = 2
+
+    def apply(self, v):
+        {method_comment}
+        return v * self.factor
+
+
+def helper(v):
+    return v {helper_op}
+
+
+def my_node(x, y={default}):
+    """{doc}"""
+    {comment}
+    total = helper(x) + lib.shift(y)
+    return [v for v in range(total) if v > LIMIT] + [Scaler().apply(x)]
+'''
+
+REFORMATTED = """
+import PFX_lib as lib
+LIMIT = {limit}
+class Scaler:
+    factor = 2
+    def apply(self, v): return v * self.factor
+def helper(v): return v {helper_op}
+def my_node(
+    x,
+    y={default},
+):
+    total = (
+        helper(x)
+        + lib.shift(
+            y,
+        )
+    )
+
+
+    return [
+        v
+        for v in range(total)
+        if v > LIMIT
+    ] + [Scaler().apply(x)]
+"""
+
+LIB = """
+def shift(v):
+    return v {lib_op}
+"""
+
+EDIT_DEFAULTS = {
+    "limit": "3",
+    "class_doc": "Scales.",
+    "method_comment": "# multiply",
+    "helper_op": "+ 1",
+    "default": "2",
+    "doc": "Adds things.",
+    "comment": "# a comment",
+    "lib_op": "- 1",
+}
+
+
+def build_editable(modules: Modules, template: str = EDITABLE, **edits: str) -> Any:
+    fields = {**EDIT_DEFAULTS, **edits}
+    modules.write("lib", LIB.format(**fields))
+    modules.write("editable", template.format(**fields))
+    _, mod = modules.load("lib", "editable")
+    return mod.my_node
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"comment": "# another comment, longer"},
+        {"doc": "Adds things, and says so in a docstring\n    that now spans two lines."},
+        {"class_doc": "Another class docstring."},
+        {"method_comment": ""},
+    ],
+    ids=["comment", "docstring", "class-docstring", "method-comment"],
+)
+def test_comments_and_docstrings_keep_the_identity(modules: Modules, edit: dict[str, str]) -> None:
+    before = code_identity(build_editable(modules))
+    assert code_identity(build_editable(modules, **edit)) == before
+
+
+def test_reformatting_keeps_the_identity(modules: Modules) -> None:
+    before = code_identity(build_editable(modules))
+    assert code_identity(build_editable(modules, REFORMATTED)) == before
+    moved = EDITABLE.replace("LIMIT = {limit}", "\n\n\nLIMIT = {limit}  # moved down\n\n")
+    assert code_identity(build_editable(modules, moved)) == before
+
+
+def test_a_docstring_removed_or_added_keeps_the_identity(modules: Modules) -> None:
+    before = code_identity(build_editable(modules))
+    without = EDITABLE.replace('    """{doc}"""\n', "").replace('    """{class_doc}"""\n', "")
+    assert code_identity(build_editable(modules, without)) == before
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"default": "3"},
+        {"limit": "4"},
+        {"helper_op": "+ 2"},
+        {"lib_op": "- 2"},
+        {"method_comment": "v = v + 1"},
+    ],
+    ids=["default", "constant", "helper", "helper-in-another-module", "method-body"],
+)
+def test_real_edits_change_the_identity(modules: Modules, edit: dict[str, str]) -> None:
+    before = code_identity(build_editable(modules))
+    assert code_identity(build_editable(modules, **edit)) != before
+    if "method_comment" not in edit:  # (REFORMATTED has no slot for that one)
+        # ... also when the edit comes with a reformatting of everything else
+        assert code_identity(build_editable(modules, REFORMATTED, **edit)) != before
+
+
+def test_a_string_constant_that_is_not_a_docstring_counts(modules: Modules) -> None:
+    before = code_identity(build_editable(modules))
+    edited = EDITABLE.replace("    {comment}\n", '    {comment}\n    x = x or "fallback"\n')
+    changed = code_identity(build_editable(modules, edited))
+    assert changed != before
+    other = edited.replace('"fallback"', '"other"')
+    assert code_identity(build_editable(modules, other)) != changed
+
+
+def test_lambdas_ignore_comments_too(modules: Modules) -> None:
+    source = """
+    steps = dict(
+        double=lambda v: v * {factor},  {comment}
+    )
+    """
+    modules.write("lam", source.format(factor=2, comment="# twice"))
+    (mod,) = modules.load("lam")
+    before = code_identity(mod.steps["double"])
+    modules.write("lam", source.format(factor=2, comment="# two times"))
+    (mod,) = modules.load("lam")
+    assert code_identity(mod.steps["double"]) == before
+    modules.write("lam", source.format(factor=3, comment="# thrice"))
+    (mod,) = modules.load("lam")
+    assert code_identity(mod.steps["double"]) != before
+
+
+def test_normalized_source_drops_layout_but_not_code() -> None:
+    from hypernodes.cache._normalize import normalized_source
+
+    a = normalized_source('def f(x):\n    """Doc."""\n    # c\n    return x + 1\n')
+    b = normalized_source("def f(x): return (x\n    + 1)\n")
+    assert a == b
+    assert normalized_source("def f(x): return x + 2\n") != a
+    # Indented fragments (methods) and fragments that do not parse alone (lambdas).
+    assert normalized_source("    def m(self):\n        return 1\n") == normalized_source(
+        "def m(self):\n    # one\n    return 1\n"
+    )
+    assert normalized_source("    key=lambda v: v,  # c\n") == normalized_source(
+        "    key=lambda v:   v,\n"
+    )
+
+
+NODE_MODULE = '''
+from hypernodes import node
+import PFX_lib as lib
+
+SCALE = {limit}
+calls = []
+
+
+def helper(v):
+    return v {helper_op}
+
+
+@node(output_name="a")
+def first(x, y={default}):
+    """{doc}"""
+    {comment}
+    calls.append("first")
+    return helper(x) * SCALE + y
+
+
+@node(output_name="b")
+def second(a):
+    calls.append("second")
+    return lib.shift(a)
+'''
+
+
+def test_a_disk_cache_run_hits_after_comment_and_docstring_edits(
+    modules: Modules, tmp_path: Path
+) -> None:
+    from hypernodes import DiskCache, Pipeline
+
+    def run(**edits: str) -> tuple[Any, list[str]]:
+        fields = {**EDIT_DEFAULTS, **edits}
+        modules.write("lib", LIB.format(**fields))
+        modules.write("pnodes", NODE_MODULE.format(**fields))
+        _, mod = modules.load("lib", "pnodes")
+        store = DiskCache(tmp_path / "cache")
+        result = Pipeline([mod.first, mod.second], cache=store).run({"x": 5})
+        store.flush()
+        return result, list(mod.calls)
+
+    assert run() == ({"a": 20, "b": 19}, ["first", "second"])
+    assert run(comment="# explained", doc="Now documented.") == ({"a": 20, "b": 19}, [])
+    assert run(default="3") == ({"a": 21, "b": 20}, ["first", "second"])  # a default
+    assert run(default="3", limit="4")[1] == ["first", "second"]  # a constant
+    assert run(default="3", limit="4", helper_op="+ 2")[1] == ["first", "second"]  # a helper
+    assert run(default="3", limit="4", helper_op="+ 2", lib_op="- 3")[1] == ["second"]
+    assert run(default="3", limit="4", helper_op="+ 2", lib_op="- 3", comment="# x")[1] == []

@@ -20,6 +20,7 @@ from typing import Any
 
 from ._encoding import qualname
 from ._hashing import digest128
+from ._normalize import normalized_instructions, normalized_source
 from .fingerprint import fingerprint_digest
 
 __all__ = [
@@ -60,15 +61,16 @@ def _source(code: types.CodeType) -> str | None:
     return "".join(lines)
 
 
+def _const(value: Any) -> Any:
+    return (b"code", _bytecode(value)) if isinstance(value, types.CodeType) else value
+
+
 def _bytecode(code: types.CodeType) -> bytes:
-    """Everything that decides behaviour; nothing positional (file, line numbers)."""
-    consts = tuple(
-        (b"code", _bytecode(c)) if isinstance(c, types.CodeType) else c for c in code.co_consts
-    )
+    """Everything that decides behaviour; nothing positional (file, line numbers, the
+    placeholders and offsets that follow them) and no docstring (see ``_normalize``)."""
     return fingerprint_digest(
         (
-            code.co_code,
-            consts,
+            normalized_instructions(code, _const),
             code.co_names,
             code.co_varnames,
             code.co_freevars,
@@ -77,14 +79,14 @@ def _bytecode(code: types.CodeType) -> bytes:
             code.co_posonlyargcount,
             code.co_kwonlyargcount,
             code.co_flags,
-            getattr(code, "co_exceptiontable", b""),
             code.co_name,
         )
     )
 
 
 def code_digest(code: types.CodeType) -> bytes:
-    """The digest of a code object's source (when it can be found) and its bytecode.
+    """The digest of a code object's source (when it can be found) and its bytecode,
+    both without comments, docstrings, blank lines or formatting (see ``_normalize``).
 
     Both count: the source so that an edit is seen even where bytecode would not differ
     (it always differs when behaviour does), the bytecode so that a file edited on disk
@@ -94,8 +96,9 @@ def code_digest(code: types.CodeType) -> bytes:
     if hit is not None and hit[0] is code:
         return hit[1]
     source = _source(code)
+    text = normalized_source(source) if source is not None else None
     digest = digest128(
-        (b"S" + source.encode("utf-8", "surrogatepass") if source is not None else b"-")
+        (b"S" + text.encode("utf-8", "surrogatepass") if text is not None else b"-")
         + _bytecode(code)
     )
     _remember(_CODE_DIGESTS, code, digest)
@@ -246,7 +249,8 @@ def library_ref(obj: Any) -> bytes:
 
 
 def class_source_digest(cls: type) -> bytes:
-    """The digest of a class's source (``b"-"`` when it cannot be found), cached."""
+    """The digest of a class's source without comments, docstrings or formatting
+    (``b"-"`` when it cannot be found), cached."""
     hit = _SOURCES.get(id(cls))
     if hit is not None and hit[0]() is cls:
         return hit[1]
@@ -255,7 +259,7 @@ def class_source_digest(cls: type) -> bytes:
     except (OSError, TypeError, IndexError):
         digest = b"-"
     else:
-        digest = digest128(source.encode("utf-8", "surrogatepass"))
+        digest = digest128(normalized_source(source).encode("utf-8", "surrogatepass"))
     key, pop = id(cls), _SOURCES.pop  # bound now: module globals vanish at shutdown
 
     def forget(_: object) -> None:

@@ -35,7 +35,15 @@ ABSENT: Any = object()
 """A name that is not bound, or a closure cell that is empty."""
 
 _CLASS_SKIP = frozenset(
-    {"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__annotations__"}
+    {
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__qualname__",
+        "__doc__",
+        "__annotations__",
+        "__firstlineno__",  # Python 3.13: where the class starts, a line number
+    }
 )
 _DESCRIPTORS = (
     types.MethodDescriptorType,

@@ -1,6 +1,7 @@
 """Code identity: a digest of what a callable does, covering the user code it reaches.
 
-``code_identity(func)`` hashes the function's source and bytecode, its default values,
+``code_identity(func)`` hashes the function's source and bytecode (without comments,
+docstrings, blank lines or formatting: see ``_normalize.py``), its default values,
 and, followed transitively, the functions, classes and values it refers to by name:
 module-level ones by global name (``helper(...)``, ``helpers.scale(...)``, ``from .helpers
 import scale`` inside the body) and closure variables, by one rule for both:
