@@ -212,10 +212,30 @@ async def map_remote(
     executor = lane.executor
     assert executor is not None
     bundle: Any = Shipped((pipeline.stripped(), exp.shared))
-    # Executors that can place data on their workers once (Dask's scatter) say so.
+    # Executors that can place data on their workers once (Dask's scatter, Ray's object
+    # store, a local file for our process pool) say so; those whose placements end with
+    # the map (``hypernodes_release``) get them back when it ends, however it ends.
     share = getattr(executor, "hypernodes_share", None)
-    if callable(share):
-        bundle = share(bundle)
+    if not callable(share):
+        return await _map_shipped(pipeline, plan, exp, base, scope, lane, bundle)
+    handle = share(bundle)
+    try:
+        return await _map_shipped(pipeline, plan, exp, base, scope, lane, handle)
+    finally:
+        release = getattr(executor, "hypernodes_release", None)
+        if callable(release):
+            release(handle)
+
+
+async def _map_shipped(
+    pipeline: Pipeline,
+    plan: Plan,
+    exp: Expansion,
+    base: dict[Any, Any],
+    scope: Scope,
+    lane: Lane,
+    bundle: Any,
+) -> list[dict[str, Any]]:
     names = exp.names
     steps = plan.steps
     d = scope.callbacks

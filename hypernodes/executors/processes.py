@@ -15,6 +15,8 @@
   break the engine for good.
 - Workers exit when this process dies, however it dies (SIGKILL included): each waits on
   its parent's sentinel, so no worker, and then no resource tracker, is left behind.
+- A map's big bundle (pipeline and shared inputs) is stored once on the machine for the
+  workers to read (``hypernodes_share``, see ``depot``), not sent with every item.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
+
+from .depot import Depot, Stored
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -110,7 +114,8 @@ class ProcessPool(concurrent.futures.Executor):
         self._current: list[_Generation] = []
         self._tokens = itertools.count(1)
         self._shutdown = False
-        self._finalizer = weakref.finalize(self, _close_all, self._current)
+        self.depot = Depot()
+        self._finalizer = weakref.finalize(self, _close_all, self._current, self.depot)
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
@@ -148,11 +153,32 @@ class ProcessPool(concurrent.futures.Executor):
             self._current.clear()
         for generation in generations:
             generation.close(wait=wait, cancel_futures=cancel_futures)
+        self.depot.close()
+
+    def hypernodes_share(self, obj: object) -> Any:
+        """Store a big shipped ``obj`` once for the workers; a small handle stands in for it.
+
+        Every worker, a replacement for one that died included, reads it at its first
+        call that passes the handle. Each handle must be given back to
+        ``hypernodes_release`` when the calls using it are over. ``obj`` itself comes back
+        when it is small, or cannot be stored here (it then travels with each call).
+        """
+        digest, blob = getattr(obj, "digest", None), getattr(obj, "blob", None)
+        if not isinstance(digest, bytes) or not isinstance(blob, bytes):
+            return obj
+        stored = self.depot.put(digest, blob)
+        return obj if stored is None else stored
+
+    def hypernodes_release(self, handle: object) -> None:
+        """Give back a handle from ``hypernodes_share`` (its file closes with the last)."""
+        if isinstance(handle, Stored):
+            self.depot.release(handle)
 
 
-def _close_all(generations: list[_Generation]) -> None:
+def _close_all(generations: list[_Generation], depot: Depot) -> None:
     for generation in generations:
         generation.close(wait=False, cancel_futures=True)
+    depot.close()
 
 
 class _Generation:

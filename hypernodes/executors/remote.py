@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -19,6 +18,7 @@ from typing import Any, NoReturn
 import cloudpickle
 
 from ..errors import NodeError, PathFrame
+from .depot import Stored, cached, keep
 from .halting import check_enclosing
 from .processes import tracked
 from .worker_tracebacks import Part, capture, remember, render
@@ -34,12 +34,14 @@ __all__ = [
 ]
 
 _CACHE_LIMIT = 256
-_loaded: dict[bytes, Any] = {}
-_loaded_lock = threading.Lock()
 
 
 class Shipped:
-    """A cloudpickled object with a digest, unpickled at most once per worker process."""
+    """A cloudpickled object with a digest, unpickled at most once per worker process.
+
+    A pool that can leave it once on the machine for its workers (a ``ProcessPool``, see
+    ``depot``) sends a ``Stored`` handle in its place, which loads the same way.
+    """
 
     __slots__ = ("blob", "digest")
 
@@ -49,14 +51,10 @@ class Shipped:
 
     def load(self) -> Any:
         """The original object (cached in this process by digest)."""
-        with _loaded_lock:
-            obj = _loaded.get(self.digest)
+        obj = cached(self.digest)
         if obj is None:
             obj = cloudpickle.loads(self.blob)
-            with _loaded_lock:
-                if len(_loaded) >= _CACHE_LIMIT:
-                    _loaded.pop(next(iter(_loaded)))
-                _loaded[self.digest] = obj
+            keep(self.digest, obj, len(self.blob))
         return obj
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -221,15 +219,15 @@ def unwrap(parcel: Parcel) -> Any:
 
 
 def run_shipped_item(
-    bundle: Shipped,
+    bundle: Shipped | Stored,
     mapped: Parcel,
     output_name: tuple[str, ...] | None,
     observe: bool = False,
 ) -> Parcel:
     """Run one map item's whole sub-run in a worker.
 
-    ``bundle`` is the shipped ``(pipeline, shared inputs)`` pair, unpickled once per
-    worker; ``mapped`` holds this item's own values (and any cached values the
+    ``bundle`` is the shipped ``(pipeline, shared inputs)`` pair (or the handle of its
+    copy stored on this machine), unpickled once per worker; ``mapped`` holds this item's own values (and any cached values the
     orchestrator already has). The sub-run is sequential inside the worker (nested maps
     too), so a worker never waits on another worker: the pool's size bounds the work, at
     any nesting depth.
@@ -239,7 +237,7 @@ def run_shipped_item(
         ``records`` are the node events to replay on the orchestrator (see ``Recorder``).
         Failures come back as a ``RemoteFailure``.
     """
-    from ..bridge import run_sync
+    from ..bridge import run_sync  # deferred: only workers running an item need a loop
 
     pipe, shared = bundle.load()
     inputs = {**shared, **mapped.value}
@@ -265,7 +263,7 @@ def run_shipped_item(
 _marked_pipelines: dict[bytes, Any] = {}
 
 
-def _marked(bundle: Shipped, pipe: Any) -> Any:
+def _marked(bundle: Shipped | Stored, pipe: Any) -> Any:
     """``pipe`` noting on the pool's board which of its nodes runs (made once per bundle)."""
     marked = _marked_pipelines.get(bundle.digest)
     if marked is None:
@@ -285,7 +283,7 @@ def worker_engine() -> Any:
     """The sequential ``HyperNodesEngine`` that runs shipped sub-runs in this worker."""
     global _engine
     if _engine is None:
-        from ..engines.hypernodes import HyperNodesEngine
+        from ..engines.hypernodes import HyperNodesEngine  # deferred: engines import us
 
         _engine = HyperNodesEngine()
     return _engine

@@ -1,0 +1,188 @@
+"""What a ``"parallel"`` map sends to its workers, counted rather than timed.
+
+A big bundle (pipeline and shared inputs) is stored once on the machine and read once per
+worker, a worker that replaced a killed one included, and the file goes with the map.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypernodes import HyperNodesEngine, NodeError, Pipeline, WorkerLostError, node
+from hypernodes.executors import depot as depot_module
+from hypernodes.executors.depot import Depot, Stored
+from hypernodes.executors.processes import ProcessPool
+from hypernodes.executors.remote import Shipped
+
+BIG = 2 * depot_module.STORE_AT_LEAST  # a shared input big enough to be stored
+
+
+def _blob(seed: int = 0) -> bytes:
+    return bytes((seed + k) % 251 for k in range(BIG))
+
+
+@node(output_name="seen")
+def where(x: int, blob: bytes) -> tuple[int, int, int]:
+    """The worker's pid, how many stored bundles it has read, and a value of the item."""
+    return os.getpid(), depot_module.reads(), x + blob[x]
+
+
+@pytest.fixture
+def engine() -> Iterator[HyperNodesEngine]:
+    made = HyperNodesEngine(map_executor="parallel", max_workers=2)
+    yield made
+    made.close()
+
+
+def _pool(engine: HyperNodesEngine) -> ProcessPool:
+    pool = engine.lanes[1].executor
+    assert isinstance(pool, ProcessPool)
+    return pool
+
+
+def _reads_per_worker(seen: list[tuple[int, int, int]]) -> dict[int, int]:
+    per: dict[int, int] = {}
+    for pid, reads, _ in seen:
+        per[pid] = max(per.get(pid, 0), reads)
+    return per
+
+
+def test_a_big_shared_input_is_stored_once_and_read_once_per_worker(
+    engine: HyperNodesEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pickled: list[int] = []
+    reduce = Shipped.__reduce__
+
+    def counting(self: Shipped) -> tuple[Any, ...]:
+        pickled.append(len(self.blob))
+        return reduce(self)
+
+    monkeypatch.setattr(Shipped, "__reduce__", counting)
+    blob = _blob()
+    pipeline = Pipeline([where], engine=engine, name="p")
+    out = pipeline.map({"x": list(range(40)), "blob": blob}, "x")
+    seen = [r["seen"] for r in out]
+    assert [v for _, _, v in seen] == [x + blob[x] for x in range(40)]
+    pool = _pool(engine)
+    assert pool.depot.writes == 1  # one file for the whole map
+    assert pickled == []  # the bundle itself never went down the pipe
+    per = _reads_per_worker(seen)
+    assert 1 <= len(per) <= 2
+    assert set(per.values()) == {1}  # each worker read it once
+    assert pool.depot.stored == 0  # the file went with the map
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("hypernodes-bundle-")]
+
+
+def test_a_small_bundle_travels_with_its_tasks(engine: HyperNodesEngine) -> None:
+    pipeline = Pipeline([where], engine=engine)
+    out = pipeline.map({"x": [0, 1, 2], "blob": b"abc"}, "x")
+    assert [r["seen"][2] for r in out] == [97, 99, 101]
+    assert _pool(engine).depot.writes == 0
+
+
+def test_a_worker_replacing_a_killed_one_reads_the_bundle(
+    engine: HyperNodesEngine, tmp_path: Path
+) -> None:
+    @node(output_name="seen")
+    def kill_at_3(x: int, blob: bytes) -> tuple[int, int, int]:
+        if x == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return os.getpid(), depot_module.reads(), x + blob[x]
+
+    blob = _blob(1)
+    pipeline = Pipeline([kill_at_3], engine=engine, name="k")
+    with pytest.raises(WorkerLostError) as info:
+        pipeline.map({"x": list(range(6)), "blob": blob}, "x")
+    assert (info.value.node, info.value.item_index) == ("kill_at_3", 3)
+    pool = _pool(engine)
+    assert pool.depot.stored == 0
+    # The next map runs on fresh workers: each reads the stored bundle, once.
+    out = pipeline.map({"x": [0, 1, 2, 4, 5], "blob": blob}, "x")
+    seen = [r["seen"] for r in out]
+    assert [v for _, _, v in seen] == [x + blob[x] for x in (0, 1, 2, 4, 5)]
+    assert set(_reads_per_worker(seen).values()) == {1}
+    assert pool.depot.writes == 2
+
+
+def test_concurrent_maps_each_get_their_own_bundle(engine: HyperNodesEngine) -> None:
+    pipeline = Pipeline([where], engine=engine)
+    blobs = [_blob(k) for k in range(3)]
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            out = pipeline.map({"x": list(range(20)), "blob": blobs[k]}, "x")
+            results[k] = [r["seen"][2] for r in out]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for k, blob in enumerate(blobs):
+        assert results[k] == [x + blob[x] for x in range(20)]
+    assert _pool(engine).depot.stored == 0
+
+
+def test_a_nested_parallel_map_shares_its_bundle_too(engine: HyperNodesEngine) -> None:
+    inner = Pipeline([where], engine=engine, name="inner")
+    outer = inner.as_node(map_over="x", name="mapped")
+    blob = _blob(2)
+    result = Pipeline([outer], engine=engine).run({"x": [1, 2, 3], "blob": blob})
+    assert [v for _, _, v in result["seen"]] == [x + blob[x] for x in (1, 2, 3)]
+    assert _pool(engine).depot.writes == 1
+    assert _pool(engine).depot.stored == 0
+
+
+def test_a_depot_shares_a_file_by_digest_until_the_last_release() -> None:
+    depot = Depot()
+    shipped = Shipped(_blob())
+    first = depot.put(shipped.digest, shipped.blob)
+    second = depot.put(shipped.digest, shipped.blob)
+    assert first is not None and first is second
+    assert (depot.writes, depot.stored) == (1, 1)
+    assert first.load() == _blob()
+    depot.release(first)
+    assert depot.stored == 1
+    depot.release(second)
+    assert depot.stored == 0
+    assert depot.put(b"d" * 16, b"small") is None  # sent inline instead
+
+
+def test_a_stored_handle_whose_file_is_gone_says_so() -> None:
+    handle = Stored(b"0" * 16, "/nonexistent/hypernodes-bundle", BIG)
+    with pytest.raises(RuntimeError, match="could not read the map's pipeline"):
+        handle.load()
+
+
+def test_a_stored_handle_never_reads_another_file_at_its_path(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_bytes(b"x" * (16 + BIG))  # the right size, another object
+    handle = Stored(b"0" * 16, str(other), BIG)
+    with pytest.raises(RuntimeError, match="holds something else now"):
+        handle.load()
+
+
+def test_a_map_failure_in_a_worker_still_releases_the_file(engine: HyperNodesEngine) -> None:
+    @node(output_name="y")
+    def fails_at_2(x: int, blob: bytes) -> int:
+        if x == 2:
+            raise ValueError("no 2")
+        return x
+
+    pipeline = Pipeline([fails_at_2], engine=engine, name="f")
+    with pytest.raises(NodeError) as info:
+        pipeline.map({"x": list(range(5)), "blob": _blob()}, "x")
+    assert info.value.item_index == 2
+    assert _pool(engine).depot.stored == 0
