@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .cache.base import Cache
 from .errors import ConfigError
 
 __all__ = [
@@ -123,8 +124,6 @@ def check_cache(cache: object) -> None:
     Raises:
         TypeError: It is not (with the fix when a class was passed).
     """
-    from .cache.base import Cache
-
     if cache is None or isinstance(cache, Cache):
         return
     hint = ""
@@ -182,7 +181,7 @@ def library_engine() -> Engine:
     if _library_engine is None:
         with _lock:
             if _library_engine is None:
-                from .engines.hypernodes import HyperNodesEngine
+                from .engines.hypernodes import HyperNodesEngine  # deferred: asyncio, and a cycle
 
                 _library_engine = HyperNodesEngine()
                 atexit.register(_library_engine.close)
@@ -221,7 +220,7 @@ def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
         ConfigError: A layer is not a mapping, has an unknown key, or a bad value.
         InvalidExecutorError: An unknown executor alias.
     """
-    from .executors.workers import validate_executor
+    from .executors.workers import validate_executor  # deferred: asyncio, cloudpickle
 
     merged: dict[str, Any] = {}
     for layer in layers:

@@ -170,7 +170,7 @@ def _validate(data: Any, file: Path) -> ConfigFile:
 
 
 def _parse_toml(file: Path) -> dict[str, Any]:
-    import tomllib
+    import tomllib  # deferred: only TOML files need it
 
     try:
         with file.open("rb") as stream:

@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     Raises:
         SystemExit: The argument is not an integer.
     """
+    # deferred: importing the demo's pipeline (tests, notebooks) loads neither the CLI nor asyncio
     from .cli.encode import dumps
     from .engines.hypernodes import HyperNodesEngine
 

@@ -55,7 +55,7 @@ def dumps(key: str, value: object) -> bytes:
         return pickle.dumps(value, protocol=PROTOCOL)
     except Exception as first:  # any failure means "try cloudpickle"
         try:
-            import cloudpickle
+            import cloudpickle  # deferred: heavy; only values pickle refuses need it
 
             data: bytes = cloudpickle.dumps(value, protocol=PROTOCOL)
         except Exception as exc:

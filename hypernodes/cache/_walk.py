@@ -240,7 +240,7 @@ class Walk:
         return bytes(walked) + self.referenced(obj)
 
     def _import(self, f: types.FunctionType, spec: tuple[str, ...]) -> bytes:
-        import importlib.util
+        import importlib.util  # deferred: only functions that import inside their body get here
         import sys
 
         module_name, level = spec[0], int(spec[1])

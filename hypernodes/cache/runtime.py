@@ -19,11 +19,11 @@ import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..plan import VERSION
 from ._hashing import digest128
 from .base import MISSING, Cache, CacheWarning, UnfingerprintableError
 from .code import code_identity
 from .fingerprint import fingerprint
+from .versions import VERSION
 
 if TYPE_CHECKING:
     from ..scheduler import Scope, Step

@@ -28,6 +28,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    from .app import cli
+    from .app import cli  # deferred: after the check above names the missing extra
 
     cli.main(args=list(argv) if argv is not None else None, prog_name="hypernodes")

@@ -288,7 +288,7 @@ Examples:
 @traceback_option
 def inspect_command(target: str, as_json: bool, show_traceback: bool) -> None:
     """Show the inputs (with types and defaults), outputs, nodes and nested pipelines."""
-    from .describe import describe, render
+    from .describe import describe, render  # deferred: only `inspect` needs it
 
     with reporting(show_traceback):
         with restored_sys_path(), stdout_to_stderr():

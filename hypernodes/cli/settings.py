@@ -147,7 +147,7 @@ def choose_cache(
     ``--cache-dir`` always wins; the file's ``cache_dir`` applies only to a pipeline that
     sets no cache of its own.
     """
-    from ..cache import DiskCache
+    from ..cache import DiskCache  # deferred: asyncio and sqlite, only with a cache
 
     if flag_cache_dir is not None:
         return DiskCache(Path(flag_cache_dir).expanduser())
@@ -168,7 +168,7 @@ def with_progress(pipeline: Pipeline, enabled: bool | None) -> bool:
         enabled = _isatty(sys.stderr)
     if not enabled:
         return False
-    from ..progress import ProgressCallback
+    from ..progress import ProgressCallback  # deferred: tqdm or rich, only with bars
 
     pipeline.with_callbacks((*effective_callbacks(pipeline), ProgressCallback()))
     return True

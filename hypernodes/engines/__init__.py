@@ -19,11 +19,11 @@ __all__ = ["DaftEngine", "Engine", "HyperNodesEngine"]
 
 def __getattr__(name: str) -> Any:
     if name == "HyperNodesEngine":
-        from .hypernodes import HyperNodesEngine
+        from .hypernodes import HyperNodesEngine  # deferred: asyncio (see the docstring)
 
         return HyperNodesEngine
     if name == "DaftEngine":
-        from .daft import DaftEngine
+        from .daft import DaftEngine  # deferred: the optional daft extra
 
         return DaftEngine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -95,7 +95,7 @@ class Engine(ABC):
         output_name: OutputName = None,
     ) -> list[dict[str, Any]]:
         """Sync twin of :meth:`amap`."""
-        from ..bridge import run_sync
+        from ..bridge import run_sync  # deferred: asyncio is not needed to define pipelines
 
         return run_sync(self.amap(pipeline, inputs, map_over, map_mode, output_name))
 

@@ -20,11 +20,11 @@ __all__ = ["ALIASES", "AsyncExecutor", "DaskExecutor", "RayExecutor"]
 
 def __getattr__(name: str) -> Any:
     if name == "DaskExecutor":
-        from .dask import DaskExecutor
+        from .dask import DaskExecutor  # deferred: the optional dask extra
 
         return DaskExecutor
     if name == "RayExecutor":
-        from .ray import RayExecutor
+        from .ray import RayExecutor  # deferred: the optional ray extra
 
         return RayExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

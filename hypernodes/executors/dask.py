@@ -61,7 +61,7 @@ def _distributed() -> Any:
 
 
 def _dask_config() -> Any:
-    import dask.config
+    import dask.config  # deferred: the optional dask extra
 
     return dask.config
 
@@ -251,13 +251,13 @@ class DaskExecutor(TrackedExecutor):
 
 
 def _sizeof(obj: object) -> int:
-    from dask.sizeof import sizeof
+    from dask.sizeof import sizeof  # deferred: the optional dask extra
 
     return int(sizeof(obj))
 
 
 def _embed_limit() -> int:
-    from dask.utils import parse_bytes
+    from dask.utils import parse_bytes  # deferred: the optional dask extra
 
     threshold = _dask_config().get("distributed.admin.large-graph-warning-threshold")
     return int(parse_bytes(threshold)) // 2

@@ -284,7 +284,7 @@ def nested_body(node: Any, stripped: Any, observe: bool) -> Callable[..., Corout
         engine = worker_engine()
         pipe, recorder = stripped, None
         if observe:
-            from ..shipping import Recorder
+            from ..shipping import Recorder  # deferred: the map machinery
 
             recorder = Recorder()
             pipe = stripped.stripped().with_callbacks([recorder])

@@ -212,7 +212,7 @@ def iterate(frame: Frame, stop: threading.Event) -> Iterator[dict[str, list[Any]
             if stop.is_set():
                 return
             if not hasattr(part, "to_pydict"):  # the Ray runner yields object references
-                import ray
+                import ray  # deferred: only the Ray runner yields references
 
                 part = ray.get(part)
             yield part.to_pydict()

@@ -242,7 +242,7 @@ def nested_callbacks(node: PipelineNode, outer: Dispatcher | None) -> Dispatcher
 
 
 def _is_native(engine: Any) -> bool:
-    from ..hypernodes import HyperNodesEngine
+    from ..hypernodes import HyperNodesEngine  # deferred: asyncio, to recognise the native engine
 
     return isinstance(engine, HyperNodesEngine)
 

@@ -196,7 +196,7 @@ def _nested_events(
         d.emit(d.on_nested_pipeline_start, context=inner_ctx, node=node, pipeline=node.pipeline)
     records = failed.records if failed is not None else row.get(f"__hn_ev{op.index}")
     if records:
-        from ..shipping import replay
+        from ..shipping import replay  # deferred: the map machinery
 
         replay(records, d, inner_ctx, node.pipeline, {})
     if d.on_nested_pipeline_end:
