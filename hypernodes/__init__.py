@@ -27,10 +27,13 @@ from .errors import (
     NodeError,
     PipelineDefinitionError,
     TargetError,
+    TypeMismatchError,
     UnfingerprintableError,
     UnsupportedNodeError,
     WorkerLostError,
 )
+from .layers.limit import Limit
+from .layers.retry import Retry
 from .nested import PipelineNode
 from .node import Node, node
 from .pipeline import Pipeline
@@ -50,6 +53,7 @@ __all__ = [
     "HyperNodesError",
     "InvalidExecutorError",
     "InvalidInputError",
+    "Limit",
     "MemoryCache",
     "MissingInputError",
     "Node",
@@ -59,7 +63,9 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineNode",
     "ProgressCallback",
+    "Retry",
     "TargetError",
+    "TypeMismatchError",
     "UnfingerprintableError",
     "UnsupportedNodeError",
     "WorkerLostError",

@@ -64,12 +64,13 @@ class PipelineCallback:
     def on_node_start(
         self, *, context: CallbackContext, node: Node, inputs: dict[str, Any]
     ) -> None:
-        """A node is about to run."""
+        """A node is ready and about to run (its attempts may still wait for a ``Limit``
+        or a ``max_concurrent`` slot)."""
 
     def on_node_end(
         self, *, context: CallbackContext, node: Node, outputs: dict[str, Any], duration: float
     ) -> None:
-        """A node finished; ``duration`` is seconds, including retries."""
+        """A node finished; ``duration`` is seconds, including retries and waits."""
 
     def on_node_cached(
         self, *, context: CallbackContext, node: Node, outputs: dict[str, Any]
@@ -80,6 +81,18 @@ class PipelineCallback:
         self, *, context: CallbackContext, node: Node, error: BaseException, duration: float
     ) -> None:
         """A node failed (after its retries); ``error`` is the user's exception."""
+
+    def on_node_retry(
+        self,
+        *,
+        context: CallbackContext,
+        node: Node,
+        attempt: int,
+        error: BaseException,
+        delay: float,
+    ) -> None:
+        """Attempt ``attempt`` (1-based) of a node failed with ``error`` and the node will
+        be attempted again after ``delay`` seconds (see ``Retry``)."""
 
     def on_nested_pipeline_start(
         self, *, context: CallbackContext, node: Node, pipeline: Pipeline
@@ -307,6 +320,7 @@ class Dispatcher:
     on_node_end: list[Callable[..., None]]
     on_node_cached: list[Callable[..., None]]
     on_node_error: list[Callable[..., None]]
+    on_node_retry: list[Callable[..., None]]
     on_nested_pipeline_start: list[Callable[..., None]]
     on_nested_pipeline_end: list[Callable[..., None]]
     on_map_start: list[Callable[..., None]]

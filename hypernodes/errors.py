@@ -3,7 +3,9 @@
 HyperNodesError
 ├── PipelineDefinitionError      (ValueError) a pipeline that cannot be built
 │   ├── DuplicateOutputError     two nodes produce the same output name
-│   └── CycleError               the nodes form a cycle (spelled out)
+│   ├── CycleError               the nodes form a cycle (spelled out)
+│   └── TypeMismatchError        an edge's annotations clash: what one node returns
+│                                cannot be what the next one takes
 ├── MissingInputError            (ValueError) run-time inputs that nobody supplied
 ├── InvalidInputError            (ValueError) unknown inputs, bad map_over values, ...
 ├── InvalidExecutorError         (ValueError) an executor alias or object we cannot use
@@ -49,6 +51,7 @@ __all__ = [
     "PathFrame",
     "PipelineDefinitionError",
     "TargetError",
+    "TypeMismatchError",
     "UnfingerprintableError",
     "UnsupportedNodeError",
     "WorkerLostError",
@@ -106,6 +109,49 @@ class CycleError(PipelineDefinitionError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.cycle, self.via), self.__dict__)
+
+
+class TypeMismatchError(PipelineDefinitionError):
+    """What one node returns cannot be what the node reading it takes (their annotations).
+
+    Raised when a ``Pipeline`` is built (``Pipeline(..., check_types=False)`` skips the
+    check).
+
+    Attributes:
+        producer: The name of the node that returns the value.
+        consumer: The name of the node that takes it.
+        value: The value's name (as the outer pipeline sees it).
+        produced: The type the producer returns it as, as text.
+        expected: The type the consumer takes it as, as text.
+        detail: Where the types were read when they are not plain (a nested pipeline's
+            inner node, a generator, ``map_over``), or ``""``.
+    """
+
+    def __init__(
+        self,
+        producer: str,
+        consumer: str,
+        value: str,
+        produced: str,
+        expected: str,
+        detail: str = "",
+    ) -> None:
+        self.producer = producer
+        self.consumer = consumer
+        self.value = value
+        self.produced = produced
+        self.expected = expected
+        self.detail = detail
+        where = f" ({detail})" if detail else ""
+        super().__init__(
+            f"node {producer!r} returns {value!r} as {produced} but node {consumer!r} takes "
+            f"it as {expected}{where}; make the annotations agree, or build the pipeline with "
+            "Pipeline(..., check_types=False) to skip the check"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.producer, self.consumer, self.value, self.produced, self.expected)
+        return (type(self), (*args, self.detail), self.__dict__)
 
 
 class MissingInputError(HyperNodesError, ValueError):
@@ -176,6 +222,7 @@ class NodeError(HyperNodesError):
         frames: The path from the outermost pipeline to the failing node's pipeline.
         abandoned: ``True`` when the node timed out while running synchronously in a
             worker: it could not be interrupted and keeps running until it returns.
+        attempts: How many attempts of the node ran (1 without retries).
     """
 
     def __init__(
@@ -185,12 +232,14 @@ class NodeError(HyperNodesError):
         *,
         detail: str | None = None,
         abandoned: bool = False,
+        attempts: int = 1,
     ) -> None:
         super().__init__(node)
         self.node = node
         self.frames: tuple[PathFrame, ...] = tuple(frames)
         self.detail = detail
         self.abandoned = abandoned
+        self.attempts = attempts
 
     @property
     def pipeline_path(self) -> tuple[str, ...]:
@@ -230,7 +279,7 @@ class NodeError(HyperNodesError):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_node_error,
-            (self.node, self.frames, self.detail, self.abandoned, self.__cause__),
+            (self.node, self.frames, self.detail, self.abandoned, self.__cause__, self.attempts),
         )
 
 
@@ -240,8 +289,9 @@ def _rebuild_node_error(
     detail: str | None,
     abandoned: bool,
     cause: BaseException | None,
+    attempts: int = 1,
 ) -> NodeError:
-    err = NodeError(node, frames, detail=detail, abandoned=abandoned)
+    err = NodeError(node, frames, detail=detail, abandoned=abandoned, attempts=attempts)
     err.__cause__ = cause
     return err
 
@@ -313,7 +363,12 @@ def _rebuild_worker_lost(
 
 
 def node_failed(
-    node: str, failure: BaseException, *, detail: str | None = None, abandoned: bool = False
+    node: str,
+    failure: BaseException,
+    *,
+    detail: str | None = None,
+    abandoned: bool = False,
+    attempts: int = 1,
 ) -> NodeError:
     """The ``NodeError`` to raise when node ``node`` failed with ``failure``.
 
@@ -323,8 +378,9 @@ def node_failed(
     """
     if isinstance(failure, WorkerLostError) and not failure.node:
         failure.node = node
+        failure.attempts = attempts
         return failure
-    error = NodeError(node, detail=detail, abandoned=abandoned)
+    error = NodeError(node, detail=detail, abandoned=abandoned, attempts=attempts)
     error.__cause__ = failure
     return error
 

@@ -85,7 +85,13 @@ class PipelineNode(Node):
         # inner nodes are still cached one by one.
         self.cache = all(n.cache for n in pipeline.nodes)
         self.retries = 0
+        self.retry = None
         self.timeout = None
+        self.limits = ()
+        # Whether a node inside, at any depth, holds a Limit: a map executor that ships
+        # whole items then runs them from the orchestrator, which grants the attempts.
+        self.limited = any(n.limited for n in pipeline.nodes)
+        self.waits = any(n.waits for n in pipeline.nodes)
         self._narrowed: dict[tuple[str, ...], PipelineNode] = {}
 
     def _check_inputs(self, inner_inputs: Sequence[str]) -> dict[str, str]:
@@ -137,7 +143,7 @@ class PipelineNode(Node):
 
     def _call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call the nested pipeline directly, with outer names; returns outer outputs."""
-        from .bridge import run_sync
+        from .bridge import run_sync  # deferred: asyncio is not needed to define pipelines
         from .config import effective_engine
 
         values = dict(zip(self.inputs, args, strict=False))
@@ -284,7 +290,7 @@ class PipelineNode(Node):
     def cache_for(self, scope: scheduler.Scope) -> Any:
         """The cache runtime of the nested level (the ``as_node`` override, the inner
         pipeline's own cache, or the enclosing level's)."""
-        from .cache.runtime import CacheRuntime
+        from .cache.runtime import CacheRuntime  # deferred: hashing libraries
 
         if self.cache_override is not ...:
             return CacheRuntime.create(self.cache_override)

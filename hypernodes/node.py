@@ -12,6 +12,9 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
+from .layers.limit import Limit, as_limits
+from .layers.retry import Retry, as_retry
+
 __all__ = ["Node", "node"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +48,13 @@ class Node:
         defaults: Parameter defaults; a parameter with a default is an optional input.
         is_async: Whether the node must be awaited (decided once, here).
         cache: Whether the node may be cached.
-        retries: How many times a failed call is retried.
+        retries: How many times a failed call is retried (``retry.max_retries``, or 0).
+        retry: How it is retried (backoff, which errors), or ``None``.
+        limits: The ``Limit`` objects every attempt holds.
+        limited: Whether the node (or, for a nested pipeline, a node inside it) holds a
+            ``Limit``.
+        waits: Whether an attempt may wait on the loop (for a ``Limit`` or a retry's
+            backoff), here or in a node inside.
         timeout: Seconds allowed per attempt, or ``None``.
     """
 
@@ -58,11 +67,15 @@ class Node:
         "func",
         "inputs",
         "is_async",
+        "limited",
+        "limits",
         "name",
         "output_name",
         "outputs",
         "retries",
+        "retry",
         "timeout",
+        "waits",
     )
 
     func: Callable[..., Any]
@@ -74,6 +87,10 @@ class Node:
     is_async: bool
     cache: bool
     retries: int
+    retry: Retry | None
+    limits: tuple[Limit, ...]
+    limited: bool
+    waits: bool
     timeout: float | None
     call_positional: tuple[str, ...]
     call_keyword: tuple[str, ...]
@@ -85,8 +102,9 @@ class Node:
         output_name: str | tuple[str, ...] | list[str] | None = None,
         name: str | None = None,
         cache: bool = True,
-        retries: int = 0,
+        retries: int | Retry = 0,
         timeout: float | None = None,
+        limit: Limit | Sequence[Limit] | None = None,
     ) -> None:
         if isinstance(func, Node):
             func = func.func
@@ -109,9 +127,11 @@ class Node:
         default_output = fname if fname.isidentifier() else self.name
         self.output_name, self.outputs = _normalize_outputs(output_name, default_output)
         self.cache = bool(cache)
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r} for node {self.name!r}")
-        self.retries = retries
+        self.retry = as_retry(retries, self.name)
+        self.retries = self.retry.max_retries if self.retry is not None else 0
+        self.limits = as_limits(limit, self.name)
+        self.limited = bool(self.limits)
+        self.waits = self.limited or (self.retry is not None and self.retry.backoff > 0)
         # `not timeout > 0` (rather than `timeout <= 0`) also rejects NaN.
         if timeout is not None and (
             not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0
@@ -162,8 +182,9 @@ class Node:
             f" {key}={value!r}"
             for key, value, default in (
                 ("cache", self.cache, True),
-                ("retries", self.retries, 0),
+                ("retries", _shown_retry(self.retry), 0),
                 ("timeout", self.timeout, None),
+                ("limit", _shown_limits(self.limits), None),
             )
             if value != default
         )
@@ -183,11 +204,24 @@ class Node:
             "output_name": self.output_name,
             "name": self.name,
             "cache": self.cache,
-            "retries": self.retries,
+            "retries": self.retry or 0,
             "timeout": self.timeout,
+            "limit": self.limits or None,
         }
         options.update(changes)
         return Node(self.func, **options)
+
+
+def _shown_retry(retry: Retry | None) -> int | Retry:
+    if retry is None:
+        return 0
+    return retry.max_retries if retry == Retry(retry.max_retries) else retry
+
+
+def _shown_limits(limits: tuple[Limit, ...]) -> Limit | tuple[Limit, ...] | None:
+    if not limits:
+        return None
+    return limits[0] if len(limits) == 1 else limits
 
 
 def _callable_name(func: Callable[..., Any]) -> str:
@@ -229,8 +263,9 @@ def node(
     output_name: str | tuple[str, ...] | list[str] | None = None,
     name: str | None = None,
     cache: bool = True,
-    retries: int = 0,
+    retries: int | Retry = 0,
     timeout: float | None = None,
+    limit: Limit | Sequence[Limit] | None = None,
 ) -> Callable[[F], Node]: ...
 
 
@@ -241,8 +276,9 @@ def node(
     output_name: str | tuple[str, ...] | list[str] | None = None,
     name: str | None = None,
     cache: bool = True,
-    retries: int = 0,
+    retries: int | Retry = 0,
     timeout: float | None = None,
+    limit: Limit | Sequence[Limit] | None = None,
 ) -> Node | Callable[[Callable[..., Any]], Node]:
     """Turn a function into a pipeline :class:`Node`.
 
@@ -255,8 +291,11 @@ def node(
         output_name: The output name, or a tuple of names to unpack a returned tuple.
         name: The node's name; defaults to the function's name.
         cache: ``False`` keeps this node out of any cache.
-        retries: Retry a failed call this many times.
+        retries: Retry a failed call: ``N`` times at once, or as a :class:`Retry` says
+            (backoff, jitter, which errors).
         timeout: Seconds allowed per attempt.
+        limit: A :class:`Limit` (or a list of them) every attempt holds: a concurrency
+            cap and/or a start rate shared process-wide by every node carrying it.
 
     Returns:
         A ``Node``, or a decorator that makes one.
@@ -264,6 +303,7 @@ def node(
     Raises:
         TypeError: ``func`` is not callable, or takes ``*args`` / ``**kwargs``.
         ValueError: An option is out of range.
+        ConfigError: A bad ``Limit`` or ``Retry`` (a ``ValueError`` too).
     """
     options: dict[str, Any] = {
         "output_name": output_name,
@@ -271,6 +311,7 @@ def node(
         "cache": cache,
         "retries": retries,
         "timeout": timeout,
+        "limit": limit,
     }
     if func is None:
         return lambda f: Node(f, **options)

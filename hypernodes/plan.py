@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .cache.versions import VERSION
 from .errors import NodeError, PathFrame
 from .graph import Graph, Selection
+from .layers.chain import Attempt, compose
 
 if TYPE_CHECKING:
     from .executors.halting import Halt, InlineStop
-    from .executors.remote import Shipped
     from .node import Node
     from .scheduler import Scope
 
@@ -29,10 +30,6 @@ __all__ = [
     "run_plan_sync",
     "run_sync_steps",
 ]
-
-VERSION = "\x00version"
-"""First element of the ``(VERSION, name)`` keys that hold cache versions in a values
-dict (they can never clash with value names, and only outputs are ever collected)."""
 
 
 class NestedRunner(Protocol):
@@ -47,7 +44,7 @@ class Step:
     """One node of a plan, with everything the hot loop needs precomputed."""
 
     __slots__ = (
-        "_shipped",
+        "attempt",
         "call",
         "children",
         "fn",
@@ -82,7 +79,10 @@ class Step:
         # A result stored as is (one output); a nested run returns a tuple of its outputs.
         single = isinstance(node.output_name, str) and self.nested is None
         self.out = node.outputs[0] if single and not self.keep else None
-        self.once = not node.retries and not node.timeout  # a single plain attempt
+        # The per-attempt layers (retry, limit, timeout, placement), or None for a plain
+        # node: a single attempt, its placement alone.
+        self.attempt: Attempt | None = compose(node)
+        self.once = self.attempt is None
         self.simple = not self.is_async and self.nested is None and self.once
         self.gather = _gatherer(names)
         self.call = _caller(self.fn, names)
@@ -94,16 +94,11 @@ class Step:
         # Where the cache runtime finds the versions of the inputs and records the outputs'.
         self.version_slots = tuple((VERSION, n) for n in node.inputs)
         self.output_slots = tuple((VERSION, n) for n in node.outputs if n not in self.keep)
-        self._shipped: Shipped | None = None
 
-    @property
-    def shipped(self) -> Shipped:
-        """The node's callable, cloudpickled once for remote executors."""
-        if self._shipped is None:
-            from .executors.remote import Shipped  # deferred: cloudpickle
-
-            self._shipped = Shipped(self.fn)
-        return self._shipped
+    # Remote lanes cloudpickle ``fn`` themselves, once per function (see
+    # ``executors.workers.shipped_callable``): a plan knows nothing of shipping. Always
+    # ``None``; it goes once no caller passes it to ``Scope.offload`` any more.
+    shipped = None
 
     def store(self, result: Any, values: dict[str, Any]) -> None:
         """Put a node's return value into ``values`` (unpacking tuple outputs)."""
@@ -190,11 +185,26 @@ class Plan:
             ``(False, (step,))`` for any other step.
         roots: Indices of steps whose inputs are all provided.
         simple: Whether every step is a plain sync call (no async, retries, timeout,
-            nesting), so a whole run can be one synchronous call.
+            limits, nesting), so a whole run can be one synchronous call.
         nested: Whether some step runs a nested pipeline.
+        limited: Whether some node, at any depth, holds a ``Limit`` (its attempts must be
+            granted by this process, so whole items are never shipped elsewhere).
+        waits: Whether some node, at any depth, may wait between attempts (a limit, a
+            retry's backoff): a map then lets more items be in flight than it has workers,
+            bounding the attempts instead (waiting items hold no worker).
     """
 
-    __slots__ = ("nested", "optional", "outputs", "roots", "segments", "simple", "steps")
+    __slots__ = (
+        "limited",
+        "nested",
+        "optional",
+        "outputs",
+        "roots",
+        "segments",
+        "simple",
+        "steps",
+        "waits",
+    )
 
     def __init__(
         self,
@@ -225,6 +235,8 @@ class Plan:
         self.roots = tuple(k for k, s in enumerate(steps) if s.n_parents == 0)
         self.simple = all(s.simple for s in steps)
         self.nested = any(s.nested is not None for s in steps)
+        self.limited = any(s.node.limited for s in steps)
+        self.waits = any(s.node.waits for s in steps)
         segments: list[tuple[bool, tuple[Step, ...]]] = []
         run: list[Step] = []
         for s in steps:

@@ -163,6 +163,10 @@ class ProgressCallback(PipelineCallback):
         """Count a failed node."""
         self._level(context).node(failed=True)
 
+    def on_node_retry(self, *, context: CallbackContext, **_: Any) -> None:
+        """Count a retry (shown as ``retries=N`` next to the bar)."""
+        self._level(context).retry()
+
     # -- state ----------------------------------------------------------------------------
 
     def _run(self, context: CallbackContext, pipeline: Pipeline | None) -> _Run:
@@ -222,7 +226,7 @@ def _label_width(pipeline: Pipeline) -> int:
 class _Level:
     """One bar: a pipeline level or a map, with counts aggregated over its runs."""
 
-    __slots__ = ("bar", "cached", "display", "done", "failed", "items", "total")
+    __slots__ = ("bar", "cached", "display", "done", "failed", "items", "retried", "total")
 
     def __init__(self, display: _Display, bar: Any, total: int | None, *, items: bool) -> None:
         self.display = display
@@ -232,6 +236,13 @@ class _Level:
         self.done = 0
         self.cached = 0
         self.failed = 0
+        self.retried = 0
+
+    def retry(self) -> None:
+        """A node of this level (or of an item of this map) failed an attempt and will be
+        attempted again."""
+        self.retried += 1
+        self.display.update(self)
 
     def grow(self, total: int | None) -> None:
         if total is not None:
@@ -263,6 +274,8 @@ class _Level:
         parts = []
         if self.cached:
             parts.append(f"cached={self.cached}")
+        if self.retried:
+            parts.append(f"retries={self.retried}")
         if self.failed:
             parts.append(f"failed={self.failed}")
         return ", ".join(parts)
@@ -317,9 +330,9 @@ class _TqdmDisplay(_Display):
 
     def __init__(self, *, file: TextIO | None, leave: bool, interval: float, mode: str) -> None:
         if mode == "widgets":
-            from tqdm.notebook import tqdm
+            from tqdm.notebook import tqdm  # deferred: the optional tqdm
         else:
-            from tqdm.std import tqdm
+            from tqdm.std import tqdm  # deferred: the optional tqdm
         self.tqdm = tqdm
         self.file: TextIO | io.TextIOBase | None = _NotebookLine() if mode == "compact" else file
         self.leave = leave
@@ -384,7 +397,7 @@ class _RichDisplay(_Display):
     """One rich ``Progress`` per run, a task per bar."""
 
     def __init__(self, *, file: TextIO | None, leave: bool, interval: float) -> None:
-        from rich.console import Console
+        from rich.console import Console  # deferred: the optional rich
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,

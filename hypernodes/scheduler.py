@@ -19,7 +19,6 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from time import perf_counter
 from typing import Any, NoReturn
 
 from .cache.base import MISSING
@@ -28,7 +27,10 @@ from .errors import NodeError, PathFrame, node_failed
 from .executors.halting import Halt, Halted, InlineStop
 from .executors.remote import Shipped
 from .executors.workers import Lane
-from .plan import NestedRunner, Plan, Step, compile_plan, run_plan_sync, run_sync_steps
+from .layers.cache import cached, nested
+from .layers.events import emit_cached, emit_end, emit_error, emit_start, observed
+from .layers.place import place
+from .plan import Plan, Step, compile_plan, run_plan_sync, run_sync_steps
 
 __all__ = [
     "Limiter",
@@ -170,7 +172,7 @@ async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> N
             for step in steps:
                 if stop.over:
                     raise Halted
-                await run_step(step, values, scope, None)
+                await run_step(step, values, scope, scope.limiter)
     except Halted:
         await scope.halt.halted()
 
@@ -281,10 +283,10 @@ def raise_first(
     raise group_error
 
 
-async def run_step(
-    step: Step, values: dict[str, Any], scope: Scope, limiter: asyncio.Semaphore | None
-) -> None:
-    """Run one node: cache lookup, callbacks, retries, timeout, placement, storage.
+async def run_step(step: Step, values: dict[str, Any], scope: Scope, slot: Any) -> None:
+    """Run one node through its layers (see ``hypernodes.layers``): cache, events, then its
+    attempts (retry, limit and the level's ``max_concurrent`` ``slot``, timeout,
+    placement); store its outputs in ``values``.
 
     Raises:
         NodeError: The node failed (or a nested node inside it did).
@@ -293,69 +295,24 @@ async def run_step(
         await scope.halt.halted()
     args = step.gather(values)
     if step.nested is not None:
-        await _run_nested_step(step, step.nested, args, values, scope)
-        return
-    cache = scope.cache
-    key = None
-    if cache is not None and step.node.cache:
-        key, hit = await cache.lookup(step, args, values, scope)
-        if hit is not None:
-            step.store(hit[0], values)
-            _emit_cached(scope, step, values)
-            return
-    # Events fire inside the slot: a node "starts" when it runs, not when it queues.
-    if scope.callbacks is None and step.once:
-        # The common case, one await deep: no events, no retries, no timeout.
+        await nested(step, step.nested, args, values, scope)
+    elif scope.cache is not None and step.node.cache:
+        await cached(step, args, values, scope, slot)
+    elif scope.callbacks is not None or step.attempt is not None:
+        await observed(step, args, values, scope, slot)
+    else:
+        # A plain step with no cache and no events: its placement alone, one await deep
+        # (``layers.events.attempt`` inlined: this is the hot path of every run).
         try:
-            if limiter is None:
-                result = await _once(step, args, scope)
+            if slot is None:
+                result = await place(step, args, scope)
             else:
-                async with limiter:
-                    result = await _once(step, args, scope)
+                async with slot:
+                    result = await place(step, args, scope)
         except Exception as exc:
             error = node_failed(step.name, exc)
             raise error from error.__cause__
         step.store(result, values)
-    elif limiter is None:
-        result = await _run_observed(step, args, values, scope)
-    else:
-        async with limiter:
-            result = await _run_observed(step, args, values, scope)
-    if key is not None:
-        await cache.save(step, key, result, values, scope)
-
-
-def _once(step: Step, args: tuple[Any, ...], scope: Scope) -> Awaitable[Any]:
-    """The awaitable of one plain attempt (no retries, no timeout)."""
-    if step.is_async:
-        return step.fn(*args)  # type: ignore[no-any-return]
-    if scope.inline:
-        return _ready(step.fn(*args))
-    shipped = step.shipped if scope.body.kind == "remote" else None
-    return scope.offload(step.fn, args, shipped, step.name)
-
-
-async def _ready(value: Any) -> Any:
-    return value
-
-
-async def _run_observed(
-    step: Step, args: tuple[Any, ...], values: dict[str, Any], scope: Scope
-) -> Any:
-    d = scope.callbacks
-    if d is None:
-        result = await _invoke(step, args, scope)
-        step.store(result, values)
-        return result
-    started = _emit_start(d, scope, step, args)
-    try:
-        result = await _invoke(step, args, scope)
-        step.store(result, values)
-    except NodeError as err:
-        _emit_error(d, scope, step, err, started)
-        raise
-    _emit_end(d, scope, step, values, started)
-    return result
 
 
 def run_sync_steps_cached(
@@ -421,9 +378,9 @@ def run_sync_steps_observed(
             key, hit = cache.lookup_now(step, values)
             if hit is not None:
                 step.store(hit[0], values)
-                _emit_cached(scope, step, values)
+                emit_cached(scope, step, values)
                 continue
-        started = _emit_start(d, scope, step, None, values) if d is not None else 0.0
+        started = emit_start(d, scope, step, None, values) if d is not None else 0.0
         try:
             try:
                 result = step.call(values)
@@ -432,147 +389,11 @@ def run_sync_steps_observed(
             step.store(result, values)
         except NodeError as err:
             if d is not None:
-                _emit_error(d, scope, step, err, started)
+                emit_error(d, scope, step, err, started)
             raise
         if key is not None and cache is not None:
             cache.save_now(step, key, result)
         if d is not None:
-            _emit_end(d, scope, step, values, started)
+            emit_end(d, scope, step, values, started)
     if stop.over:
         raise Halted
-
-
-def _emit_cached(scope: Scope, step: Step, values: dict[str, Any]) -> None:
-    d = scope.callbacks
-    if d is not None and d.on_node_cached:
-        outputs = {n: values[n] for n in step.outputs}
-        d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outputs)
-
-
-def _emit_start(
-    d: Dispatcher,
-    scope: Scope,
-    step: Step,
-    args: tuple[Any, ...] | None,
-    values: dict[str, Any] | None = None,
-) -> float:
-    if d.on_node_start:
-        if args is None:
-            assert values is not None
-            args = step.gather(values)
-        inputs = dict(zip(step.node.inputs, args, strict=True))
-        d.emit(d.on_node_start, context=scope.context, node=step.node, inputs=inputs)
-    return perf_counter()
-
-
-def _emit_end(
-    d: Dispatcher, scope: Scope, step: Step, values: dict[str, Any], started: float
-) -> None:
-    if d.on_node_end:
-        outputs = {n: values[n] for n in step.outputs}
-        duration = perf_counter() - started
-        d.emit(
-            d.on_node_end, context=scope.context, node=step.node, outputs=outputs, duration=duration
-        )
-
-
-def _emit_error(d: Dispatcher, scope: Scope, step: Step, err: NodeError, started: float) -> None:
-    if d.on_node_error:
-        error = err.__cause__ or err
-        duration = perf_counter() - started
-        d.emit(
-            d.on_node_error, context=scope.context, node=step.node, error=error, duration=duration
-        )
-
-
-async def _run_nested_step(
-    step: Step, nested: NestedRunner, args: tuple[Any, ...], values: dict[str, Any], scope: Scope
-) -> None:
-    # Nested pipelines are coroutines on this loop and never hold a slot: only the nodes
-    # inside them do, so nesting cannot exhaust a limit and deadlock. They are cached as
-    # a whole (unless some node inside may not be cached) and their inner nodes one by
-    # one, by the cache their level uses.
-    cache = nested.cache_for(scope) if step.node.cache else None
-    key = None
-    if cache is not None:
-        key, hit = await cache.lookup(step, args, values, scope)
-        if hit is not None:
-            step.put(hit[0], values)
-            _emit_cached(scope, step, values)
-            return
-    results = await nested.run_nested(args, scope)
-    step.put(results, values)
-    if key is not None and cache is not None:
-        await cache.save(step, key, results, values, scope)
-
-
-async def _invoke(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
-    attempts = step.node.retries + 1
-    for attempt in range(1, attempts + 1):
-        abandoned = False
-        if attempt > 1:
-            await asyncio.sleep(0)  # (a cancel of an inline run is delivered here)
-            if scope.halt.over:
-                await scope.halt.halted()
-        try:
-            return await _attempt(step, args, scope)
-        except _TimedOut as timed_out:
-            failure: BaseException = timed_out.__cause__ or timed_out
-            detail: str | None = str(timed_out)
-            abandoned = isinstance(timed_out, _Abandoned)
-        except Exception as exc:
-            failure, detail = exc, None
-        if attempt < attempts:
-            logger.info(
-                "node %r failed (attempt %d of %d), retrying: %r",
-                step.name,
-                attempt,
-                attempts,
-                failure,
-            )
-            continue
-        error = node_failed(step.name, failure, detail=detail, abandoned=abandoned)
-        if attempts > 1:
-            what = error.detail or f"{type(failure).__name__}: {failure}"
-            error.detail = f"{what} (after {attempts} attempts)"
-        raise error
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-class _TimedOut(Exception):
-    """An async node timed out (it was cancelled); the message says so."""
-
-
-class _Abandoned(_TimedOut):
-    """A sync body timed out in a worker: it cannot be interrupted, so it was abandoned."""
-
-
-async def _attempt(step: Step, args: tuple[Any, ...], scope: Scope) -> Any:
-    timeout = step.node.timeout
-    if step.is_async:
-        if timeout is None:
-            return await step.fn(*args)
-        limit = asyncio.timeout(timeout)
-        try:
-            async with limit:
-                return await step.fn(*args)
-        except TimeoutError as exc:
-            if not limit.expired():
-                raise  # the node's own TimeoutError, not ours
-            raise _TimedOut(f"timed out after {timeout:g} s and was cancelled") from exc
-    if scope.inline and timeout is None:
-        return step.fn(*args)
-    body = scope.body
-    shipped = step.shipped if body.kind == "remote" else None
-    future = scope.offload(step.fn, args, shipped, step.name)
-    if timeout is None:
-        return await future
-    try:
-        return await asyncio.wait_for(future, timeout)
-    except TimeoutError as exc:
-        message = (
-            f"timed out after {timeout:g} s; its sync body cannot be interrupted, so it was "
-            f"abandoned and keeps running in its {body.name} worker until it returns"
-        )
-        logger.warning("node %r %s", step.name, message)
-        raise _Abandoned(message) from exc

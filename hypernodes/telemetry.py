@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised with the extra missin
 
 from . import __version__
 from .callbacks import CallbackContext, PipelineCallback
+from .config import effective_engine
 from .engines.base import Engine
 from .node import Node
 from .pipeline import Pipeline
@@ -171,6 +172,30 @@ class TelemetryCallback(PipelineCallback):
         """Record the error on the node's span and end it."""
         self._end_node(context, node, duration, error)
 
+    def on_node_retry(
+        self,
+        *,
+        context: CallbackContext,
+        node: Node,
+        attempt: int,
+        error: BaseException,
+        delay: float,
+    ) -> None:
+        """Record a failed attempt that will be retried as an event on the node's span."""
+        nodes: dict[str, tuple[Span, Token[Context]]] = context.data.get(self._key + ".nodes", {})
+        entry = nodes.get(node.name)
+        if entry is None:
+            return
+        entry[0].add_event(
+            "retry",
+            {
+                _PREFIX + "attempt": attempt,
+                _PREFIX + "delay": delay,
+                "exception.type": type(error).__qualname__,
+                "exception.message": str(error),
+            },
+        )
+
     def on_node_cached(self, *, context: CallbackContext, node: Node, **_: Any) -> None:
         """A span for a node served from the cache (``hypernodes.cached`` is true)."""
         span = self._tracer().start_span(
@@ -275,8 +300,6 @@ def _level_attributes(context: CallbackContext, executor: str | None = None) -> 
 
 
 def _effective_engine(pipeline: Pipeline) -> Engine:
-    from .config import effective_engine
-
     return effective_engine(pipeline)
 
 

@@ -372,7 +372,9 @@ class HyperNodesEngine(Engine):
         if exp.count == 0:
             return []
         node, lane, _ = self.lanes
-        if lane.kind == "remote":
+        if lane.kind == "remote" and not plan.limited:
+            # (A plan with a Limit runs its items here, shipping each body: this process
+            # grants the attempts, so the bound holds across the workers.)
             return await map_remote(pipeline, plan, exp, base, scope, lane)
         if lane.kind == "sequential" or (scope.inline and holds(lane.executor)):
             item_scope, width = scope, 1
@@ -382,7 +384,14 @@ class HyperNodesEngine(Engine):
             # own, else where the map executor does (its pool, an AsyncExecutor's threads).
             own = node.offload() is not None
             body = scope.body if own else (lane.offload() or scope.body)
-            item_scope = scope.derive(inline=False, body=body)
+            changes: dict[str, Any] = {"inline": False, "body": body}
+            if plan.waits:
+                # Items waiting for a limit or a backoff hold nothing: more of them may be
+                # in flight than the lane is wide, and the lane's width bounds the
+                # attempts instead (a slot per attempt, given back while waiting).
+                changes["limiter"] = scope.limiter or Limiter(width)
+                width = max(4 * width, 32)
+            item_scope = scope.derive(**changes)
         if plan.simple and item_scope.plain and not item_scope.concurrent:
             return await map_plain(plan, exp, base, item_scope, width)
         names = exp.names

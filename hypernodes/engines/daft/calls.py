@@ -16,11 +16,13 @@ import threading
 import traceback
 from collections.abc import Callable, Coroutine
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
 from ...executors.remote import worker_engine
+from ...layers.chain import compose
+from ...layers.chain import failed as failed_step
 
 __all__ = ["SKIP", "Failure", "Hit", "Recorded", "make_call", "nested_body"]
 
@@ -104,8 +106,93 @@ SKIP = _Skip()
 """This row does not need the op (its results come from the cache further down)."""
 
 
-class _Abandoned(Exception):
-    """A sync body outlived its timeout (it cannot be interrupted; it keeps running)."""
+class Timed(float):
+    """A call's duration (seconds), with the retries it made: ``(attempt, error, delay)``
+    per failed attempt, replayed as ``on_node_retry`` by the orchestrator."""
+
+    retries: tuple[tuple[int, BaseException, float], ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_timed, (float(self), _portable(self.retries)))
+
+
+def _timed(seconds: float, retries: tuple[tuple[int, BaseException, float], ...]) -> Timed:
+    timed = Timed(seconds)
+    timed.retries = retries
+    return timed
+
+
+def _portable(
+    retries: tuple[tuple[int, BaseException, float], ...],
+) -> tuple[tuple[int, BaseException, float], ...]:
+    kept = []
+    for attempt, error, delay in retries:
+        try:
+            cloudpickle.dumps(error)
+        except Exception:
+            error = RuntimeError(f"{type(error).__qualname__}: {error}")
+        kept.append((attempt, error, delay))
+    return tuple(kept)
+
+
+class _Never:
+    """The halt of a Daft call: Daft itself stops what it no longer needs."""
+
+    over = False
+
+    async def halted(self) -> None:  # pragma: no cover - never over
+        raise asyncio.CancelledError
+
+
+class _Lane:
+    kind = "threads"
+    name = "DaftEngine thread"
+
+
+class _Retries:
+    """Collects a call's retries (the ``on_node_retry`` of the layers' dispatcher)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, BaseException, float]] = []
+
+    def on_node_retry(
+        self, *, context: Any, node: Any, attempt: int, error: BaseException, delay: float
+    ) -> None:
+        self.seen.append((attempt, error, delay))
+
+    def emit(self, hook: Callable[..., None], **kwargs: Any) -> None:
+        hook(**kwargs)
+
+
+class _Level:
+    """What the step layers read of a level, for one Daft call."""
+
+    __slots__ = ("callbacks",)
+    halt = _Never()
+    context = None
+    inline = False
+    body = _Lane()
+
+    def __init__(self) -> None:
+        self.callbacks = _Retries()
+
+    def offload(self, fn: Callable[..., Any], args: tuple[Any, ...], *_: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(_threads(), lambda: fn(*args))
+
+
+class _Step:
+    """What the step layers read of a step, for one Daft call."""
+
+    __slots__ = ("fn", "is_async", "name", "node")
+
+    def __init__(self, node: Any, fn: Callable[..., Any], is_async: bool) -> None:
+        self.node = node
+        self.name = node.name
+        self.fn = fn
+        self.is_async = is_async
 
 
 _pool_lock = threading.Lock()
@@ -138,8 +225,7 @@ def make_call(
     timing: str | None,
     records: str | None,
     cached: bool,
-    retries: int,
-    timeout: float | None,
+    node: Any,
     raise_errors: bool,
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
     """The row-wise function for one op, called as ``fn(row, *columns[, hit])``.
@@ -159,8 +245,8 @@ def make_call(
         records: For a nested pipeline whose events are replayed, the column for the
             events its run recorded (``body`` then returns ``(result, records)``).
         cached: Whether a hit column follows the input columns.
-        retries: Extra attempts after a failure.
-        timeout: Seconds per attempt (a sync body is abandoned, as on HyperNodesEngine).
+        node: The node whose retry, limit and timeout layers each call goes through (the
+            same layers as on HyperNodesEngine; see ``hypernodes.layers``).
         raise_errors: Raise inside Daft instead of returning a ``Failure`` (lazy frames).
     """
     extra = (timing is not None) + (records is not None)
@@ -195,20 +281,16 @@ def make_call(
             return failure
         return dict.fromkeys(outs, failure)
 
-    async def attempt(args: tuple[Any, ...]) -> Any:
+    chain = compose(node)
+    # (The layers read only these attributes of a step and a level.)
+    step: Any = _Step(node, body, is_async)
+
+    async def attempt(args: tuple[Any, ...], level: _Level) -> Any:
+        if chain is not None:
+            return await chain(step, args, cast(Any, level), None)
         if is_async:
-            if timeout is None:
-                return await body(*args)
-            async with asyncio.timeout(timeout):
-                return await body(*args)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(_threads(), lambda: body(*args))
-        if timeout is None:
-            return await future
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise _Abandoned from exc
+            return await body(*args)
+        return await level.offload(body, args)
 
     async def call(row: int, *columns: Any) -> Any:
         if cached:
@@ -227,25 +309,20 @@ def make_call(
             for i, position in enumerate(layout)
         )
         started = perf_counter()
-        for attempt_no in range(retries + 1):
-            try:
-                result = await attempt(args)
-                break
-            except _Abandoned as exc:
-                if attempt_no < retries:
-                    continue
-                detail = (
-                    f"timed out after {timeout:g} s; its sync body cannot be interrupted, so "
-                    "it was abandoned and keeps running in its worker thread until it returns"
-                )
-                return failed(exc.__cause__, detail, perf_counter() - started, abandoned=True)
-            except Recorded as exc:
-                return failed(exc.error, None, perf_counter() - started, recorded=exc.records)
-            except Exception as exc:
-                if attempt_no < retries:
-                    continue
-                return failed(exc, None, perf_counter() - started)
-        duration = perf_counter() - started
+        level = _Level()
+        try:
+            result = await attempt(args, level)
+        except Recorded as exc:
+            return failed(exc.error, None, perf_counter() - started, recorded=exc.records)
+        except Exception as exc:
+            error = failed_step(name, exc)
+            return failed(
+                error.__cause__,
+                error.detail,
+                _with(perf_counter() - started, level),
+                abandoned=error.abandoned,
+            )
+        duration = _with(perf_counter() - started, level)
         if records is not None:
             result, recorded = result
         if n_outputs > 1:
@@ -266,6 +343,14 @@ def make_call(
     call.__name__ = call.__qualname__ = label
     call.__module__ = "hypernodes:"  # never importable: cloudpickle ships it by value
     return call
+
+
+def _with(seconds: float, level: _Level) -> float:
+    """The duration, carrying the call's retries when it made some."""
+    seen = level.callbacks.seen
+    if not seen:
+        return seconds
+    return _timed(seconds, tuple(seen))
 
 
 def nested_body(node: Any, stripped: Any, observe: bool) -> Callable[..., Coroutine[Any, Any, Any]]:

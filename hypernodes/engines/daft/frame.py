@@ -189,8 +189,7 @@ def _add_op(
         timing=timing,
         records=records,
         cached=hit is not None,
-        retries=node.retries,
-        timeout=node.timeout,
+        node=node,
         raise_errors=raise_errors,
     )
     try:

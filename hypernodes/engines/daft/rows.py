@@ -52,7 +52,14 @@ def node_error(op: Op, failure: Failure, index: int | None) -> NodeError:
             inner = (PathFrame(inner[0].pipeline, op.node.name, inner[0].item), *inner[1:])
         error.frames = (*frames, *inner)
         return error
-    err = NodeError(op.node.name, frames, detail=failure.detail, abandoned=failure.abandoned)
+    attempts = len(getattr(failure.duration, "retries", ())) + 1
+    err = NodeError(
+        op.node.name,
+        frames,
+        detail=failure.detail,
+        abandoned=failure.abandoned,
+        attempts=attempts,
+    )
     err.__cause__ = error
     return err
 
@@ -162,6 +169,11 @@ def _node_events(
     if d.on_node_start:
         inputs = {n: value_of(s, row) for n, s in zip(node.inputs, op.args, strict=True)}
         d.emit(d.on_node_start, context=ctx, node=node, inputs=inputs)
+    if d.on_node_retry:  # (the retries the call made, carried on its duration)
+        for attempt, error, delay in getattr(duration, "retries", ()):
+            d.emit(
+                d.on_node_retry, context=ctx, node=node, attempt=attempt, error=error, delay=delay
+            )
     if failed is not None:
         if d.on_node_error:
             error = user_error(failed.error, node_error(op, failed, None))
