@@ -168,3 +168,26 @@ def test_nested_pipeline_inherits_the_engine(pipeline: Pipeline, engine: HyperNo
         "inner_label": expected(3)["label"],
         "all_scaled": [expected(i)["scaled"] for i in (1, 2, 3)],
     }
+
+
+def test_aliases_are_one_registry_row_each() -> None:
+    from hypernodes.executors import ALIASES
+    from hypernodes.executors.workers import REGISTRY, PoolSet, resolve_lane
+
+    assert tuple(row.name for row in REGISTRY) == ALIASES
+    assert ALIASES == ("sequential", "async", "threaded", "parallel", "dask", "ray")
+    pools = PoolSet(max_workers=3, threads_default=5)
+    try:
+        for row in REGISTRY:
+            if row.name in ("dask", "ray"):
+                continue  # a cluster each: their own test files resolve them
+            lane = resolve_lane(row.name, pools=pools, max_concurrent=7, role="node_executor")
+            assert (lane.kind, lane.name) == (row.lane, row.name)
+            if row.pool is None:
+                assert lane.executor is None
+                assert lane.width == (1 if row.lane == "sequential" else 7)
+            else:
+                assert lane.executor is pools.get(row.pool.kind)
+                assert lane.width == 3  # a pool's size (max_workers), not max_concurrent
+    finally:
+        pools.close()

@@ -60,12 +60,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "hypernodes.progress",
             "hypernodes.telemetry",
             "hypernodes.viz",
+            "hypernodes.models",  # pydantic models of a pipeline's inputs and outputs
             "hypernodes.config_files",
         ),
     ),
     ("command line", ("hypernodes.cli", "hypernodes.__main__")),
     ("demo", ("hypernodes.demo",)),
-    ("public surface", ("hypernodes",)),  # the package's __init__: re-exports only
+    ("public surface", ("hypernodes",)),  # the package's __init__ only: re-exports
 )
 
 CORE_TOP = "engines"  # the highest layer of the core
@@ -108,6 +109,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("hypernodes.pipeline", "hypernodes.viz"): (
         "Pipeline.visualize() is the public door to the optional diagrams; viz loads only "
         "when it is called"
+    ),
+    ("hypernodes.pipeline", "hypernodes.models"): (
+        "Pipeline.input_model()/output_model() are the public doors to the optional pydantic "
+        "models; they load only when called"
     ),
     ("hypernodes.engines", "hypernodes.engines.daft"): (
         "the engines package re-exports DaftEngine on first attribute access (PEP 562 "
@@ -284,7 +289,7 @@ def imports_of(
                         visit(value, deferred)
                     elif isinstance(value, list) and value and isinstance(value[0], ast.AST):
                         for item in value:  # except handlers, match cases, with items
-                            if isinstance(item, ast.excepthandler | ast.match_case):
+                            if isinstance(item, ast.ExceptHandler | ast.match_case):
                                 visit(item.body, deferred)
                             else:
                                 walk_expr(item, deferred)
@@ -317,9 +322,9 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None
     for index, (_, names) in enumerate(LAYERS):
         for name in names:
-            if (module == name or module.startswith(name + ".")) and (
-                best is None or len(name) > best[0]
-            ):
+            # The root package names its own __init__ only: a new module must be placed.
+            under = module == name or ("." in name and module.startswith(name + "."))
+            if under and (best is None or len(name) > best[0]):
                 best = (len(name), index)
     return None if best is None else best[1]
 
@@ -495,6 +500,11 @@ def test_checker_wants_a_reason_for_deferred_imports() -> None:
     pairs = [(Path("fake.py"), imp) for imp in imports_of(source, "hypernodes.node")]
     found = unexplained(pairs)
     assert [f.split(" imports ")[1].split()[0] for f in found] == ["json", "rich", "asyncio"]
+
+
+def test_checker_wants_new_modules_placed() -> None:
+    found = _check("from .unplaced import Model\n", "hypernodes.pipeline")
+    assert len(found) == 1 and "hypernodes.unplaced is in no layer of LAYERS" in found[0]
 
 
 @pytest.mark.parametrize("module", ["hypernodes.cache.x", "hypernodes.executors.y"])

@@ -3,8 +3,10 @@
 A ``Lane`` is resolved from an executor alias or a ``concurrent.futures.Executor``. It
 says how many nodes (or items) may be in flight and sends sync callables to the right
 place: threads for thread-like executors, a pickled payload for everything else (process
-pools, loky, Dask, Ray, unknown executors), so any executor works as is. Pools made for an
-alias belong to a ``PoolSet`` that the engine owns and closes.
+pools, loky, Dask, Ray, unknown executors), so any executor works as is. The aliases are
+one table, ``REGISTRY``: adding an alias is one row (plus, for a new kind of pool, the
+function that makes it). Pools made for an alias belong to a ``PoolSet`` that the engine
+owns and closes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from ..errors import InvalidExecutorError, WorkerLostError
 from .async_executor import AsyncExecutor
@@ -31,20 +33,121 @@ from .tracking import TaskLost
 
 __all__ = [
     "ALIASES",
+    "ExecutorAlias",
     "Lane",
+    "Pool",
     "PoolSet",
+    "REGISTRY",
     "resolve_lane",
     "run_remote",
+    "shipped_callable",
     "spawn_safe_context",
     "submit_from_loop",
     "validate_executor",
 ]
 
-ALIASES = ("sequential", "async", "threaded", "parallel", "dask", "ray")
-
 LaneKind = Literal["sequential", "async", "threads", "remote"]
 
 ExecutorSpec = str | concurrent.futures.Executor
+
+# A pool, and what to call when it is shut down (a cluster to stop), if anything.
+Made = tuple[concurrent.futures.Executor, Callable[[], None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A kind of pool that a ``PoolSet`` makes on first use.
+
+    Attributes:
+        kind: Its key in the ``PoolSet`` (``"threads"``, ``"processes"``, ...).
+        make: Makes the pool for a ``PoolSet`` (its ``max_workers`` and ``address``).
+        size: How many workers the pool of that ``PoolSet`` has, or will have.
+    """
+
+    kind: str
+    make: Callable[[PoolSet], Made]
+    size: Callable[[PoolSet], int]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorAlias:
+    """One executor alias: how its lane proceeds, and the pool that serves it.
+
+    Attributes:
+        name: The alias users write (``"threaded"``).
+        lane: The kind of ``Lane`` it resolves to.
+        pool: The pool its sync bodies go to; ``None`` for none of its own.
+        width: Without a pool, how many nodes or items may be in flight; a concurrent
+            lane takes ``max_concurrent`` instead when it is set. With a pool, the pool's
+            size is the width.
+    """
+
+    name: str
+    lane: LaneKind
+    pool: Pool | None = None
+    width: int = 1
+
+    def resolve(self, pools: PoolSet, max_concurrent: int | None) -> Lane:
+        """This alias's ``Lane``, making its pool if it needs one."""
+        if self.pool is not None:
+            kind = self.pool.kind
+            return Lane(self.lane, pools.get(kind), pools.size(kind), self.name)
+        width = self.width if self.lane == "sequential" else max_concurrent or self.width
+        return Lane(self.lane, None, width, self.name)
+
+
+def _make_threads(pools: PoolSet) -> Made:
+    size = pools.size("threads")
+    return concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="hypernodes"), None
+
+
+def _make_processes(pools: PoolSet) -> Made:
+    return ProcessPool(pools.size("processes"), context=spawn_safe_context()), None
+
+
+def _make_dask(pools: PoolSet) -> Made:
+    from .dask import make_dask_executor  # deferred: the optional dask extra
+
+    return make_dask_executor(pools.address, pools.max_workers)
+
+
+def _make_ray(pools: PoolSet) -> Made:
+    from .ray import make_ray_executor  # deferred: the optional ray extra
+
+    return make_ray_executor(pools.address, pools.max_workers)
+
+
+def _thread_count(pools: PoolSet) -> int:
+    return pools.max_workers or pools.threads_default
+
+
+def _machine_width(pools: PoolSet) -> int:
+    return pools.max_workers or cpu_count()
+
+
+def _cluster_width(kind: str, pools: PoolSet) -> int:
+    # A cluster is sized by its workers, not by this machine.
+    return _distributed_width(pools.get(kind)) or pools.max_workers or cpu_count()
+
+
+REGISTRY: Final[tuple[ExecutorAlias, ...]] = (
+    ExecutorAlias("sequential", "sequential", width=1),
+    ExecutorAlias("async", "async", width=10),
+    ExecutorAlias("threaded", "threads", Pool("threads", _make_threads, _thread_count)),
+    ExecutorAlias("parallel", "remote", Pool("processes", _make_processes, _machine_width)),
+    ExecutorAlias(
+        "dask", "remote", Pool("dask", _make_dask, functools.partial(_cluster_width, "dask"))
+    ),
+    ExecutorAlias(
+        "ray", "remote", Pool("ray", _make_ray, functools.partial(_cluster_width, "ray"))
+    ),
+)
+"""The executor aliases, one row each, in the order error messages list them."""
+
+ALIASES: Final[tuple[str, ...]] = tuple(row.name for row in REGISTRY)
+
+_BY_NAME: Final = {row.name: row for row in REGISTRY}
+_POOLS: Final = {row.pool.kind: row.pool for row in REGISTRY if row.pool is not None}
 
 
 def cpu_count() -> int:
@@ -143,7 +246,7 @@ class Lane:
         assert executor is not None, "a lane without an executor cannot offload"
         label = label or getattr(fn, "__name__", "a call")
         if self.kind == "remote":
-            payload = shipped if shipped is not None else Shipped(fn)
+            payload = shipped if shipped is not None else shipped_callable(fn)
             return _remote(self, payload, args, halt, budget, label)
 
         def start() -> Awaitable[Any]:
@@ -175,6 +278,31 @@ class Lane:
             return run_remote(executor, run_unless_over, halt.ticket(), fn, *args)
 
         return await _gated(self, halt, budget, start, label or fn.__name__)
+
+
+# Callables cloudpickled for remote lanes, once per function object while it lives (a
+# plan's steps keep their functions, so a node is pickled once, not once per call).
+_shipped: weakref.WeakKeyDictionary[Callable[..., Any], Shipped] = weakref.WeakKeyDictionary()
+_shipped_lock = threading.Lock()
+
+
+def shipped_callable(fn: Callable[..., Any]) -> Shipped:
+    """``fn`` cloudpickled for a remote lane: made once per function while it lives.
+
+    A callable that takes no weak reference (or no hash) is pickled on every call.
+
+    Raises:
+        Exception: Whatever cloudpickle raises for an unpicklable ``fn``.
+    """
+    try:
+        found = _shipped.get(fn)
+    except TypeError:
+        return Shipped(fn)
+    if found is None:
+        made = Shipped(fn)
+        with _shipped_lock:
+            found = _shipped.setdefault(fn, made)
+    return found
 
 
 # Calls handed to an executor and not finished, per executor and event loop, are capped at
@@ -416,31 +544,10 @@ class PoolSet:
 
     def size(self, kind: str) -> int:
         """How many workers the pool of ``kind`` has (or will have)."""
-        if kind == "threads":
-            return self.max_workers or self.threads_default
-        if kind in ("dask", "ray"):
-            return _distributed_width(self.get(kind)) or self.max_workers or cpu_count()
-        return self.max_workers or cpu_count()
+        return _POOLS[kind].size(self)
 
-    def _make(self, kind: str) -> tuple[concurrent.futures.Executor, Callable[[], None] | None]:
-        if kind == "threads":
-            return (
-                concurrent.futures.ThreadPoolExecutor(
-                    self.size("threads"), thread_name_prefix="hypernodes"
-                ),
-                None,
-            )
-        if kind == "processes":
-            return ProcessPool(self.size("processes"), context=spawn_safe_context()), None
-        if kind == "dask":
-            from .dask import make_dask_executor
-
-            return make_dask_executor(self.address, self.max_workers)
-        if kind == "ray":
-            from .ray import make_ray_executor
-
-            return make_ray_executor(self.address, self.max_workers)
-        raise AssertionError(kind)
+    def _make(self, kind: str) -> Made:
+        return _POOLS[kind].make(self)
 
     @property
     def created(self) -> dict[str, concurrent.futures.Executor]:
@@ -492,14 +599,7 @@ def resolve_lane(
     """
     validate_executor(spec, role)
     if isinstance(spec, str):
-        if spec == "sequential":
-            return Lane("sequential", None, 1, spec)
-        if spec == "async":
-            return Lane("async", None, max_concurrent or 10, spec)
-        if spec == "threaded":
-            return Lane("threads", pools.get("threads"), pools.size("threads"), spec)
-        kind = {"parallel": "processes", "dask": "dask", "ray": "ray"}[spec]
-        return Lane("remote", pools.get(kind), pools.size(kind), spec)
+        return _BY_NAME[spec].resolve(pools, max_concurrent)
     name = type(spec).__name__
     if isinstance(spec, AsyncExecutor):
         return Lane("async", spec, max_concurrent or spec.max_concurrent, name)
