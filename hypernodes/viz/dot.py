@@ -57,7 +57,7 @@ def to_dot(diagram: Diagram, *, orient: str = "TB") -> str:
 
 def pipe(source: str, fmt: str) -> bytes:
     """Run ``dot`` on ``source``; the picture in format ``fmt`` (svg, png, pdf, ...)."""
-    import graphviz
+    import graphviz  # deferred: optional; dot_available() checks it
 
     data: bytes = graphviz.Source(source).pipe(format=fmt)
     return data
