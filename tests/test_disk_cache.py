@@ -147,13 +147,14 @@ def no_timer(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """(thread id, rows) of every commit."""
     seen: list[tuple[int, int]] = []
-    real = database_module.insert
+    real = database_module.commit_rows
 
-    def insert(conn: sqlite3.Connection, batch: list[Any], now: float) -> None:
-        seen.append((threading.get_ident(), len(batch)))
-        real(conn, batch, now)
+    def commit_rows(conn: sqlite3.Connection, batch: list[Any], *args: Any, **kw: Any) -> Any:
+        if batch:  # (not the commits that only record lookups)
+            seen.append((threading.get_ident(), len(batch)))
+        return real(conn, batch, *args, **kw)
 
-    monkeypatch.setattr(database_module, "insert", insert)
+    monkeypatch.setattr(database_module, "commit_rows", commit_rows)
     return seen
 
 
@@ -1259,7 +1260,7 @@ async def test_aput_stages_on_the_loop_and_commits_in_another_thread(
     cache = DiskCache(tmp_path / "c")
     loop_thread = threading.get_ident()
     opened = spy(database_module.Database, "open_for_writing")
-    committed = spy(database_module, "insert")
+    committed = spy(database_module, "commit_rows")
     await cache.aput(KEY, "first")  # opens the database: in a worker thread
     assert opened and loop_thread not in opened
     staged = spy(database_module.Database, "stage")

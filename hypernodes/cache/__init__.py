@@ -23,6 +23,7 @@ from .code import code_dependencies, code_identity
 from .fingerprint import fingerprint, fingerprint_digest, register_fingerprint
 
 if TYPE_CHECKING:
+    from ._inventory import EntryInfo
     from .disk import DiskCache
     from .memory import MemoryCache
 
@@ -33,6 +34,7 @@ __all__ = [
     "CacheWarning",
     "CacheWriteError",
     "DiskCache",
+    "EntryInfo",
     "MemoryCache",
     "UnfingerprintableError",
     "code_dependencies",
@@ -42,7 +44,7 @@ __all__ = [
     "register_fingerprint",
 ]
 
-_LAZY = {"DiskCache": ".disk", "MemoryCache": ".memory"}
+_LAZY = {"DiskCache": ".disk", "EntryInfo": "._inventory", "MemoryCache": ".memory"}
 
 
 def __getattr__(name: str) -> Any:

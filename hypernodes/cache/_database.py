@@ -24,9 +24,18 @@ import time
 import weakref
 from typing import Any, Final
 
-from ._files import make_private_dir
+from ._files import entry_path, make_private_dir
 from ._known import KnownKeys
-from ._sqlite import SELECT, DatabaseProblem, connect, create_schema, insert, problem, row_key
+from ._sqlite import (
+    SELECT,
+    DatabaseProblem,
+    commit_rows,
+    connect,
+    create_schema,
+    delete_rows,
+    problem,
+    row_key,
+)
 
 __all__ = [
     "FLUSH_DELAY",
@@ -44,8 +53,14 @@ PENDING_LIMIT = 16 << 20
 NOT_FOUND: Final[Any] = object()
 UNKNOWN: Final[Any] = object()
 
-Staged = tuple[bytes | None, str]
-"""An entry waiting to be committed (``None``: it is a file) and its value's type name."""
+Staged = tuple[bytes | None, str, str | None, int]
+"""An entry waiting to be committed (``None``: it is a file), its value's type name, its
+node's name and its size in bytes."""
+
+
+def clock() -> float:
+    """The Unix time entries are stamped with (written, used) and judged by (``ttl``)."""
+    return time.time()
 
 
 class WriteFailed(Exception):
@@ -77,6 +92,9 @@ class Database:
         self._pending: dict[str, Staged] = {}
         self._flushing: dict[str, Staged] = {}  # taken from _pending, being committed
         self._pending_bytes = 0
+        self._touched: dict[str, None] = {}  # row keys looked up since the last commit
+        self.ttl: float | None = None  # the strictest bounds of the stores using it
+        self.max_bytes: int | None = None
         self._timer = False
         self._failure: WriteFailed | None = None
         self._reader: sqlite3.Connection | None = None
@@ -109,8 +127,22 @@ class Database:
         finally:
             self._read_lock.release()
 
-    def find(self, key: str) -> Any:
-        """The entry for ``key``: its bytes, ``None`` when it is a file, or ``NOT_FOUND``.
+    def bound(self, ttl: float | None, max_bytes: int | None) -> None:
+        """Apply a store's bounds (with several stores, the strictest of each): rows
+        older than ``ttl`` seconds are deleted, and the least recently used ones while
+        the entries hold more than ``max_bytes``, by the commits of this process."""
+        with self._lock:
+            if ttl is not None and (self.ttl is None or ttl < self.ttl):
+                self.ttl = ttl
+            if max_bytes is not None and (self.max_bytes is None or max_bytes < self.max_bytes):
+                self.max_bytes = max_bytes
+
+    def find(self, key: str, ttl: float | None = None) -> Any:
+        """The entry for ``key``: its bytes, ``None`` when it is a file, or ``NOT_FOUND``
+        (also when it was written more than ``ttl`` seconds ago).
+
+        With ``max_bytes`` bounding the database, a hit is remembered, and its row marked
+        used by the next commit (in the writer thread: a lookup never writes).
 
         Raises:
             DatabaseProblem: The database cannot be read (damaged, locked too long, ...).
@@ -140,7 +172,28 @@ class Database:
             if row is None:
                 self._known.missed(conn)
                 return NOT_FOUND
+        if ttl is not None and row[1] < clock() - ttl:
+            return NOT_FOUND
+        if self.max_bytes is not None:
+            self._touch(name)
         return row[0]
+
+    def _touch(self, name: str) -> None:
+        with self._lock:
+            self._touched[name] = None
+            start, self._timer = not self._timer, True
+        if start:
+            self._start_timer()
+
+    def _start_timer(self) -> bool:
+        """Start the writer thread; ``False`` when the interpreter is shutting down."""
+        try:
+            threading.Thread(target=self._tick, name="hypernodes-cache", daemon=True).start()
+        except RuntimeError:
+            with self._lock:
+                self._timer = False
+            return False
+        return True
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
@@ -216,8 +269,11 @@ class Database:
         self._writer = None
         self._epoch += 1
 
-    def stage(self, key: str, entry: bytes | None, type_name: str) -> bool:
-        """Stage an entry (``None``: it was written as a file) for the next commit.
+    def stage(
+        self, key: str, entry: bytes | None, type_name: str, node: str | None, size: int
+    ) -> bool:
+        """Stage an entry (``None``: it was written as a file, of ``size`` bytes) for
+        the next commit.
 
         Returns whether so much is staged that the caller should ``flush()`` now.
 
@@ -230,17 +286,12 @@ class Database:
             if failure is not None:
                 self._failure = None
                 raise failure
-            self._pending[key] = (entry, type_name)
+            self._pending[key] = (entry, type_name, node, size)
             self._pending_bytes += 0 if entry is None else len(entry)
             over = self._pending_bytes > PENDING_LIMIT
             start, self._timer = not self._timer, True
-        if start:
-            try:
-                threading.Thread(target=self._tick, name="hypernodes-cache", daemon=True).start()
-            except RuntimeError:  # the interpreter is shutting down: commit right here
-                with self._lock:
-                    self._timer = False
-                return True
+        if start and not self._start_timer():  # shutting down: commit right here
+            return True
         return over
 
     def _tick(self) -> None:
@@ -253,7 +304,7 @@ class Database:
                 if self._dirty:
                     self._checkpoint()
                 with self._lock:
-                    if not self._pending:
+                    if not self._pending and not self._touched:
                         self._timer = False
                         return
         except BaseException:
@@ -280,23 +331,32 @@ class Database:
         with self._write_lock:
             with self._lock:
                 batch = self._pending
-                if not batch:
+                touched = list(self._touched)
+                if not batch and not touched:
                     return
                 self._flushing = batch
                 self._pending = {}
                 self._pending_bytes = 0
+                self._touched = {}
             try:
-                conn = self._prepare(recreate=recreate)
+                if not batch and not os.path.exists(self.path):
+                    return  # only uses to record, in a database removed meanwhile
+                conn = self._prepare(recreate=recreate and bool(batch))
                 if conn is None:
                     return
-                rows = [(row_key(k), e) for k, (e, _) in batch.items()]
-                insert(conn, rows, time.time())
+                rows = [(row_key(k), e, node, size) for k, (e, _, node, size) in batch.items()]
+                files = commit_rows(
+                    conn, rows, touched, clock(), ttl=self.ttl, max_bytes=self.max_bytes
+                )
                 self._dirty = True
                 with self._read_lock:  # before they leave _flushing
-                    self._known.committed([name for name, _ in rows])
+                    self._known.committed([row[0] for row in rows])
+                self.remove_files(files)
             except (sqlite3.Error, DatabaseProblem, OSError) as exc:
+                if not batch:  # only uses were to be recorded: nothing is lost
+                    return
                 why = problem(self.path, exc) if isinstance(exc, sqlite3.Error) else exc
-                key, (_, type_name) = next(iter(batch.items()))
+                key, (_, type_name, _, _) = next(iter(batch.items()))
                 with self._lock:
                     if self._failure is None:
                         self._failure = WriteFailed(len(batch), key, type_name, str(why))
@@ -320,6 +380,44 @@ class Database:
 
     # -- housekeeping -------------------------------------------------------------------
 
+    def delete(self, where: str, params: tuple[object, ...]) -> int:
+        """Commit what is staged, then delete the rows matching the SQL condition
+        ``where`` and their entry files; how many rows went.
+
+        Raises:
+            WriteFailed: Staged entries could not be committed.
+            DatabaseProblem: The database cannot be written (locked too long, damaged).
+        """
+        self.flush(recreate=False)
+        with self._write_lock:
+            if not os.path.exists(self.path):
+                return 0
+            try:
+                conn = self._prepare(recreate=False)
+                if conn is None:
+                    return 0
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    count, files = delete_rows(conn, where, params)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise problem(self.path, exc) from exc
+            self._dirty = True
+        self.remove_files(files)
+        return count
+
+    def remove_files(self, keys: list[str]) -> None:
+        """Remove the entry files of deleted rows (best effort: one already gone, or
+        rewritten by a writer meanwhile, is a miss at worst)."""
+        root = os.path.dirname(self.path)
+        for key in keys:
+            with contextlib.suppress(OSError):
+                os.unlink(entry_path(root, key)[1])
+
     def clear(self) -> None:
         """Drop every entry, staged here or committed; a damaged database file is
         removed instead (with its -wal and -shm files), and made anew by the next write.
@@ -331,6 +429,7 @@ class Database:
         with self._write_lock:
             with self._lock:
                 self._pending, self._pending_bytes, self._failure = {}, 0, None
+                self._touched = {}
             if not os.path.exists(self.path):
                 return
             try:

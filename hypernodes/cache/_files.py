@@ -17,10 +17,17 @@ from ._entry import STALE_TEMP_AGE, remove_stale_temps, write_all
 from ._hashing import digest128
 from .base import CacheWarning, CacheWriteError
 
-__all__ = ["SHARED_FILESYSTEMS", "EntryFiles", "filesystem_type", "make_private_dir"]
+__all__ = [
+    "SHARED_FILESYSTEMS",
+    "EntryFiles",
+    "entry_path",
+    "filesystem_type",
+    "make_private_dir",
+]
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-]{1,128}")
 _ENTRY_NAME = re.compile(r"[0-9A-Za-z_-]{1,128}|=[0-9a-f]{32}")
+_HASHED_ROW = re.compile(r"=[0-9a-f]{32}")
 _SHARD_NAME = re.compile(r"[0-9A-Za-z_-]{1,2}")
 _TEMP_PREFIX = ".tmp-"
 _WARNED_DIRS: set[str] = set()
@@ -79,6 +86,22 @@ def filesystem_type(path: str) -> str | None:
     return kind
 
 
+def entry_path(root: str, key: str) -> tuple[str, str]:
+    """(shard directory, entry file) for ``key`` in the directory ``root``: the key
+    itself when it is a safe file name, else a hash of it, so no key can point outside
+    the directory. A database row key of a hashed key (``=`` and 32 hex digits) maps to
+    the same file as the key."""
+    if _SAFE_KEY.fullmatch(key):
+        shard = f"{root}{os.sep}{key[:2]}"
+        return shard, f"{shard}{os.sep}{key}"
+    if _HASHED_ROW.fullmatch(key):
+        hexed = key[1:]
+    else:
+        hexed = digest128(key.encode("utf-8", "surrogatepass")).hex()
+    shard = f"{root}{os.sep}{hexed[:2]}"
+    return shard, f"{shard}{os.sep}={hexed}"
+
+
 def make_private_dir(path: str) -> None:
     """Create the directory ``path`` (mode 0o700) and its parents, unless it exists.
 
@@ -115,14 +138,8 @@ class EntryFiles:
         self.checked = False
 
     def file(self, key: str) -> tuple[str, str]:
-        """(shard directory, entry file) for ``key``: the key itself when it is a safe
-        file name, else a hash of it, so no key can point outside the directory."""
-        if _SAFE_KEY.fullmatch(key):
-            shard = f"{self.root}{os.sep}{key[:2]}"
-            return shard, f"{shard}{os.sep}{key}"
-        hexed = digest128(key.encode("utf-8", "surrogatepass")).hex()
-        shard = f"{self.root}{os.sep}{hexed[:2]}"
-        return shard, f"{shard}{os.sep}={hexed}"
+        """(shard directory, entry file) for ``key`` (see :func:`entry_path`)."""
+        return entry_path(self.root, key)
 
     # -- the directory ------------------------------------------------------------------
 
@@ -226,6 +243,52 @@ class EntryFiles:
                 return False
             self._swept[shard] = now
         return True
+
+    def older(self, file: str, limit: float) -> bool:
+        """Whether the entry ``file`` was last written before the Unix time ``limit``
+        (``False`` when it does not exist).
+
+        Raises:
+            OSError: It cannot be looked at.
+        """
+        try:
+            return os.stat(file).st_mtime < limit
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def scan(self) -> list[tuple[str, float, int]]:
+        """Every entry file: (path, modification time, size)."""
+        found: list[tuple[str, float, int]] = []
+        try:
+            shards = [e for e in os.scandir(self.root) if _SHARD_NAME.fullmatch(e.name)]
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        for shard in shards:
+            with contextlib.suppress(OSError):
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                for entry in os.scandir(shard.path):
+                    if _ENTRY_NAME.fullmatch(entry.name):
+                        with contextlib.suppress(OSError):
+                            st = entry.stat(follow_symlinks=False)
+                            found.append((entry.path, st.st_mtime, st.st_size))
+        return found
+
+    def trim(self, now: float, ttl: float | None, max_bytes: int | None) -> int:
+        """Remove the entry files written more than ``ttl`` seconds before ``now``, then
+        the oldest while they take more than ``max_bytes``; how many were removed."""
+        files = sorted(self.scan(), key=lambda f: f[1])
+        removed = 0
+        total = sum(size for _, _, size in files)
+        for path, mtime, size in files:
+            expired = ttl is not None and mtime < now - ttl
+            if not expired and (max_bytes is None or total <= max_bytes):
+                break  # sorted by age: no later file is expired either
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed += 1
+            total -= size
+        return removed
 
     def clear(self) -> None:
         """Remove every entry file and stray temporary file; other files stay."""

@@ -1,11 +1,18 @@
 """The SQL of a DiskCache database: opening it, its one table, inserting a batch, and what
 a SQLite error means for the cache. No state: ``_database`` owns the connections.
 
-The table is ``entries(id, key, entry, written)``: ``id`` grows with every row written
-(``AUTOINCREMENT``: never reused, so "rows since id N" finds every later commit), ``key``
-is unique, ``entry`` holds an entry's bytes as ``_entry`` frames them (``NULL``: the entry
-is a file), ``written`` the Unix time of its commit. ``PRAGMA application_id`` marks the file as a HyperNodes cache,
+The table is ``entries(id, key, entry, written, node, size, used)``: ``id`` grows with
+every row written (``AUTOINCREMENT``: never reused, so "rows since id N" finds every later
+commit), ``key`` is unique, ``entry`` holds an entry's bytes as ``_entry`` frames them
+(``NULL``: the entry is a file), ``written`` the Unix time of its commit, ``node`` the
+name of the node whose result it is (``NULL``: not said), ``size`` its bytes (row or
+file), ``used`` the Unix time of its last lookup (as committed by the reader's writer
+thread) or of its commit. ``PRAGMA application_id`` marks the file as a HyperNodes cache,
 ``PRAGMA user_version`` gives the schema version.
+
+The last three columns came later, without a new schema version: they are added to older
+databases when first opened for writing, and writers that do not know them leave them
+``NULL`` (no node; a size of 0 when bounding; least recently used first).
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ __all__ = [
     "DatabaseProblem",
     "connect",
     "create_schema",
-    "insert",
+    "commit_rows",
+    "delete_rows",
     "problem",
     "row_key",
 ]
@@ -38,7 +46,7 @@ APPLICATION_ID = 0x484E4443  # b"HNDC", like the magic of an entry
 BUSY_TIMEOUT = 10.0
 """Seconds to wait for another process's write transaction before giving up."""
 
-SELECT = "SELECT entry FROM entries WHERE key = ?"
+SELECT = "SELECT entry, written FROM entries WHERE key = ?"
 _ROWS_PER_STATEMENT = 100
 # Many rows per statement, so few sqlite3_step calls: the sqlite3 module takes the GIL
 # back after every step, and a writer thread stepping row by row would take it from the
@@ -47,8 +55,19 @@ _ROWS_PER_STATEMENT = 100
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?)"] * rows)
-    return f"INSERT OR REPLACE INTO entries (key, entry, written) VALUES {values}"
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    columns = "key, entry, written, node, size, used"
+    return f"INSERT OR REPLACE INTO entries ({columns}) VALUES {values}"
+
+
+@functools.cache
+def _touch_sql(rows: int) -> str:
+    marks = ", ".join(["?"] * rows)
+    return f"UPDATE entries SET used = ? WHERE key IN ({marks})"
+
+
+_LATER_COLUMNS = (("node", "TEXT"), ("size", "INTEGER"), ("used", "REAL"))
+_INDEX = "CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used, size)"
 
 
 _DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
@@ -137,7 +156,8 @@ def create_schema(conn: sqlite3.Connection, path: str) -> None:
         if empty and version == 0 and app == 0:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "key TEXT NOT NULL UNIQUE, entry BLOB, written REAL NOT NULL)"
+                "key TEXT NOT NULL UNIQUE, entry BLOB, written REAL NOT NULL, "
+                "node TEXT, size INTEGER, used REAL)"
             )
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -147,11 +167,24 @@ def create_schema(conn: sqlite3.Connection, path: str) -> None:
                 f"(application id {app:#x}, version {version}); move it away, or point "
                 "the DiskCache at another directory"
             )
+        else:
+            _add_later_columns(conn)
+        conn.execute(_INDEX)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def _add_later_columns(conn: sqlite3.Connection) -> None:
+    """Give a database made by an earlier HyperNodes the columns added since."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    missing = [(name, kind) for name, kind in _LATER_COLUMNS if name not in have]
+    for name, kind in missing:
+        conn.execute(f"ALTER TABLE entries ADD COLUMN {name} {kind}")
+    if missing:
+        conn.execute("UPDATE entries SET size = length(entry), used = written")
 
 
 def _wal(conn: sqlite3.Connection) -> str:
@@ -174,8 +207,25 @@ def _wal(conn: sqlite3.Connection) -> str:
             time.sleep(0.005)
 
 
-def insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes | None]], now: float) -> None:
-    """Insert or replace ``rows`` (key, entry) in one transaction.
+Row = tuple[str, bytes | None, str | None, int]
+"""A row to write: its key, its entry (``None``: a file), its node and its size."""
+
+
+def commit_rows(
+    conn: sqlite3.Connection,
+    rows: list[Row],
+    touched: list[str],
+    now: float,
+    *,
+    ttl: float | None = None,
+    max_bytes: int | None = None,
+) -> list[str]:
+    """In one transaction: insert or replace ``rows``, mark the ``touched`` keys used at
+    ``now``, delete the rows written more than ``ttl`` seconds ago and, while the entries
+    hold more than ``max_bytes``, the least recently used ones.
+
+    Returns the keys of the deleted rows whose entries are files (for the caller to
+    remove once committed).
 
     Raises:
         sqlite3.Error: The transaction failed (nothing of it was committed).
@@ -183,17 +233,62 @@ def insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes | None]], now: 
     conn.execute("BEGIN IMMEDIATE")
     try:
         _insert(conn, rows, now)
+        for start in range(0, len(touched), _ROWS_PER_STATEMENT):
+            chunk = touched[start : start + _ROWS_PER_STATEMENT]
+            conn.execute(_touch_sql(len(chunk)), [now, *chunk])
+        files: list[str] = []
+        if ttl is not None:
+            files += delete_rows(conn, "written < ?", (now - ttl,))[1]
+        if max_bytes is not None:
+            files += _evict(conn, max_bytes)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+    return files
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes | None]], now: float) -> None:
+def _insert(conn: sqlite3.Connection, rows: list[Row], now: float) -> None:
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start : start + _ROWS_PER_STATEMENT]
         params: list[object] = []
-        for key, entry in chunk:
-            params += (key, entry, now)
+        for key, entry, node, size in chunk:
+            params += (key, entry, now, node, size, now)
         conn.execute(_insert_sql(len(chunk)), params)
+
+
+def delete_rows(
+    conn: sqlite3.Connection, where: str, params: tuple[object, ...]
+) -> tuple[int, list[str]]:
+    """Delete the rows matching ``where`` (inside the caller's transaction): how many,
+    and the keys of those whose entries are files."""
+    deleted = conn.execute(
+        f"DELETE FROM entries WHERE {where} RETURNING key, entry IS NULL", params
+    ).fetchall()
+    return len(deleted), [key for key, is_file in deleted if is_file]
+
+
+def _evict(conn: sqlite3.Connection, max_bytes: int) -> list[str]:
+    """Delete the least recently used rows until the entries hold at most ``max_bytes``."""
+    total = conn.execute("SELECT total(size) FROM entries").fetchone()[0]
+    excess = total - max_bytes
+    if excess <= 0:
+        return []
+    ids: list[int] = []
+    files: list[str] = []
+    # NULL sorts first: rows of writers that do not record use go first.
+    rows = conn.execute("SELECT id, key, size, entry IS NULL FROM entries ORDER BY used, id")
+    for row_id, key, size, is_file in rows:
+        ids.append(row_id)
+        if is_file:
+            files.append(key)
+        excess -= size or 0
+        if excess <= 0:
+            break
+    rows.close()
+    for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+        chunk = ids[start : start + _ROWS_PER_STATEMENT]
+        marks = ", ".join(["?"] * len(chunk))
+        conn.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk)
+    return files

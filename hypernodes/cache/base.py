@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ __all__ = [
     "CacheWriteError",
     "StatsCounter",
     "UnfingerprintableError",
+    "check_count",
+    "check_seconds",
 ]
 
 
@@ -44,7 +47,8 @@ class CacheStats:
         writes: Entries written.
         errors: Entries found corrupt, tampered with or unreadable (each also a miss when
             found by a lookup).
-        evictions: Entries dropped to respect a size bound (``MemoryCache(max_size=...)``).
+        evictions: Entries dropped to respect a bound: ``MemoryCache(max_size=...)``, or
+            an entry found expired (``ttl``) by a lookup of this store object.
     """
 
     hits: int = 0
@@ -111,6 +115,42 @@ class StatsCounter:
             return CacheStats(self.hits, self.misses, self.writes, self.errors, self.evictions)
 
 
+def check_seconds(name: str, value: object) -> float | None:
+    """``value`` as a number of seconds: ``None``, or a positive finite int or float.
+
+    Raises:
+        ValueError: It is anything else (the message names ``name``).
+    """
+    if value is None:
+        return None
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"{name} must be a positive number of seconds or None, got {value!r} "
+            f"(e.g. {name}=3600 for an hour; None keeps entries until evicted or cleared)"
+        )
+    return float(value)
+
+
+def check_count(name: str, value: object, unit: str) -> int | None:
+    """``value`` as a bound: ``None`` or a positive int.
+
+    Raises:
+        ValueError: It is anything else (the message names ``name`` and ``unit``).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(
+            f"{name} must be a positive int or None (a number of {unit}), got {value!r}"
+        )
+    return value
+
+
 class Cache(ABC):
     """A key-value store of node results. Keys are hex strings; values are any picklable.
 
@@ -132,8 +172,11 @@ class Cache(ABC):
         """The value stored under ``key``, or ``default`` on a miss."""
 
     @abstractmethod
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, *, node: str | None = None) -> None:
         """Store ``value`` under ``key`` (replacing any previous value).
+
+        ``node`` names the node whose result it is, for stores that can list their
+        entries by node (``hypernodes cache ls --node``); stores may ignore it.
 
         Raises:
             CacheWriteError: The value cannot be serialized or written.
@@ -155,10 +198,13 @@ class Cache(ABC):
         """Async ``get``; stores doing I/O override it so the event loop never blocks."""
         return self.get(key, default)
 
-    async def aput(self, key: str, value: Any) -> None:
+    async def aput(self, key: str, value: Any, *, node: str | None = None) -> None:
         """Async ``put``; stores doing I/O override it so the event loop never blocks.
 
         Raises:
             CacheWriteError: The value cannot be serialized or written.
         """
-        self.put(key, value)
+        if node is None:  # stores written before ``node`` existed take two arguments
+            self.put(key, value)
+        else:
+            self.put(key, value, node=node)

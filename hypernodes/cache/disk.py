@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import warnings
 from typing import Any, ClassVar, Literal
 
-from ._database import FLUSH_DELAY, NOT_FOUND, UNKNOWN, Database, WriteFailed
+from ._database import FLUSH_DELAY, NOT_FOUND, UNKNOWN, Database, WriteFailed, clock
 from ._entry import (
     STALE_TEMP_AGE,
     WOULD_BLOCK,
@@ -28,16 +29,28 @@ from ._entry import (
     read_file_nowait,
 )
 from ._files import SHARED_FILESYSTEMS, EntryFiles, filesystem_type
+from ._inventory import EntryInfo, list_entries, prune_entries
 from ._per_process import database_for
 from ._serialize import dumps, loads, type_name
 from ._sqlite import DB_NAME, DatabaseProblem
-from .base import MISSING, Cache, CacheStats, CacheWarning, CacheWriteError, StatsCounter
+from .base import (
+    MISSING,
+    Cache,
+    CacheStats,
+    CacheWarning,
+    CacheWriteError,
+    StatsCounter,
+    check_count,
+    check_seconds,
+)
 
-__all__ = ["FLUSH_DELAY", "LARGE_ENTRY", "STALE_TEMP_AGE", "DiskCache"]
+__all__ = ["FLUSH_DELAY", "LARGE_ENTRY", "STALE_TEMP_AGE", "TRIM_INTERVAL", "DiskCache"]
 
 LARGE_ENTRY = 256 << 10
 """Pickles larger than this (bytes) are kept as files: SQLite writes and reads them two
 to four times slower than a file (measured from 256 KiB up, on ext4)."""
+TRIM_INTERVAL = 10.0
+"""Entries as files: seconds between the scans that enforce ``ttl`` and ``max_bytes``."""
 _LOOP_FRAME_MAX = 64 << 10  # aput checksums or signs payloads up to this on the loop
 _LAYOUTS = ("auto", "sqlite", "files")
 _DATABASE = "\0database"  # the key under which database problems are warned about
@@ -82,11 +95,24 @@ class DiskCache(Cache):
     (HMAC-SHA256) and unsigned or tampered ones refused. Every process sharing the
     directory needs the same secret, which travels with the pickled store.
 
+    Bounds: with ``ttl``, an entry written more than ``ttl`` seconds ago is a miss, and
+    the commits of this process delete such rows (and their files). With ``max_bytes``,
+    each commit of this process then deletes the least recently used entries while all
+    of them take more than ``max_bytes`` (rows and entry files, not the database's own
+    overhead): a lookup hit marks its row used, recorded by the next commit of the writer
+    thread (never by the lookup itself). Eviction runs inside the commit's transaction,
+    so several processes writing at once keep the bound; stores of the same directory in
+    one process share the strictest bounds. In the ``"files"`` layout, ``ttl`` is judged
+    by the file's modification time and ``max_bytes`` by a scan of the directory after a
+    write, at most every :data:`TRIM_INTERVAL` seconds, oldest files first.
+
     Args:
         path: The cache directory (created on first write). Relative paths are made
             absolute now, so a store shipped to a worker with another working directory
             still points at the same place.
         secret: Key for signing entries (bytes, or a str encoded as UTF-8), or ``None``.
+        ttl: Seconds an entry stays valid after it was written; ``None`` for ever.
+        max_bytes: The most bytes the entries may take; ``None`` for no bound.
         inline_reads: With entries as files, let ``aget`` read small ones (up to 1 MiB)
             on the event loop when already in the OS page cache (Linux ``RWF_NOWAIT``;
             the file is still opened on the loop: set ``False`` on network filesystems).
@@ -100,7 +126,8 @@ class DiskCache(Cache):
 
     Raises:
         TypeError: ``path`` or ``secret`` has the wrong type.
-        ValueError: ``secret`` is empty, or ``layout`` is not one of the three.
+        ValueError: ``secret`` is empty, ``layout`` is not one of the three, ``ttl`` is
+            not a positive number or ``max_bytes`` not a positive int.
     """
 
     blocking_io: ClassVar[bool] = True
@@ -109,6 +136,8 @@ class DiskCache(Cache):
         self,
         path: str | os.PathLike[str],
         secret: bytes | str | None = None,
+        ttl: float | None = None,
+        max_bytes: int | None = None,
         *,
         inline_reads: bool = True,
         layout: Literal["auto", "sqlite", "files"] = "auto",
@@ -123,6 +152,9 @@ class DiskCache(Cache):
             raise ValueError("secret must not be empty; pass None for unsigned entries")
         if layout not in _LAYOUTS:
             raise ValueError(f"layout must be 'auto', 'sqlite' or 'files', got {layout!r}")
+        self.ttl = check_seconds("ttl", ttl)
+        self.max_bytes = check_count("max_bytes", max_bytes, "bytes")
+        self._trimmed = 0.0  # monotonic time of the last trim (files layout)
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self._secret = bytes(secret) if secret is not None else None
         self.inline_reads = bool(inline_reads)
@@ -150,6 +182,8 @@ class DiskCache(Cache):
             sqlite = self._sqlite = not (kind in SHARED_FILESYSTEMS or kind.startswith("fuse."))
         if sqlite:
             db = self._db = database_for(self._db_file)
+            if self.ttl is not None or self.max_bytes is not None:
+                db.bound(self.ttl, self.max_bytes)
         return db
 
     # -- reading ----------------------------------------------------------------------------
@@ -194,9 +228,12 @@ class DiskCache(Cache):
         self._stats.add_hit()
         return value
 
-    def _read_file(self, key: str, default: Any) -> Any:
+    def _read_file(self, key: str, default: Any, *, judge_age: bool = False) -> Any:
         _, file = self._files.file(key)
         try:
+            if judge_age and self.ttl is not None and self._files.older(file, clock() - self.ttl):
+                self._stats.add_miss()
+                return default
             data = read_file(file)
         except OSError as exc:
             self._problem(key, file, f"cannot be read ({exc})", lookup=True)
@@ -218,9 +255,9 @@ class DiskCache(Cache):
             self._files.check_root()
         db = self._database()
         if db is None:
-            return self._read_file(key, default)
+            return self._read_file(key, default, judge_age=True)
         try:
-            entry = db.find(key)
+            entry = db.find(key, self.ttl)
         except DatabaseProblem as exc:
             self._database_problem(exc, lookup=True)
             return default
@@ -249,7 +286,7 @@ class DiskCache(Cache):
                 return default
             if entry is not UNKNOWN and entry is not None:
                 return self._load(key, None, entry, default)
-        elif self.inline_reads and self._files.checked:
+        elif self.inline_reads and self._files.checked and self.ttl is None:
             _, file = self._files.file(key)
             data = read_file_nowait(file)
             if data is not WOULD_BLOCK:
@@ -266,11 +303,14 @@ class DiskCache(Cache):
         data: Any = None
         try:
             if db is not None:
-                data = db.find(key)
+                data = db.find(key, self.ttl)
                 if data is NOT_FOUND:
                     return False
             if data is None:  # entries are files, or this one is large
                 _, file = self._files.file(key)
+                ttl = self.ttl
+                if db is None and ttl is not None and self._files.older(file, clock() - ttl):
+                    return False
                 data = read_file(file)
                 if data is None:
                     return False
@@ -287,7 +327,7 @@ class DiskCache(Cache):
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _write(self, key: str, payload: bytes, value_type: str) -> None:
+    def _write(self, key: str, payload: bytes, value_type: str, node: str | None = None) -> None:
         """Write or stage one entry.
 
         Raises:
@@ -300,14 +340,15 @@ class DiskCache(Cache):
             if db is None:
                 self._files.write(key, header, payload)
                 self._written(key)
+                self._trim_files()
                 return
             if not db.writable:
                 self._open(db, key)
             if len(payload) > LARGE_ENTRY:
                 self._files.write(key, header, payload)
-                due = self._stage(db, key, None, value_type)
+                due = self._stage(db, key, None, value_type, node, len(header) + len(payload))
             else:
-                due = self._stage(db, key, header + payload, value_type)
+                due = self._stage(db, key, header + payload, value_type, node)
             if due:
                 db.flush()
         except CacheWriteError as exc:
@@ -316,14 +357,22 @@ class DiskCache(Cache):
         except WriteFailed as exc:
             raise CacheWriteError(key, value_type, _lost(exc)) from None
 
-    def _stage(self, db: Database, key: str, entry: bytes | None, value_type: str) -> bool:
-        """Stage an entry; whether the caller must commit now.
+    def _stage(
+        self,
+        db: Database,
+        key: str,
+        entry: bytes | None,
+        value_type: str,
+        node: str | None,
+        size: int = 0,
+    ) -> bool:
+        """Stage an entry (``size``: of a file entry); whether the caller must commit now.
 
         Raises:
             CacheWriteError: Entries staged before could not be committed.
         """
         try:
-            due = db.stage(key, entry, value_type)
+            due = db.stage(key, entry, value_type, node, len(entry) if entry else size)
         except WriteFailed as exc:
             raise CacheWriteError(key, value_type, _lost(exc)) from None
         self._written(key)
@@ -346,9 +395,21 @@ class DiskCache(Cache):
             reason = f"cannot open {self._db_file} ({exc}){fix}"
             raise CacheWriteError(key, "bytes", reason) from exc
 
-    def put(self, key: str, value: Any) -> None:
+    def _trim_files(self) -> None:
+        """Entries as files: enforce ``ttl`` and ``max_bytes`` by a scan, at most every
+        :data:`TRIM_INTERVAL` seconds."""
+        if self.ttl is None and self.max_bytes is None:
+            return
+        now = time.monotonic()
+        if now - self._trimmed < TRIM_INTERVAL:
+            return
+        self._trimmed = now
+        self._files.trim(clock(), self.ttl, self.max_bytes)
+
+    def put(self, key: str, value: Any, *, node: str | None = None) -> None:
         """Store ``value`` under ``key``: staged for the next commit (a large value is
-        written to its file at once, atomically).
+        written to its file at once, atomically). ``node`` names the node whose result
+        it is (``hypernodes cache ls --node``; not kept in the ``"files"`` layout).
 
         Raises:
             CacheWriteError: The value cannot be pickled or written (nothing is left
@@ -357,9 +418,9 @@ class DiskCache(Cache):
         """
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        self._write(key, dumps(key, value), type_name(value))
+        self._write(key, dumps(key, value), type_name(value), node)
 
-    async def aput(self, key: str, value: Any) -> None:
+    async def aput(self, key: str, value: Any, *, node: str | None = None) -> None:
         """Async ``put``: the value is pickled on the loop (so nothing can mutate it
         half-way); a small entry is staged right there, anything that writes to the disk
         happens in a worker thread.
@@ -375,8 +436,8 @@ class DiskCache(Cache):
         db = self._database()
         loop = asyncio.get_running_loop()
         if db is None or not db.writable or len(payload) > _LOOP_FRAME_MAX:
-            await loop.run_in_executor(None, self._write, key, payload, name)
-        elif self._stage(db, key, encode_header(key, payload, self._secret) + payload, name):
+            await loop.run_in_executor(None, self._write, key, payload, name, node)
+        elif self._stage(db, key, encode_header(key, payload, self._secret) + payload, name, node):
             await loop.run_in_executor(None, self.flush)
 
     def flush(self) -> None:
@@ -416,6 +477,43 @@ class DiskCache(Cache):
             self._warned.clear()
         self._stats.reset()
 
+    def entries(self, *, node: str | None = None) -> list[EntryInfo]:
+        """The entries of the directory (of ``node`` only, if given), oldest first,
+        after committing what this process has staged. Nothing is unpickled.
+
+        Raises:
+            OSError: The database cannot be read (damaged, locked too long).
+            CacheWriteError: What this process staged could not be committed.
+        """
+        self.flush()
+        try:
+            return list_entries(self._db_file, self._files, node)
+        except DatabaseProblem as exc:
+            raise OSError(str(exc)) from exc
+
+    def prune(self, *, older_than: float | None = None, node: str | None = None) -> int:
+        """Remove the entries written more than ``older_than`` seconds ago and/or those
+        of ``node`` (both: the old entries of that node); how many were removed.
+
+        Raises:
+            ValueError: Neither is given (:meth:`clear` removes everything),
+                ``older_than`` is not a positive number, or ``node`` is given for a
+                directory whose entries are files (they do not record their node).
+            OSError: The database cannot be written (damaged, locked too long).
+            CacheWriteError: What this process staged could not be committed.
+        """
+        seconds = check_seconds("older_than", older_than)
+        if seconds is None and node is None:
+            raise ValueError("prune needs older_than or node; clear() removes every entry")
+        before = None if seconds is None else clock() - seconds
+        db = database_for(self._db_file) if os.path.exists(self._db_file) else None
+        try:
+            return prune_entries(db, self._files, before, node)
+        except WriteFailed as exc:
+            raise CacheWriteError(exc.key, exc.type_name, _lost(exc)) from None
+        except DatabaseProblem as exc:
+            raise OSError(f"cannot prune {self._db_file}: {exc}") from exc
+
     def stats(self) -> CacheStats:
         """Hit / miss / write / error counters of this store object (not of the directory)."""
         return self._stats.snapshot()
@@ -428,6 +526,8 @@ class DiskCache(Cache):
         return {
             "path": self.path,
             "secret": self._secret,
+            "ttl": self.ttl,
+            "max_bytes": self.max_bytes,
             "inline_reads": self.inline_reads,
             "layout": self.layout,
         }
@@ -436,6 +536,8 @@ class DiskCache(Cache):
         self.__init__(  # type: ignore[misc]
             state["path"],
             state["secret"],
+            state.get("ttl"),
+            state.get("max_bytes"),
             inline_reads=state.get("inline_reads", True),
             layout=state.get("layout", "auto"),
         )
@@ -443,6 +545,10 @@ class DiskCache(Cache):
     def __repr__(self) -> str:
         s = self._stats
         signed = ", signed" if self._secret is not None else ""
+        if self.ttl is not None:
+            signed += f", ttl={self.ttl:g}"
+        if self.max_bytes is not None:
+            signed += f", max_bytes={self.max_bytes}"
         return f"DiskCache({self.path!r}{signed}, hits={s.hits}, misses={s.misses})"
 
 

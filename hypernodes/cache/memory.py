@@ -1,14 +1,21 @@
-"""MemoryCache: an in-process store, optionally LRU-bounded, safe from caller mutation."""
+"""MemoryCache: an in-process store, optionally LRU-bounded and expiring, safe from
+caller mutation."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any
 
 from ._serialize import dumps, is_immutable, loads
-from .base import MISSING, Cache, CacheStats, StatsCounter
+from .base import MISSING, Cache, CacheStats, StatsCounter, check_count, check_seconds
 
 __all__ = ["MemoryCache"]
+
+
+def clock() -> float:
+    """The monotonic time entries are stamped with and judged by (``ttl``)."""
+    return time.monotonic()
 
 
 class _Pickled:
@@ -29,23 +36,26 @@ class MemoryCache(Cache):
     changes nothing stored.
 
     The store is thread-safe. Pickling a ``MemoryCache`` keeps only its configuration
-    (``max_size``), not its entries: a copy shipped to another process (a process pool, a
-    Dask worker) starts empty and is a separate store.
+    (``max_size``, ``ttl``), not its entries: a copy shipped to another process (a process
+    pool, a Dask worker) starts empty and is a separate store.
 
     Args:
-        max_size: The most entries kept; ``None`` (the default) for no bound.
+        max_size: The most entries kept; ``None`` (the default) for no bound. When full,
+            a ``put`` drops the least recently used entry (read or written).
+        ttl: Seconds an entry stays valid after its ``put``; ``None`` (the default) for
+            ever. An expired entry is a miss, and is dropped.
 
     Raises:
-        ValueError: ``max_size`` is not ``None`` or a positive int.
+        ValueError: ``max_size`` is not ``None`` or a positive int, or ``ttl`` is not
+            ``None`` or a positive number.
     """
 
-    def __init__(self, max_size: int | None = None) -> None:
-        if max_size is not None and (
-            not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1
-        ):
-            raise ValueError(f"max_size must be a positive int or None, got {max_size!r}")
-        self.max_size = max_size
+    def __init__(self, max_size: int | None = None, ttl: float | None = None) -> None:
+        self.max_size = check_count("max_size", max_size, "entries")
+        self.ttl = check_seconds("ttl", ttl)
         self._data: OrderedDict[str, object] = OrderedDict()
+        # With a ttl: when each key was put, oldest first (reads do not reorder it).
+        self._born: OrderedDict[str, float] | None = None if ttl is None else OrderedDict()
         self._stats = StatsCounter()
         self._lock = self._stats.lock  # one lock guards entries and counters together
 
@@ -56,6 +66,9 @@ class MemoryCache(Cache):
             if stored is MISSING:
                 self._stats.misses += 1
                 return default
+            if self._born is not None and self._expired(key):
+                self._stats.misses += 1
+                return default
             self._stats.hits += 1
             if self.max_size is not None:
                 self._data.move_to_end(key)
@@ -63,8 +76,31 @@ class MemoryCache(Cache):
             return loads(stored.data)
         return stored
 
-    def put(self, key: str, value: Any) -> None:
-        """Store ``value`` under ``key``; evict the least recently used entry when full.
+    def _expired(self, key: str) -> bool:
+        """Whether ``key``'s entry is past its ttl; drops it if so (under the lock)."""
+        born = self._born
+        assert born is not None and self.ttl is not None
+        if clock() - born[key] < self.ttl:
+            return False
+        del self._data[key], born[key]
+        self._stats.evictions += 1
+        return True
+
+    def _drop_expired(self) -> None:
+        """Drop the entries past their ttl, oldest first (under the lock)."""
+        born = self._born
+        assert born is not None and self.ttl is not None
+        limit = clock() - self.ttl
+        while born:
+            key, at = next(iter(born.items()))
+            if at > limit:
+                return
+            del self._data[key], born[key]
+            self._stats.evictions += 1
+
+    def put(self, key: str, value: Any, *, node: str | None = None) -> None:
+        """Store ``value`` under ``key``; evict the least recently used entry when full
+        (and, with a ``ttl``, the expired ones). ``node`` is not recorded.
 
         Raises:
             CacheWriteError: The value is neither immutable nor picklable (by pickle or
@@ -74,24 +110,40 @@ class MemoryCache(Cache):
         with self._lock:
             self._data[key] = stored
             self._stats.writes += 1
+            born = self._born
+            if born is not None:
+                born[key] = clock()
+                born.move_to_end(key)
+                self._drop_expired()
             if self.max_size is not None:
                 self._data.move_to_end(key)
                 while len(self._data) > self.max_size:
-                    self._data.popitem(last=False)
+                    old, _ = self._data.popitem(last=False)
+                    if born is not None:
+                        del born[old]
                     self._stats.evictions += 1
 
     def __contains__(self, key: object) -> bool:
-        """Whether ``key`` has an entry (not counted as a lookup, does not refresh LRU)."""
-        return key in self._data
+        """Whether ``key`` has an unexpired entry (not counted as a lookup, does not
+        refresh LRU)."""
+        if self._born is None:
+            return key in self._data
+        with self._lock:
+            return key in self._data and not self._expired(key)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        """How many entries are stored."""
+        """How many entries are stored (expired ones are dropped first)."""
+        if self._born is not None:
+            with self._lock:
+                self._drop_expired()
         return len(self._data)
 
     def clear(self) -> None:
         """Remove every entry and reset the statistics."""
         with self._lock:
             self._data.clear()
+            if self._born is not None:
+                self._born.clear()
             self._stats.hits = self._stats.misses = self._stats.writes = 0
             self._stats.errors = self._stats.evictions = 0
 
@@ -99,10 +151,11 @@ class MemoryCache(Cache):
         """Hit / miss / write / eviction counters (errors stay 0: memory does not rot)."""
         return self._stats.snapshot()
 
-    def __reduce__(self) -> tuple[type[MemoryCache], tuple[int | None]]:
-        return (type(self), (self.max_size,))
+    def __reduce__(self) -> tuple[type[MemoryCache], tuple[int | None, float | None]]:
+        return (type(self), (self.max_size, self.ttl))
 
     def __repr__(self) -> str:
         s = self._stats
         bound = "" if self.max_size is None else f"max_size={self.max_size}, "
+        bound += "" if self.ttl is None else f"ttl={self.ttl:g}, "
         return f"MemoryCache({bound}entries={len(self._data)}, hits={s.hits}, misses={s.misses})"
