@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from hypernodes import HyperNodesEngine, NodeError, Pipeline, WorkerLostError, node
+from hypernodes.engines import chunks
 from hypernodes.executors import depot as depot_module
 from hypernodes.executors.depot import Depot, Stored
 from hypernodes.executors.processes import ProcessPool
@@ -186,3 +188,153 @@ def test_a_map_failure_in_a_worker_still_releases_the_file(engine: HyperNodesEng
         pipeline.map({"x": list(range(5)), "blob": _blob()}, "x")
     assert info.value.item_index == 2
     assert _pool(engine).depot.stored == 0
+
+
+# -- many items, few tasks -------------------------------------------------------------
+
+
+@node(output_name="y")
+def tagged(x: int) -> tuple[int, int]:
+    """The worker's pid and the item's value doubled."""
+    return os.getpid(), 2 * x
+
+
+def _counting_submits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    submitted: list[int] = []
+    submit = ProcessPool.submit
+
+    def counting(self: ProcessPool, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        submitted.append(1)
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPool, "submit", counting)
+    return submitted
+
+
+def test_a_plain_map_of_many_items_sends_few_tasks(
+    engine: HyperNodesEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted = _counting_submits(monkeypatch)
+    pipeline = Pipeline([tagged], engine=engine)
+    out = pipeline.map({"x": list(range(2000))}, "x")
+    assert [r["y"][1] for r in out] == [2 * x for x in range(2000)]
+    # First chunks of 2000 // 128 = 15 items, then a quarter of a worker's share (250).
+    assert len(submitted) <= 4 + 2000 // 250 + 1
+    assert chunks._Sizer(2000, 2).cap == 250
+
+
+def test_a_small_map_still_sends_one_item_per_task_at_first(
+    engine: HyperNodesEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted = _counting_submits(monkeypatch)
+    out = Pipeline([tagged], engine=engine).map({"x": [0, 1, 2, 3]}, "x")
+    assert [r["y"][1] for r in out] == [0, 2, 4, 6]
+    assert len(submitted) == 4
+
+
+@pytest.mark.parametrize("nodes", [1, 2], ids=["one-node", "two-nodes"])
+def test_a_failing_item_in_a_chunk_fails_with_its_own_index(
+    engine: HyperNodesEngine, tmp_path: Path, nodes: int
+) -> None:
+    started = tmp_path / "started"
+    started.mkdir()
+
+    @node(output_name="y")
+    def fails_at_1500(x: int, started: str) -> int:
+        with open(os.path.join(started, str(x)), "w"):
+            pass
+        if x == 1500:
+            raise ValueError("no 1500")
+        return x
+
+    @node(output_name="z")
+    def after(y: int) -> int:
+        return y
+
+    pipeline = Pipeline([fails_at_1500, after][:nodes], engine=engine, name="c")
+    with pytest.raises(NodeError) as info:
+        pipeline.map({"x": list(range(3000)), "started": str(started)}, "x")
+    assert (info.value.node, info.value.item_index) == ("fails_at_1500", 1500)
+    assert info.value.pipeline_path == ("c",)
+    assert isinstance(info.value.__cause__, ValueError)
+    ran = {int(name) for name in os.listdir(started)}
+    assert 1500 in ran and len(ran) < 3000  # the items after the failure never started
+
+
+def test_nothing_starts_after_a_chunk_fails(engine: HyperNodesEngine, tmp_path: Path) -> None:
+    # Item 0 fails at once; the other worker is inside a chunk that waits for that
+    # failure to be marked, then must not start one more item.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    @node(output_name="y")
+    def slow_then_fail(x: int, marks: str) -> int:
+        with open(os.path.join(marks, str(x)), "w"):
+            pass
+        if x == 0:
+            raise ValueError("first")
+        return x
+
+    pipeline = Pipeline([slow_then_fail], engine=engine, name="s")
+    with pytest.raises(NodeError) as info:
+        pipeline.map({"x": list(range(20_000)), "marks": str(marks)}, "x")
+    assert info.value.item_index == 0
+    ran = len(os.listdir(marks))
+    time.sleep(0.5)  # anything still starting would write a mark by now
+    assert len(os.listdir(marks)) == ran
+    assert ran < 20_000 // 2  # the rest never started
+
+
+def test_a_worker_dying_inside_a_chunk_names_its_item(engine: HyperNodesEngine) -> None:
+    @node(output_name="y")
+    def dies_at_900(x: int) -> int:
+        if x == 900:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    pipeline = Pipeline([dies_at_900], engine=engine, name="d")
+    with pytest.raises(WorkerLostError) as info:
+        pipeline.map({"x": list(range(2000))}, "x")
+    assert (info.value.node, info.value.item_index, info.value.reason) == (
+        "dies_at_900",
+        900,
+        "running",
+    )
+    assert [r["y"] for r in pipeline.map({"x": [1, 2]}, "x")] == [1, 2]
+
+
+def test_an_unpicklable_item_in_a_chunk_is_named(engine: HyperNodesEngine) -> None:
+    @node(output_name="y")
+    def use(x: Any) -> int:
+        return 1
+
+    items: list[Any] = list(range(1000))
+    items[700] = threading.Lock()
+    with pytest.raises(NodeError) as info:
+        Pipeline([use], engine=engine, name="u").map({"x": items}, "x")
+    assert (info.value.node, info.value.item_index) == ("use", 700)
+
+
+def test_an_output_that_cannot_travel_back_names_its_item(engine: HyperNodesEngine) -> None:
+    @node(output_name="y")
+    def gen_at_600(x: int) -> Any:
+        return (i for i in range(2)) if x == 600 else x
+
+    with pytest.raises(NodeError) as info:
+        Pipeline([gen_at_600], engine=engine, name="g").map({"x": list(range(1000))}, "x")
+    assert (info.value.node, info.value.item_index) == ("gen_at_600", 600)
+    assert str(info.value.__cause__).startswith("the node returned a generator")
+
+
+def test_a_chunk_is_sized_from_measured_durations() -> None:
+    sizer = chunks._Sizer(100_000, 2)
+    assert (sizer.size, sizer.cap) == (781, 12_500)
+    # 1 us an item: all that fit, growing at most GROWTH-fold.
+    sizer.measured(781, 781 * 1e-6, 781 * 10)
+    assert sizer.size == min(12_500, chunks.GROWTH * 781)
+    slow = chunks._Sizer(100_000, 2)
+    slow.measured(781, 781 * 0.01, 100)  # 10 ms an item: TARGET_SECONDS' worth
+    assert slow.size == int(chunks.TARGET_SECONDS / 0.01)
+    big = chunks._Sizer(100_000, 2)
+    big.measured(10, 1e-5, 10 * 1024 * 1024)  # 1 MiB an item: MAX_BYTES' worth
+    assert big.size == chunks.MAX_BYTES // (1024 * 1024)

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
-from ..errors import NodeError, PathFrame, node_failed
 from ..executors.processes import mark_position
 from ..executors.remote import Parcel, RemoteFailure, Shipped, run_shipped_item
 from ..mapping import Expansion, run_items
 from ..nested import PipelineNode
 from .base import item_events
+from .chunks import lost_in, map_chunks
 
 if TYPE_CHECKING:
     from ..executors.workers import Lane
@@ -208,7 +208,8 @@ async def map_remote(
     scope: Scope,
     lane: Lane,
 ) -> list[dict[str, Any]]:
-    """Run every item of a map as one task on a remote lane; results in item order."""
+    """Run a map's items on a remote lane (in chunks when nothing happens between
+    items here, see ``chunks``; else one task per item); results in item order."""
     executor = lane.executor
     assert executor is not None
     bundle: Any = Shipped((pipeline.stripped(), exp.shared))
@@ -256,19 +257,12 @@ async def _map_shipped(
                 label=f"{pipeline.name}[{' -> '.join(s.name for s in running)}]",
             )
         except Exception as exc:  # the item never came back: its worker died, or transport
-            error = _lost_in(exc, pipeline, running)
+            error = lost_in(exc, pipeline, running)
             raise error from error.__cause__
         return parcel.value
 
-    if scope.plain:
-
-        async def run_plain(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
-            result = await ship(dict(zip(names, item, strict=True)), plan.outputs, steps)
-            if type(result) is RemoteFailure:
-                result.reraise()
-            return result  # type: ignore[no-any-return]
-
-        return await run_items(exp.items(), exp.count, 2 * lane.width, run_plain, halt=scope.halt)
+    if scope.plain:  # nothing to do here between items: many go in one task
+        return await map_chunks(pipeline, plan, exp, scope, lane, bundle)
 
     async def run_observed(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
         mapped = dict(zip(names, item, strict=True))
@@ -319,18 +313,6 @@ async def _map_shipped(
                     await cache.save(steps[k], keys[k], _packed(steps[k], values), values, scope)
 
     return await run_items(exp.items(), exp.count, 2 * lane.width, run_observed, halt=scope.halt)
-
-
-def _lost_in(lost: Exception, pipeline: Pipeline, running: Sequence[Step]) -> NodeError:
-    """The error of an item that never came back (its worker died, or it could not be
-    shipped), naming the node its worker marked, else the nodes it was to run."""
-    position = getattr(lost.__cause__, "position", 0)
-    if 0 < position <= len(pipeline.nodes):
-        name = pipeline.nodes[position - 1].name
-    else:
-        name = " or ".join(step.name for step in running)
-    error = node_failed(name, lost)
-    return error._prepend(PathFrame(pipeline.name))
 
 
 def _packed(step: Step, values: dict[Any, Any]) -> Any:

@@ -46,6 +46,7 @@ __all__ = [
     "LossReason",
     "ProcessPool",
     "WorkerDied",
+    "mark_item",
     "mark_position",
     "spawn_safe_context",
     "tracked",
@@ -53,9 +54,10 @@ __all__ = [
 
 LossReason = Literal["running", "lost", "startup", "idle", "unknown"]
 
-# Per slot on the board: the worker's pid, the token of the call it runs (0: idle), and
-# the 1-based position of the node of a shipped item it runs (0: unknown).
-_FIELDS = 3
+# Per slot on the board: the worker's pid, the token of the call it runs (0: idle), the
+# 1-based position of the node of a shipped item it runs (0: unknown), and 1 + the index
+# of the map item it runs in a shipped chunk of items (0: unknown).
+_FIELDS = 4
 # How long a worker whose sentinel fired may take to become a process that has exited.
 _SETTLE = 0.5
 
@@ -81,13 +83,18 @@ class WorkerDied(concurrent.futures.BrokenExecutor):
             ready) or ``"idle"`` (a worker died between calls).
         position: For a shipped map item, 1 + the index of the node the worker was
             running in the shipped pipeline; 0 when unknown.
+        item: For a shipped chunk of map items, the index of the item the worker was
+            running; ``None`` when unknown.
     """
 
-    def __init__(self, executor: str, reason: LossReason, position: int = 0) -> None:
+    def __init__(
+        self, executor: str, reason: LossReason, position: int = 0, item: int | None = None
+    ) -> None:
         super().__init__(f"a worker process of {executor} died ({reason})")
         self.executor = executor
         self.reason: LossReason = reason
         self.position = position
+        self.item = item
 
 
 class ProcessPool(concurrent.futures.Executor):
@@ -306,15 +313,15 @@ class _Generation:
         name = type(self.pool).__name__
         for token in sorted(calls, key=lambda t: t not in running):
             if token in running:
-                error = WorkerDied(name, "running", running[token])
+                error = WorkerDied(name, "running", *running[token])
             else:
                 error = WorkerDied(name, "lost" if running else ("idle" if died else "startup"))
             error.__cause__ = cause
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 calls[token].set_exception(error)
 
-    def _autopsy(self, dead: int | None) -> tuple[dict[int, int], bool]:
-        """The calls dead workers were running (token -> node position), and whether any
+    def _autopsy(self, dead: int | None) -> tuple[dict[int, tuple[int, int | None]], bool]:
+        """The calls dead workers were running (token -> node position and item), and whether any
         worker that had been ready died (if none did, one died starting up).
 
         A dying process closes its files (its sentinel fires) a moment before it can be
@@ -327,16 +334,17 @@ class _Generation:
                 return running, died
             time.sleep(0.001)
 
-    def _scan(self, dead: int | None) -> tuple[dict[int, int], bool]:
+    def _scan(self, dead: int | None) -> tuple[dict[int, tuple[int, int | None]], bool]:
         board = self.board
-        running: dict[int, int] = {}
+        running: dict[int, tuple[int, int | None]] = {}
         died = False
         for base in range(0, len(board), _FIELDS):
             pid = board[base]
             if pid and (pid == dead or _has_exited(pid)):
                 died = True
                 if board[base + 1]:
-                    running[board[base + 1]] = board[base + 2]
+                    item = board[base + 3]
+                    running[board[base + 1]] = (board[base + 2], item - 1 if item else None)
         return running, died
 
 
@@ -406,6 +414,7 @@ def _run_tracked(
         return fn(*args, **kwargs)
     base = _base
     board[base + 2] = 0
+    board[base + 3] = 0
     board[base + 1] = token
     try:
         return fn(*args, **kwargs)
@@ -416,6 +425,13 @@ def _run_tracked(
 def tracked() -> bool:
     """Whether this process is a ``ProcessPool`` worker with a slot on its board."""
     return _board is not None
+
+
+def mark_item(index: int) -> None:
+    """Note which map item of a shipped chunk this worker is running."""
+    board = _board
+    if board is not None:
+        board[_base + 3] = index + 1
 
 
 def mark_position(position: int) -> None:

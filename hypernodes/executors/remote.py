@@ -28,7 +28,11 @@ __all__ = [
     "RemoteFailure",
     "Shipped",
     "call_shipped",
+    "failed",
+    "marked",
+    "reply",
     "run_shipped_item",
+    "stuck_output",
     "unwrap",
     "worker_engine",
 ]
@@ -143,13 +147,13 @@ def _open_parcel(blob: bytes) -> Parcel:
     return Parcel(cloudpickle.loads(blob))
 
 
-def _reply(result: Any, explain: Callable[[Exception], BaseException]) -> Parcel:
+def reply(result: Any, explain: Callable[[Exception], BaseException]) -> Parcel:
     """A worker's result, sealed for the way back; a failure to pickle it is a failure,
     the error ``explain`` makes of it."""
     try:
         return Parcel(result).seal()
     except Exception as exc:
-        return _failed(explain(exc))
+        return failed(explain(exc))
 
 
 def _stuck(value: Any, error: Exception) -> TypeError:
@@ -167,21 +171,23 @@ def _stuck(value: Any, error: Exception) -> TypeError:
     )
 
 
-def _stuck_output(pipe: Any, outputs: dict[str, Any], error: Exception) -> BaseException:
+def stuck_output(
+    pipe: Any, outputs: dict[str, Any], error: Exception, item: int | None = None
+) -> BaseException:
     """The ``NodeError`` of the node whose output in ``outputs`` cannot be pickled (else
-    ``error`` itself)."""
+    ``error`` itself); ``item``: the map item whose outputs they are."""
     for name, value in outputs.items():
         try:
             dumps(value)
         except Exception as why:
             producer = next((n.name for n in pipe.nodes if name in n.outputs), name)
-            failed = NodeError(producer, (PathFrame(pipe.name),))
-            failed.__cause__ = _stuck(value, why)
-            return failed
+            stuck = NodeError(producer, (PathFrame(pipe.name, item=item),))
+            stuck.__cause__ = _stuck(value, why)
+            return stuck
     return error
 
 
-def _failed(error: BaseException, records: list[Any] | None = None) -> Parcel:
+def failed(error: BaseException, records: list[Any] | None = None) -> Parcel:
     """A worker's failure, sealed for the way back (a stand-in if it cannot travel)."""
     failure = RemoteFailure(error, records)
     try:
@@ -206,8 +212,8 @@ def call_shipped(fn: Shipped, args: Parcel, kwargs: dict[str, Any]) -> Parcel:
     try:
         result = func(*args.value, **kwargs)
     except Exception as exc:
-        return _failed(exc)
-    return _reply(result, functools.partial(_stuck, result))
+        return failed(exc)
+    return reply(result, functools.partial(_stuck, result))
 
 
 def unwrap(parcel: Parcel) -> Any:
@@ -250,20 +256,20 @@ def run_shipped_item(
         callbacks = [recorder, Marker(pipe)] if tracked() and len(pipe.nodes) > 1 else [recorder]
         pipe = pipe.stripped().with_callbacks(callbacks)
     elif tracked() and len(pipe.nodes) > 1:  # (with one node, there is nothing to mark)
-        pipe = _marked(bundle, pipe)
+        pipe = marked(bundle, pipe)
     try:
         outputs = run_sync(worker_engine().arun(pipe, inputs, names))
     except Exception as exc:
-        return _failed(exc, None if recorder is None else recorder.records)
-    reply = outputs if recorder is None else (outputs, recorder.records)
-    return _reply(reply, functools.partial(_stuck_output, pipe, outputs))
+        return failed(exc, None if recorder is None else recorder.records)
+    answer = outputs if recorder is None else (outputs, recorder.records)
+    return reply(answer, functools.partial(stuck_output, pipe, outputs))
 
 
 # Shipped pipelines with a ``Marker`` (see ``run_shipped_item``), by bundle digest.
 _marked_pipelines: dict[bytes, Any] = {}
 
 
-def _marked(bundle: Shipped | Stored, pipe: Any) -> Any:
+def marked(bundle: Shipped | Stored, pipe: Any) -> Any:
     """``pipe`` noting on the pool's board which of its nodes runs (made once per bundle)."""
     marked = _marked_pipelines.get(bundle.digest)
     if marked is None:

@@ -1,0 +1,261 @@
+"""Map items shipped in chunks: a plain remote map (no cache, no callbacks) sends many
+items per task.
+
+One task per item costs a round trip per item (pickling, the pool's queues, a sub-run
+set up in the worker), far more than a trivial item. Here the items go in chunks, sized
+as the map runs (``_Sizer``): the first tasks hold one item each and time it in the
+worker (a 64th of a worker's share, one item in small maps), later ones as many as fit
+in ``TARGET_SECONDS``, at most a quarter of each worker's share (so the workers end
+together) and ``MAX_BYTES`` of pickled items.
+
+What one task per item guaranteed still holds, per item:
+
+- nothing starts after the run is over: the worker checks the run's mark before every
+  node of every item (``run_plain_items`` with the run's halt) and stops the chunk;
+- a failing item stops its chunk, fails the map with its own ``NodeError`` and item
+  index, and cancels the other chunks;
+- a worker that dies names the item it was running (marked on the pool's board) and,
+  for a pipeline of several nodes, the node (``Marker``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NodeError, PathFrame, node_failed
+from ..executors.halting import check_enclosing, new_halt
+from ..executors.processes import mark_item, tracked
+from ..executors.remote import (
+    Parcel,
+    RemoteFailure,
+    failed,
+    marked,
+    reply,
+    stuck_output,
+    worker_engine,
+)
+from ..mapping import Expansion, run_items, run_plain_items
+
+if TYPE_CHECKING:
+    from ..executors.workers import Lane
+    from ..pipeline import Pipeline
+    from ..scheduler import Plan, Scope, Step
+
+__all__ = ["MAX_BYTES", "TARGET_SECONDS", "lost_in", "map_chunks", "run_shipped_chunk"]
+
+TARGET_SECONDS = 0.05
+"""How long a chunk should take in its worker, once items have been timed."""
+MAX_BYTES = 8 * 1024 * 1024
+"""How many bytes of pickled items a chunk may hold (at least one item)."""
+GROWTH = 16
+"""How much bigger than the biggest chunk timed so far the next one may be."""
+
+
+class _Sizer:
+    """How many items the next chunk holds, from what the chunks so far measured."""
+
+    __slots__ = ("biggest", "cap", "per_item", "size")
+
+    def __init__(self, count: int, workers: int) -> None:
+        self.cap = max(1, -(-count // (4 * workers)))
+        # Untimed, a chunk holds 1/64 of a worker's share: one item in maps of up to
+        # 64 items a worker, few enough to time in any map (GROWTH reaches the cap).
+        self.size = max(1, count // (64 * workers))
+        self.biggest = 0
+        self.per_item: float | None = None
+
+    def measured(self, items: int, seconds: float, nbytes: int) -> None:
+        self.biggest = max(self.biggest, items)
+        per = seconds / items
+        self.per_item = per if self.per_item is None else (self.per_item + per) / 2
+        by_time = int(TARGET_SECONDS / max(self.per_item, 1e-7))
+        by_bytes = MAX_BYTES * items // max(nbytes, 1)
+        self.size = max(1, min(self.cap, by_time, by_bytes, GROWTH * self.biggest))
+
+
+async def map_chunks(
+    pipeline: Pipeline,
+    plan: Plan,
+    exp: Expansion,
+    scope: Scope,
+    lane: Lane,
+    bundle: Any,
+) -> list[dict[str, Any]]:
+    """Run a plain map's items in chunks on a remote lane; results in item order.
+
+    Raises:
+        NodeError: The first item that failed (its index on its path), or a
+            ``WorkerLostError`` for an item whose worker died.
+    """
+    results: list[Any] = [None] * exp.count
+    sizer = _Sizer(exp.count, lane.width)
+    numbered = enumerate(exp.items())
+    steps = plan.steps
+
+    def chunks() -> Iterator[tuple[Any, ...]]:
+        while chunk := list(itertools.islice(numbered, sizer.size)):
+            yield (chunk,)
+
+    async def run_chunk(_: int, packed: tuple[Any, ...]) -> None:
+        chunk: list[tuple[int, tuple[Any, ...]]] = packed[0]
+        start = chunk[0][0]
+        parcel = _sealed(chunk, pipeline, steps)
+        try:
+            answer = await lane.ship(
+                run_shipped_chunk,
+                bundle,
+                exp.names,
+                start,
+                parcel,
+                plan.outputs,
+                halt=scope.halt,
+                budget=scope.budget,
+                label=f"{pipeline.name}[items {start}-{chunk[-1][0]}]",
+            )
+        except Exception as exc:  # the chunk never came back: its worker died, say
+            item = getattr(exc.__cause__, "item", None)
+            error = lost_in(exc, pipeline, steps)
+            error._mark_item(start if item is None else item)
+            raise error from error.__cause__
+        value = answer.value
+        if type(value) is RemoteFailure:
+            value.reraise()  # (a NodeError carries its item index from the worker)
+        outputs, seconds = value
+        results[start : start + len(outputs)] = outputs
+        sizer.measured(len(outputs), seconds, len(parcel.blob or b""))
+
+    # (A chunk index never reaches an error: every NodeError has its item's by then.)
+    await run_items(chunks(), exp.count, 2 * lane.width, run_chunk, halt=scope.halt)
+    return results
+
+
+def _sealed(
+    chunk: list[tuple[int, tuple[Any, ...]]], pipeline: Pipeline, steps: Sequence[Step]
+) -> Parcel:
+    """The chunk's items, pickled here, so that an item that cannot be is named.
+
+    Raises:
+        NodeError: An item cannot be pickled (marked with its index).
+    """
+    try:
+        return Parcel([item for _, item in chunk]).seal()
+    except Exception:
+        for index, item in chunk:
+            try:
+                Parcel(item).seal()
+            except Exception as exc:
+                error = lost_in(exc, pipeline, steps)
+                error._mark_item(index)
+                raise error from exc
+        raise
+
+
+def lost_in(lost: Exception, pipeline: Pipeline, running: Sequence[Step]) -> NodeError:
+    """The error of an item that never came back (its worker died, or it could not be
+    shipped), naming the node its worker marked, else the nodes it was to run."""
+    position = getattr(lost.__cause__, "position", 0)
+    if 0 < position <= len(pipeline.nodes):
+        name = pipeline.nodes[position - 1].name
+    else:
+        name = " or ".join(step.name for step in running)
+    error = node_failed(name, lost)
+    return error._prepend(PathFrame(pipeline.name))
+
+
+# -- in the worker -----------------------------------------------------------------------
+
+
+class _Window(list[Any]):
+    """A chunk's results, indexed by the map's item indices (the chunk's from ``start``)."""
+
+    def __init__(self, start: int, size: int) -> None:
+        super().__init__([None] * size)
+        self.start = start
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index - self.start, value)
+
+
+def _numbered(start: int, items: list[tuple[Any, ...]]) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """The items with their map indices, each marked on the pool's board as it starts."""
+    for index, item in enumerate(items, start):
+        mark_item(index)
+        yield index, item
+
+
+def run_shipped_chunk(
+    bundle: Any,
+    names: tuple[str, ...],
+    start: int,
+    items: Parcel,
+    outputs: tuple[str, ...],
+) -> Parcel:
+    """Run a chunk of a plain map's items, from item ``start``, in a worker.
+
+    ``bundle`` is the shipped (or stored) ``(pipeline, shared inputs)`` pair. Items run
+    in order; the run's mark is checked before every node (``Halted`` ends the chunk,
+    which the caller of this task sees as ``Skipped``), and the first failure ends it.
+
+    Returns:
+        A parcel of ``(outputs of each item, seconds the items took)``, or of the
+        ``RemoteFailure`` of the first failing item (a ``NodeError`` with its index).
+    """
+    pipe, shared = bundle.load()
+    check_enclosing()  # loading may take long: the items start only now
+    chunk: list[tuple[Any, ...]] = items.value
+    plan = pipe.plan(list(outputs), (*shared, *names))
+    board = tracked()
+    numbered = _numbered(start, chunk) if board else enumerate(chunk, start)
+    began = time.perf_counter()
+    results: list[Any]
+    try:
+        if plan.simple and not (board and len(pipe.nodes) > 1):
+            base = {**plan.optional, **pipe.bound, **shared}
+            results = _Window(start, len(chunk))
+            run_plain_items(plan, names, base, numbered, results, len(chunk), pipe.name, new_halt())
+        else:  # item by item, with a Marker naming the node on the board if there is one
+            results = _run_each(
+                marked(bundle, pipe) if board else pipe, shared, names, numbered, outputs
+            )
+    except Exception as exc:
+        return failed(exc)
+    seconds = time.perf_counter() - began
+    return reply((list(results), seconds), lambda error: _stuck(pipe, start, results, error))
+
+
+def _run_each(
+    pipe: Any,
+    shared: dict[str, Any],
+    names: tuple[str, ...],
+    numbered: Iterator[tuple[int, tuple[Any, ...]]],
+    outputs: tuple[str, ...],
+) -> list[Any]:
+    from ..bridge import run_sync  # deferred, as in run_shipped_item
+
+    engine = worker_engine()
+    results: list[Any] = []
+
+    async def run_all() -> None:
+        for index, item in numbered:
+            check_enclosing()
+            inputs = {**shared, **dict(zip(names, item, strict=True))}
+            try:
+                results.append(await engine.arun(pipe, inputs, list(outputs)))
+            except NodeError as err:
+                err._mark_item(index)
+                raise
+
+    run_sync(run_all())
+    return results
+
+
+def _stuck(pipe: Any, start: int, results: list[Any], error: Exception) -> BaseException:
+    """The ``NodeError`` of the first item whose outputs cannot travel back."""
+    for index, outputs in enumerate(results, start):
+        stuck = stuck_output(pipe, outputs, error, index)
+        if stuck is not error:
+            return stuck
+    return error
