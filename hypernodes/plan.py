@@ -95,11 +95,6 @@ class Step:
         self.version_slots = tuple((VERSION, n) for n in node.inputs)
         self.output_slots = tuple((VERSION, n) for n in node.outputs if n not in self.keep)
 
-    # Remote lanes cloudpickle ``fn`` themselves, once per function (see
-    # ``executors.workers.shipped_callable``): a plan knows nothing of shipping. Always
-    # ``None``; it goes once no caller passes it to ``Scope.offload`` any more.
-    shipped = None
-
     def store(self, result: Any, values: dict[str, Any]) -> None:
         """Put a node's return value into ``values`` (unpacking tuple outputs)."""
         if self.out is not None:

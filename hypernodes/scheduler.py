@@ -192,8 +192,10 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
     limiter = scope.limiter
     # At most `cap` chains live at once in this level; ready nodes beyond it wait in the
     # backlog for a chain to take them, rather than as tasks parked on the limiter.
-    cap = limiter.width if isinstance(limiter, Limiter) else len(steps)
-    if limiter is not None and limiter.owner is scope and not plan.nested:
+    # (Not when a node may wait for a Limit or a backoff: a waiting node holds no slot,
+    # so slots are taken per attempt instead.)
+    cap = limiter.width if isinstance(limiter, Limiter) and not plan.waits else len(steps)
+    if limiter is not None and limiter.owner is scope and not plan.nested and not plan.waits:
         # No other level can share this run's limit (no nested pipelines, not a map item
         # or a nested level): the cap alone bounds the nodes, per-node slots are not needed.
         limiter = None
