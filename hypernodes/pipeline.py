@@ -15,10 +15,12 @@ from .tracebacks import hide_kernel_frames
 
 if TYPE_CHECKING:
     import networkx as nx
+    import pydantic
 
     from . import plan as plans
 else:
     nx = LazyModule("networkx")  # heavy, and only Pipeline.graph needs it
+    pydantic = LazyModule("pydantic")  # an optional extra: input_model / output_model
     plans = LazyModule("hypernodes.plan")  # about 2 ms: paid on the first run, not on import
 
 __all__ = ["Pipeline"]
@@ -36,12 +38,17 @@ class Pipeline:
         cache: A cache store; inherits (or uses the global default) when ``None``.
         callbacks: Callbacks; inherit (or use the global default) when ``None``.
         name: A name for paths, errors and pictures (default ``"pipeline"``).
+        check_types: Check that what each node returns fits what the nodes reading it
+            take, by their annotations (``False`` skips the check; unannotated ends are
+            never checked). See :mod:`hypernodes.edges`.
 
     Raises:
         TypeError: An element of ``nodes`` is not a node, ``engine`` is not an Engine,
             ``cache`` is not a Cache, or ``callbacks`` is not a list of callbacks.
         DuplicateOutputError: Two nodes produce the same output.
         CycleError: The nodes form a cycle.
+        TypeMismatchError: A node returns a value as a type the node reading it cannot
+            take (both annotated); the message names both nodes, the value and both types.
         PipelineDefinitionError: Two nodes share a name or disagree on a default.
     """
 
@@ -52,11 +59,16 @@ class Pipeline:
         cache: Any = None,
         callbacks: Sequence[PipelineCallback] | None = None,
         name: str | None = None,
+        *,
+        check_types: bool = True,
     ) -> None:
         if isinstance(nodes, Node | Pipeline) or not isinstance(nodes, Iterable):
             hint = "; wrap it in a list: [...]" if isinstance(nodes, Node | Pipeline) else ""
             raise TypeError(f"nodes must be a list of nodes, got {nodes!r}{hint}")
         self._graph = Graph([n.as_node() if isinstance(n, Pipeline) else n for n in nodes])
+        self.check_types = bool(check_types)
+        if self.check_types:
+            check_edges(self._graph.nodes, self._graph.producer)
         self.name = name or UNNAMED
         self.engine: Engine | None = None
         self.with_engine(engine)
@@ -119,6 +131,34 @@ class Pipeline:
         """The pipeline's own callbacks (empty when it has none of its own)."""
         own = self.own_callbacks
         return () if own is UNSET else own
+
+    def input_model(self) -> type[pydantic.BaseModel]:
+        """A pydantic model of this pipeline's inputs, from the nodes' annotations.
+
+        Required inputs are required fields, optional inputs optional with their default;
+        bound inputs are left out. Use it as a FastAPI request model, or to validate
+        inputs before a run: ``pipeline.run(dict(Model.model_validate(data)))``.
+
+        Raises:
+            ImportError: pydantic 2 is not installed (``pip install 'hypernodes[types]'``).
+        """
+        from .models import input_model  # deferred: pydantic is an optional extra
+
+        return input_model(self)
+
+    def output_model(self, output_name: OutputName = None) -> type[pydantic.BaseModel]:
+        """A pydantic model of what ``run(..., output_name=output_name)`` returns.
+
+        Each output asked for (every output when ``None``) is a required field typed by its
+        node's return annotation (``Any`` when it has none).
+
+        Raises:
+            ImportError: pydantic 2 is not installed (``pip install 'hypernodes[types]'``).
+            InvalidInputError: ``output_name`` names something that is not an output.
+        """
+        from .models import output_model  # deferred: pydantic is an optional extra
+
+        return output_model(self, output_name)
 
     def __repr__(self) -> str:
         nodes = ", ".join(n.name for n in self.nodes)
@@ -449,7 +489,7 @@ class Pipeline:
 
     def visualize(self, filename: str | None = None, **options: Any) -> Any:
         """A picture of the graph; see :func:`hypernodes.viz.visualize`."""
-        from .viz import visualize
+        from .viz import visualize  # deferred: the optional diagrams load on call
 
         return visualize(self, filename=filename, **options)
 
@@ -490,5 +530,6 @@ def _suggest(name: str, candidates: Iterable[str]) -> str:
 # time (typing.get_type_hints), not only under TYPE_CHECKING.
 from .callbacks import PipelineCallback  # noqa: E402
 from .config import UNSET, check_cache, check_callbacks, check_engine, effective_engine  # noqa: E402
+from .edges import check_edges  # noqa: E402
 from .engines.base import Engine, MapMode, OutputName  # noqa: E402
 from .nested import PipelineNode  # noqa: E402

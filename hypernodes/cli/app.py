@@ -23,6 +23,7 @@ from ..config import ENGINE_KEYS, effective_engine, merge_engine_config
 from ..config_files import load_config
 from ..errors import ConfigError, InvalidExecutorError, InvalidInputError
 from ..executors.workers import ALIASES
+from ..models import validate_inputs
 from .cache import cache_group
 from .encode import dumps
 from .reporting import (
@@ -104,7 +105,8 @@ Whatever the pipeline prints goes to stderr.
     "--inputs",
     "inputs_arg",
     metavar="JSON|@FILE",
-    help="Input values: a JSON object, or @file.json, @file.yaml, @- (JSON on stdin).",
+    help="Input values: a JSON object, or @file.json, @file.yaml, @- (JSON on stdin); "
+    "checked against (and coerced to) the nodes' annotations.",
 )
 @click.option(
     "--output-name",
@@ -203,6 +205,7 @@ def run_command(
         outputs = _names(output_names) or None
         with restored_sys_path(), stdout_to_stderr(), contextlib.ExitStack() as stack:
             pipeline = copy.copy(load_target(target))
+            inputs = validate_inputs(pipeline, inputs, map_over=mapped)
             choice = choose_engine(pipeline, settings.engine, engine_cfg, flags)
             if choice.note is not None:
                 say(f"note: {choice.note}")
@@ -285,15 +288,24 @@ Examples:
 
 @cli.command("inspect", epilog=_INSPECT_EXAMPLES)
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON document instead of text, with the JSON Schema of the inputs and "
+    "outputs (input_schema, output_schema).",
+)
 @traceback_option
 def inspect_command(target: str, as_json: bool, show_traceback: bool) -> None:
     """Show the inputs (with types and defaults), outputs, nodes and nested pipelines."""
-    from .describe import describe, render  # deferred: only `inspect` needs it
+    from .describe import describe, render, schemas  # deferred: only `inspect` needs it
 
     with reporting(show_traceback):
         with restored_sys_path(), stdout_to_stderr():
-            info = describe(load_target(target))
+            pipeline = load_target(target)
+            info = describe(pipeline)
+            if as_json:
+                info.update(schemas(pipeline))
         text = dumps(info) if as_json else render(info)
     click.echo(text)
 

@@ -2,7 +2,8 @@
 
 Types are the annotations as written on the node functions (strings stay strings, so
 nothing is evaluated or imported); an input or output seen through a mapped nested
-pipeline is shown as ``list[...]``.
+pipeline is shown as ``list[...]``. With ``--json``, the JSON Schema of the pipeline's input
+and output models (pydantic) comes too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..node import Node
 from ..pipeline import Pipeline
 from .encode import to_jsonable
 
-__all__ = ["describe", "render"]
+__all__ = ["describe", "render", "schemas"]
 
 
 def describe(pipeline: Pipeline) -> dict[str, Any]:
@@ -40,6 +41,26 @@ def describe(pipeline: Pipeline) -> dict[str, Any]:
         "nodes": [_node(n) for n in pipeline.nodes],
         "pipelines": [_nested(n) for n in nested],
         "engine": None if pipeline.engine is None else repr(pipeline.engine),
+    }
+
+
+def schemas(pipeline: Pipeline) -> dict[str, Any]:
+    """The JSON Schema of the pipeline's input and output models (``input_schema``,
+    ``output_schema``); a field whose type JSON Schema cannot describe (any class) is
+    left open (``{}``).
+
+    Raises:
+        ImportError: pydantic 2 is not installed.
+    """
+    from pydantic.json_schema import GenerateJsonSchema  # deferred: an optional extra
+
+    class Lenient(GenerateJsonSchema):
+        def handle_invalid_for_json_schema(self, schema: Any, error_info: str) -> Any:
+            return {}
+
+    return {
+        "input_schema": pipeline.input_model().model_json_schema(schema_generator=Lenient),
+        "output_schema": pipeline.output_model().model_json_schema(schema_generator=Lenient),
     }
 
 
