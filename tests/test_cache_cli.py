@@ -139,3 +139,20 @@ def test_the_real_command(filled: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == 6
+
+
+def test_entries_written_by_a_run_name_their_node(tmp_path: Path) -> None:
+    from hypernodes import Pipeline, node
+
+    @node(output_name="doubled")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @node(output_name="shown")
+    def show(doubled: int) -> str:
+        return str(doubled)
+
+    store = DiskCache(tmp_path / "c")
+    Pipeline([double, show], cache=store).map(inputs={"x": [1, 2, 3]}, map_over="x")
+    assert sorted(e.node for e in store.entries()) == ["double"] * 3 + ["show"] * 3
+    assert len(store.entries(node="show")) == 3

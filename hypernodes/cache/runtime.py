@@ -15,6 +15,7 @@ with one warning naming the node and the type.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,7 @@ class CacheRuntime:
         TypeError: ``store`` is not a :class:`~hypernodes.cache.Cache`.
     """
 
-    __slots__ = ("_identities", "blocking", "store")
+    __slots__ = ("_identities", "blocking", "named", "store")
 
     def __init__(self, store: Cache) -> None:
         if not isinstance(store, Cache):
@@ -88,6 +89,9 @@ class CacheRuntime:
         self.store = store
         # Stores doing I/O are read and written off the event loop (their aget/aput).
         self.blocking = bool(getattr(store, "blocking_io", False))
+        # Stores that record which node wrote an entry (``hypernodes cache ls --node``);
+        # a user's store written before ``put(..., node=)`` existed is called without it.
+        self.named = _takes_node(store)
         # Node identities for the life of this runtime (one top-level run): code cannot
         # change meaningfully within a run, and a map looks each node up once per item.
         # Keyed by id() only while the run holds the nodes, never part of a key.
@@ -205,7 +209,10 @@ class CacheRuntime:
     def save_now(self, step: Step, key: str, result: Any) -> None:
         """``save`` in the calling thread, for runs that own their thread (inline)."""
         try:
-            self.store.put(key, result)
+            if self.named:
+                self.store.put(key, result, node=step.name)
+            else:
+                self.store.put(key, result)
         except Exception as exc:
             _warn_uncached(step.name, f"its result could not be stored: {exc}")
 
@@ -236,13 +243,23 @@ class CacheRuntime:
         """Store a node's result under ``key``; a value that cannot be stored is skipped
         with a warning (the run goes on)."""
         store = self.store
+        node = {"node": step.name} if self.named else {}
         try:
             if self.blocking:
-                await store.aput(key, result)
+                await store.aput(key, result, **node)
             else:
-                store.put(key, result)
+                store.put(key, result, **node)
         except Exception as exc:
             _warn_uncached(step.name, f"its result could not be stored: {exc}")
+
+
+def _takes_node(store: Cache) -> bool:
+    """Whether ``store.put`` (and ``aput``) take ``node=``."""
+    try:
+        params = inspect.signature(store.put).parameters
+    except (TypeError, ValueError):
+        return False
+    return "node" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _warn_uncached(node: str, why: str, hint: str | None = None) -> None:
