@@ -1007,3 +1007,46 @@ def test_run_reports_a_mismatched_input_in_one_line(
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("hypernodes: error:")]
     assert errors == [line]
     assert "Traceback" not in result.stderr
+
+
+# -- what the README and docs/types.md show ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python_blocks(path: Path, heading: str) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    section = section[: section.find("\n## ", len(heading))]
+    blocks = section.split("```python\n")[1:]
+    return [block[: block.index("\n```")] for block in blocks]
+
+
+def test_the_readme_error_example_is_what_the_check_says() -> None:
+    example = _python_blocks(ROOT / "README.md", "## Types")[0]
+    namespace: dict[str, Any] = {"node": node, "Pipeline": Pipeline}
+    with pytest.raises(TypeMismatchError) as info:
+        exec(compile(example, "README.md", "exec", dont_inherit=True), namespace)
+    shown = [line.removeprefix("# ") for line in example.splitlines() if line.startswith("# ")]
+    assert " ".join(shown) == f"TypeMismatchError: {info.value}"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/types.md"])
+def test_the_fastapi_example_runs_as_written(doc: str) -> None:
+    fastapi = pytest.importorskip("fastapi")
+    testclient = pytest.importorskip("fastapi.testclient")
+
+    @node(output_name="summary")
+    def summarize(text: str, lang: str = "en") -> str:
+        return f"{lang}: {text[:5]}"
+
+    pipeline = Pipeline([summarize], name="summaries")
+    heading = "## Types" if doc == "README.md" else "## Models of the inputs and outputs"
+    example = next(b for b in _python_blocks(ROOT / doc, heading) if "@app.post" in b)
+    namespace: dict[str, Any] = {"pipeline": pipeline, "app": fastapi.FastAPI()}
+    exec(compile(example, doc, "exec", dont_inherit=True), namespace)
+    with testclient.TestClient(namespace["app"]) as client:
+        response = client.post("/summary", json={"text": "hello world"})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"summary": "en: hello"}
+        assert client.post("/summary", json={"lang": "fr"}).status_code == 422
