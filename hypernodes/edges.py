@@ -343,14 +343,9 @@ def check_edges(nodes: Sequence[Node], producer: dict[str, int]) -> None:
                 returned = made.__annotations__.get("return", _MISSING)
                 if returned is _MISSING:
                     continue
-                if (
-                    returned is raw[name]
-                    or (
-                        type(func) is function
-                        and returned == raw[name]
-                        and made.__globals__ is func.__globals__
-                    )
-                ) and not made.__code__.co_flags & _GENERATOR_FLAGS:
+                if _same(returned, raw[name], made, func) and not (
+                    made.__code__.co_flags & _GENERATOR_FLAGS
+                ):
                     continue
             produced, pwhere = reader.returns(source, name)
             if produced is UNKNOWN:
@@ -362,14 +357,33 @@ def check_edges(nodes: Sequence[Node], producer: dict[str, int]) -> None:
                         pwhere.says(source.name, "returns"),
                         cwhere.says(consumer.name, "takes"),
                     )
+                    texts = type_text(produced), type_text(expected)
+                    if texts[0] == texts[1]:  # two classes of one name, from two modules
+                        texts = (
+                            type_text(produced, qualified=True),
+                            type_text(expected, qualified=True),
+                        )
                     raise TypeMismatchError(
                         nodes[index].name,
                         consumer.name,
                         name,
-                        type_text(produced),
-                        type_text(expected),
+                        *texts,
                         "; ".join(n for n in notes if n),
                     )
+
+
+def _same(returned: Any, taken: Any, made: Any, func: Callable[..., Any]) -> bool:
+    """Whether two annotations as written are certainly the same type."""
+    if isinstance(taken, str):  # the same text means the same type in the same module only
+        return (
+            returned == taken
+            and type(func) is types.FunctionType
+            and made.__globals__ is func.__globals__
+        )
+    try:
+        return returned is taken or bool(returned == taken)
+    except Exception:  # an annotation whose == does not answer (array metadata)
+        return False
 
 
 def input_types(pipeline: Pipeline) -> dict[str, Any]:
@@ -527,8 +541,18 @@ def _args_fit(src: Any, dst: Any, s_cls: type, d_cls: type) -> bool:
 # -- text -------------------------------------------------------------------------------
 
 
-def type_text(tp: Any) -> str:
-    """A short, readable spelling of a type: ``list[int]``, ``int | None``, ``User``."""
+def type_text(tp: Any, *, qualified: bool = False) -> str:
+    """A short, readable spelling of a type: ``list[int]``, ``int | None``, ``User``.
+
+    Args:
+        tp: The type.
+        qualified: Name classes with their module (``shop.models.User``), for two types
+            that would otherwise read the same.
+    """
+
+    def text(t: Any) -> str:
+        return type_text(t, qualified=qualified)
+
     if tp is None or tp is _NONE:
         return "None"
     if tp is Ellipsis:
@@ -536,24 +560,32 @@ def type_text(tp: Any) -> str:
     if tp is UNKNOWN:
         return "?"
     if isinstance(tp, list):  # the parameters of a Callable
-        return "[" + ", ".join(map(type_text, tp)) + "]"
+        return "[" + ", ".join(map(text, tp)) + "]"
     if isinstance(tp, typing.TypeVar | typing.ParamSpec):
         return tp.__name__
     if isinstance(tp, str | typing.ForwardRef):
         return tp if isinstance(tp, str) else tp.__forward_arg__
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if _is_union(origin):
-        return " | ".join(map(type_text, args))
+        return " | ".join(map(text, args))
     if origin is typing.Literal:
         return f"Literal[{', '.join(map(repr, args))}]"
     if origin is typing.Annotated:
-        return type_text(args[0])
+        return text(args[0])
     if origin is not None:
-        name = getattr(origin, "__qualname__", None) or repr(origin)
-        return f"{name}[{', '.join(map(type_text, args))}]" if args else name
+        name = _class_name(origin, qualified)
+        return f"{name}[{', '.join(map(text, args))}]" if args else name
     if isinstance(tp, type):
-        return tp.__qualname__
+        return _class_name(tp, qualified)
     return repr(tp).replace("typing.", "")
+
+
+def _class_name(cls: Any, qualified: bool) -> str:
+    name = getattr(cls, "__qualname__", None) or repr(cls)
+    module = getattr(cls, "__module__", "builtins")
+    if qualified and module not in ("builtins", "typing", "collections.abc"):
+        return f"{module}.{name}"
+    return str(name)
 
 
 # The kernel modules that name each other import each other last (see pipeline.py).

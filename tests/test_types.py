@@ -607,6 +607,26 @@ def test_the_message_says_where_nested_and_generator_types_come_from() -> None:
         Pipeline(module.nodes)
 
 
+@pytest.mark.parametrize("future", [True, False], ids=["future-annotations", "eager"])
+def test_two_classes_of_one_name_from_two_modules_clash(future: bool) -> None:
+    # Under the __future__ import both annotations are the very same string "Config":
+    # the fast path must not take them for the same type.
+    source = """
+        class Config: ...
+
+        @node(output_name="{output}")
+        def {name}({param}) -> Config:
+            return Config()
+    """
+    first = load(source.format(output="config", name="make", param=""), future=future)
+    second = load(source.format(output="out", name="use", param="config: Config"), future=future)
+    with pytest.raises(TypeMismatchError) as info:
+        Pipeline([first.make, second.use])
+    err = info.value
+    assert err.produced == f"{first.__name__}.Config"
+    assert err.expected == f"{second.__name__}.Config"
+
+
 def test_the_error_pickles() -> None:
     with pytest.raises(TypeMismatchError) as info:
         Pipeline([count, shout])
