@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError, NodeError, PathFrame
 from .executors.halting import Halt, Halted, InlineStop
+from .level import Scope
 from .plan import Plan
-from .scheduler import Scope, cancel_requests, raise_first
+from .scheduler import cancel_requests, raise_first
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline

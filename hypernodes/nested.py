@@ -245,7 +245,7 @@ class PipelineNode(Node):
                 if parent_ctx is not None
                 else CallbackContext(kind, inner.name, node=self.name)
             )
-        parent = Parent(scope=scope, cache=cache, callbacks=dispatcher, context=context)
+        parent = scope.derive(cache=cache, callbacks=dispatcher, context=context)
         d = dispatcher
         if d is not None and d.on_nested_pipeline_start:
             d.emit(d.on_nested_pipeline_start, context=context, node=self, pipeline=inner)
@@ -274,7 +274,7 @@ class PipelineNode(Node):
                 )
 
     async def _dispatch(
-        self, engine: Engine, inputs: dict[str, Any], parent: Parent | None
+        self, engine: Engine, inputs: dict[str, Any], parent: scheduler.Scope | None
     ) -> tuple[Any, ...]:
         inner_outputs = self._inner_outputs
         if self.map_over is None:
@@ -320,7 +320,7 @@ class PipelineNode(Node):
 # time (typing.get_type_hints), not only under TYPE_CHECKING.
 from .callbacks import CallbackContext, Dispatcher, PipelineCallback  # noqa: E402
 from .config import UNSET  # noqa: E402
-from .engines.base import Engine, MapMode, Parent  # noqa: E402
+from .engines.base import Engine, MapMode  # noqa: E402
 from .pipeline import Pipeline  # noqa: E402
 
 

@@ -18,8 +18,8 @@ from .layers.chain import Attempt, compose
 
 if TYPE_CHECKING:
     from .executors.halting import Halt, InlineStop
+    from .level import Scope
     from .node import Node
-    from .scheduler import Scope
 
 __all__ = [
     "VERSION",

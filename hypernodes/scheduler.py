@@ -18,18 +18,16 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from .cache.base import MISSING
-from .callbacks import CallbackContext, Dispatcher
 from .errors import NodeError, PathFrame, node_failed
 from .executors.halting import Halt, Halted, InlineStop
-from .executors.remote import Shipped
-from .executors.workers import Lane
 from .layers.cache import cached, nested
 from .layers.events import emit_cached, emit_end, emit_error, emit_start, observed
 from .layers.place import place
+from .level import Limiter, Scope
 from .plan import Plan, Step, compile_plan, run_plan_sync, run_sync_steps
 
 __all__ = [
@@ -47,88 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hypernodes")
-
-
-class Scope:
-    """How one level of a run executes: settings resolved once, read by every step.
-
-    Attributes:
-        pipeline: The name of the pipeline at this level (for error paths).
-        concurrent: Whether independent nodes run concurrently.
-        limiter: Bounds how many nodes run at once (``max_concurrent``), or ``None``.
-            One per top-level run, shared by its nested levels on the same engine: only
-            leaf nodes take a slot (nested pipelines and map items never do), so sharing it
-            cannot deadlock.
-        body: Where sync node bodies go when they do not run inline.
-        inline: Whether sync bodies may run inline (only on a loop HyperNodes owns).
-        cache: The cache runtime of this level, or ``None``.
-        callbacks: The dispatcher of this level, or ``None``.
-        context: The callback context of this level (``None`` without callbacks).
-        engine: The engine running this level (nested pipelines may inherit it).
-        halt: The run's "run is over" signal (one per top-level run, shared by its levels):
-            checked before anything of the run starts.
-        budget: Bounds the run's sync bodies across all the pools they go to
-            (``max_workers``), or ``None`` when one pool's own size bounds them.
-    """
-
-    __slots__ = (
-        "body",
-        "budget",
-        "cache",
-        "callbacks",
-        "concurrent",
-        "context",
-        "engine",
-        "halt",
-        "inline",
-        "limiter",
-        "pipeline",
-        "plain",
-    )
-
-    def __init__(
-        self,
-        *,
-        engine: Any,
-        pipeline: str,
-        concurrent: bool,
-        limiter: Limiter | None,
-        body: Lane,
-        inline: bool,
-        halt: Halt,
-        budget: asyncio.Semaphore | None = None,
-        cache: Any = None,
-        callbacks: Dispatcher | None = None,
-        context: CallbackContext | None = None,
-    ) -> None:
-        self.engine = engine
-        self.halt = halt
-        self.budget = budget
-        self.pipeline = pipeline
-        self.concurrent = concurrent
-        self.limiter = limiter
-        self.body = body
-        self.inline = inline
-        self.cache = cache
-        self.callbacks = callbacks
-        self.context = context
-        self.plain = cache is None and callbacks is None
-
-    def derive(self, **changes: Any) -> Scope:
-        """A copy with some settings changed (for map items and nested levels)."""
-        fields = {k: getattr(self, k) for k in self.__slots__ if k != "plain"}
-        fields.update(changes)
-        return Scope(**fields)
-
-    def offload(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        shipped: Shipped | None = None,
-        label: str = "",
-    ) -> Awaitable[Any]:
-        """Start the sync ``fn(*args)`` where this level's sync bodies go (see ``Lane.call``)."""
-        return self.body.call(fn, args, shipped, halt=self.halt, budget=self.budget, label=label)
 
 
 async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
@@ -175,15 +91,6 @@ async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> N
                 await run_step(step, values, scope, scope.limiter)
     except Halted:
         await scope.halt.halted()
-
-
-class Limiter(asyncio.Semaphore):
-    """``max_concurrent``: a semaphore that knows its width and the scope that made it."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__(width)
-        self.width = width
-        self.owner: Scope | None = None
 
 
 async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> None:

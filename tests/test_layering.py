@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loops", ("hypernodes.bridge",)),  # run() <-> arun(): the only code making loops
     ("executors", ("hypernodes.executors",)),
     ("callbacks and configuration", ("hypernodes.callbacks", "hypernodes.config")),
+    ("level", ("hypernodes.level",)),  # the frozen scope of one level of a run
     ("layers", ("hypernodes.layers",)),  # the layers a plan builds each step from
     ("plan", ("hypernodes.plan",)),
     ("scheduler", ("hypernodes.scheduler",)),

@@ -6,21 +6,22 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import NodeError
+from ..lazy import LazyModule
 
 if TYPE_CHECKING:
-    from ..scheduler import Scope
+    from .. import level
+else:
+    level = LazyModule("hypernodes.level")  # it needs asyncio: only runs load it
 
 __all__ = [
     "Engine",
     "MapMode",
     "OutputName",
-    "Parent",
     "item_events",
     "map_events",
     "run_events",
@@ -29,23 +30,6 @@ __all__ = [
 
 OutputName = str | Sequence[str] | None
 MapMode = Literal["zip", "product"]
-
-
-@dataclass(slots=True)
-class Parent:
-    """What a nested level receives from the level that runs it.
-
-    Attributes:
-        scope: The enclosing level's scope.
-        cache: The cache this level uses (already resolved by precedence), or ``None``.
-        callbacks: The dispatcher this level uses, or ``None``.
-        context: This level's callback context (created by the nested node).
-    """
-
-    scope: Scope
-    cache: Any
-    callbacks: Dispatcher | None
-    context: CallbackContext | None
 
 
 class Engine(ABC):
@@ -58,9 +42,14 @@ class Engine(ABC):
         inputs: Mapping[str, Any] | None = None,
         output_name: OutputName = None,
         *,
-        _parent: Parent | None = None,
+        _parent: level.Scope | None = None,
     ) -> dict[str, Any]:
-        """Run ``pipeline`` once; return the requested outputs."""
+        """Run ``pipeline`` once; return the requested outputs.
+
+        ``_parent`` is set when a nested pipeline node runs this one: the scope of the
+        nested level as that node derived it (its cache, callbacks and callback context
+        are this level's; the rest is the enclosing level's).
+        """
 
     @abstractmethod
     async def amap(
@@ -71,7 +60,7 @@ class Engine(ABC):
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
         *,
-        _parent: Parent | None = None,
+        _parent: level.Scope | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item; return one result dict per item, in order."""
 
@@ -100,7 +89,7 @@ class Engine(ABC):
         return run_sync(self.amap(pipeline, inputs, map_over, map_mode, output_name))
 
     def _resolve(
-        self, pipeline: Pipeline, parent: Parent | None, kind: Literal["run", "map"]
+        self, pipeline: Pipeline, parent: level.Scope | None, kind: Literal["run", "map"]
     ) -> tuple[Any, Dispatcher | None, CallbackContext | None]:
         """The cache runtime, dispatcher and callback context of a run or map: inherited
         from the enclosing level, or resolved (precedence) at the top."""

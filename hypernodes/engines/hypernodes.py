@@ -21,10 +21,11 @@ from ..executors.workers import (
     resolve_lane,
     validate_executor,
 )
+from ..level import Limiter, Scope
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
 from ..pipeline import Pipeline
-from ..scheduler import Limiter, Plan, Scope, run_plan, run_plan_sync, run_sync_steps_observed
-from .base import Engine, MapMode, OutputName, Parent, item_events, map_events, run_events
+from ..scheduler import Plan, run_plan, run_plan_sync, run_sync_steps_observed
+from .base import Engine, MapMode, OutputName, item_events, map_events, run_events
 from .shipping import map_remote
 
 __all__ = ["HyperNodesEngine"]
@@ -173,16 +174,16 @@ class HyperNodesEngine(Engine):
     def _scope(
         self,
         pipeline: Pipeline,
-        parent: Parent | None,
+        parent: Scope | None,
         cache: Any,
         callbacks: Dispatcher | None,
         context: CallbackContext | None,
         *,
         inline: bool | None = None,
     ) -> Scope:
-        if parent is not None and parent.scope.engine is self:
+        if parent is not None and parent.engine is self:
             # Same engine: keep the parent's placement (e.g. a map's thread pool).
-            return parent.scope.derive(
+            return parent.derive(
                 pipeline=pipeline.name, cache=cache, callbacks=callbacks, context=context
             )
         node, _, body = self.lanes
@@ -190,7 +191,7 @@ class HyperNodesEngine(Engine):
         if inline is not None:
             pass  # the caller knows (the loop-free direct path runs inline)
         elif parent is not None:
-            inline = parent.scope.inline and node.kind == "sequential"
+            inline = parent.inline and node.kind == "sequential"
         elif holds(body.executor):
             # A node body of this engine started this run (it called pipeline.run()): it
             # holds a slot of our pool already, so the run goes on in that thread rather
@@ -208,7 +209,7 @@ class HyperNodesEngine(Engine):
             body=body,
             inline=inline,
             # A nested level of another engine is still part of the enclosing run.
-            halt=parent.scope.halt if parent is not None else new_halt(),
+            halt=parent.halt if parent is not None else new_halt(),
             budget=self._budget(),
             cache=cache,
             callbacks=callbacks,
@@ -310,7 +311,7 @@ class HyperNodesEngine(Engine):
         inputs: Mapping[str, Any] | None = None,
         output_name: OutputName = None,
         *,
-        _parent: Parent | None = None,
+        _parent: Scope | None = None,
     ) -> dict[str, Any]:
         """Run ``pipeline`` once; see :meth:`Pipeline.arun`."""
         await self._start_lanes()
@@ -341,7 +342,7 @@ class HyperNodesEngine(Engine):
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
         *,
-        _parent: Parent | None = None,
+        _parent: Scope | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item; see :meth:`Pipeline.amap`."""
         await self._start_lanes()
@@ -413,7 +414,7 @@ class HyperNodesEngine(Engine):
         return await run_items(exp.items(), exp.count, width, run_one, halt=scope.halt)
 
 
-def _ended(scope: Scope, parent: Parent | None, error: BaseException) -> None:
+def _ended(scope: Scope, parent: Scope | None, error: BaseException) -> None:
     """A top-level run failed or was cancelled: nothing of it starts any more, and what it
     left running in its workers is reported (a warning, and a note on its ``NodeError``).
 

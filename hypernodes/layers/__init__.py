@@ -26,3 +26,5 @@ it compiles to its placement, a bare call. The two drivers walk a plan with thes
 Adding a per-step policy is one module here plus its option on ``@node`` and its line in
 ``chain.compose``.
 """
+
+__all__: list[str] = []

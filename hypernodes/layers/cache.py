@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from .events import emit_cached, observed
 
 if TYPE_CHECKING:
+    from ..level import Scope
     from ..plan import NestedRunner, Step
-    from ..scheduler import Scope
 
 __all__ = ["cached", "nested"]
 

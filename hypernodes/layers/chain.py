@@ -12,9 +12,9 @@ from .retry import Attempted, RetryLayer
 from .timeout import Abandoned, TimedOut, TimeoutLayer
 
 if TYPE_CHECKING:
+    from ..level import Scope
     from ..node import Node
     from ..plan import Step
-    from ..scheduler import Scope
 
 __all__ = ["Attempt", "compose", "failed"]
 

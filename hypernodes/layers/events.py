@@ -12,8 +12,8 @@ from .place import place
 
 if TYPE_CHECKING:
     from ..callbacks import Dispatcher
+    from ..level import Scope
     from ..plan import Step
-    from ..scheduler import Scope
 
 __all__ = ["attempt", "emit_cached", "emit_end", "emit_error", "emit_start", "observed"]
 

@@ -38,8 +38,8 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     import asyncio
 
+    from ..level import Scope
     from ..plan import Step
-    from ..scheduler import Scope
     from .chain import Attempt
 
 __all__ = ["Limit", "LimitLayer", "as_limits"]

@@ -12,8 +12,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..level import Scope
     from ..plan import Step
-    from ..scheduler import Scope
 
 __all__ = ["offload", "place"]
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..level import Scope
     from ..plan import Step
-    from ..scheduler import Scope
     from .chain import Attempt
 
 __all__ = ["Attempted", "Retry", "RetryLayer", "as_retry"]

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from .place import offload
 
 if TYPE_CHECKING:
+    from ..level import Scope
     from ..plan import Step
-    from ..scheduler import Scope
 
 __all__ = ["Abandoned", "TimedOut", "TimeoutLayer"]
 

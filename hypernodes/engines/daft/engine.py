@@ -9,10 +9,11 @@ from typing import Any
 from ...cache.runtime import CacheRuntime
 from ...callbacks import CallbackContext, Dispatcher
 from ...errors import ConfigError
+from ...level import Scope
 from ...mapping import expand
 from ...pipeline import Pipeline
 from ...plan import Plan
-from ..base import Engine, MapMode, OutputName, Parent, map_events, run_events
+from ..base import Engine, MapMode, OutputName, map_events, run_events
 from .cached import ItemCache, look_up, save
 from .calls import Hit
 from .frame import Frame, build_frame, ensure_runner, import_daft, stream
@@ -87,7 +88,7 @@ class DaftEngine(Engine):
         inputs: Mapping[str, Any] | None = None,
         output_name: OutputName = None,
         *,
-        _parent: Parent | None = None,
+        _parent: Scope | None = None,
     ) -> dict[str, Any]:
         """Run ``pipeline`` once, as a one-row Daft plan; see :meth:`Pipeline.arun`."""
         inputs = {} if inputs is None else inputs
@@ -110,7 +111,7 @@ class DaftEngine(Engine):
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
         *,
-        _parent: Parent | None = None,
+        _parent: Scope | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item, as one Daft plan; see :meth:`Pipeline.amap`.
 

@@ -1,0 +1,87 @@
+"""``Scope``: one frozen object describing how one level of a run executes.
+
+A level is a top-level run or map, a map item, or a nested pipeline. Its scope is resolved
+once, when the level starts (by the engine), and read by every step of it: where sync
+bodies run (decided here, once: ``inline`` or the ``body`` lane), how many nodes run at
+once, the run's halt and worker budget, and the cache and callbacks of the level with
+its callback context. A nested level is a derived scope (``derive``), handed to the
+engine that runs it: there is no other record of "what the enclosing level was".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .callbacks import CallbackContext, Dispatcher
+from .executors.halting import Halt
+from .executors.remote import Shipped
+from .executors.workers import Lane
+
+__all__ = ["Limiter", "Scope"]
+
+
+class Limiter(asyncio.Semaphore):
+    """``max_concurrent``: a semaphore that knows its width and the scope that made it."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.width = width
+        self.owner: Scope | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Scope:
+    """How one level of a run executes: settings resolved once, read by every step.
+
+    Attributes:
+        engine: The engine running this level (nested pipelines may inherit it).
+        pipeline: The name of the pipeline at this level (for error paths).
+        concurrent: Whether independent nodes run concurrently.
+        limiter: Bounds how many nodes run at once (``max_concurrent``), or ``None``.
+            One per top-level run, shared by its nested levels on the same engine: only
+            leaf attempts take a slot (nested pipelines and map items never do), so sharing
+            it cannot deadlock.
+        body: Where sync node bodies go when they do not run inline.
+        inline: Whether sync bodies run inline (only on a loop HyperNodes owns).
+        halt: The run's "run is over" signal (one per top-level run, shared by its levels):
+            checked before anything of the run starts.
+        budget: Bounds the run's sync bodies across all the pools they go to
+            (``max_workers``), or ``None`` when one pool's own size bounds them.
+        cache: The cache runtime of this level, or ``None``.
+        callbacks: The dispatcher of this level, or ``None``.
+        context: The callback context of this level (``None`` without callbacks).
+        plain: Whether the level has neither cache nor callbacks (derived).
+    """
+
+    engine: Any
+    pipeline: str
+    concurrent: bool
+    limiter: Limiter | None
+    body: Lane
+    inline: bool
+    halt: Halt
+    budget: asyncio.Semaphore | None = None
+    cache: Any = None
+    callbacks: Dispatcher | None = None
+    context: CallbackContext | None = None
+    plain: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain", self.cache is None and self.callbacks is None)
+
+    def derive(self, **changes: Any) -> Scope:
+        """A copy with some settings changed (for map items and nested levels)."""
+        return replace(self, **changes)
+
+    def offload(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        shipped: Shipped | None = None,
+        label: str = "",
+    ) -> Awaitable[Any]:
+        """Start the sync ``fn(*args)`` where this level's sync bodies go (see ``Lane.call``)."""
+        return self.body.call(fn, args, shipped, halt=self.halt, budget=self.budget, label=label)
