@@ -125,16 +125,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("hypernodes.cli.app", "hypernodes"): (
         "reads __version__ from the package, which has run before any of its modules"
     ),
-    # Pending a move that belongs to the helper editing executors/remote.py and
-    # engines/shipping.py: run_shipped_item() runs a whole map item in a worker with an
-    # engine and recording callbacks, which is engine code; once it (with _marked and
-    # worker_engine) lives in engines/, these three go.
-    ("hypernodes.executors.remote", "hypernodes.engines.shipping"): (
-        "pending: run_shipped_item() is engine code living in executors"
-    ),
-    ("hypernodes.executors.remote", "hypernodes.engines.hypernodes"): (
-        "pending: worker_engine() is engine code living in executors"
-    ),
 }
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..callbacks import HOOKS, CallbackContext, Dispatcher, PipelineCallback
-from ..executors.processes import mark_position
-from ..executors.remote import Parcel, RemoteFailure, Shipped, run_shipped_item
+from ..callbacks import CallbackContext, Dispatcher
+from ..executors.remote import Parcel, RemoteFailure, Shipped
 from ..mapping import Expansion, run_items
 from ..nested import PipelineNode
 from .base import item_events
 from .chunks import lost_in, map_chunks
+from .recording import Level, Marker, Record, Recorder
+from .worker import run_shipped_item
 
 if TYPE_CHECKING:
     from ..executors.workers import Lane
@@ -31,70 +32,6 @@ if TYPE_CHECKING:
     from ..scheduler import Plan, Scope, Step
 
 __all__ = ["Marker", "Recorder", "map_remote", "replay"]
-
-# One context level below the item: (kind, pipeline name, nested node name, item index).
-Level = tuple[str, str, str | None, int | None]
-Record = tuple[str, tuple[Level, ...], dict[str, Any]]
-
-_NAMED = {"node", "pipeline"}
-
-
-class Recorder(PipelineCallback):
-    """Runs in the worker: records every event of an item's sub-run for replay.
-
-    Objects (nodes, pipelines) are recorded by name and inputs/outputs are dropped, so
-    records stay small and picklable; the orchestrator resolves names back to objects.
-    """
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-
-class Marker(PipelineCallback):
-    """Runs in a process-pool worker: notes which node of the item is running on the
-    pool's board, so that if the worker dies the orchestrator can name that node."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.positions = {n.name: k + 1 for k, n in enumerate(pipeline.nodes)}
-
-    def on_node_start(self, *, context: CallbackContext, node: Node, **_: Any) -> None:
-        if context.parent is None:
-            mark_position(self.positions.get(node.name, 0))
-
-    def on_node_end(self, *, context: CallbackContext, **_: Any) -> None:
-        if context.parent is None:
-            mark_position(0)
-
-    def on_nested_pipeline_start(self, *, context: CallbackContext, node: Node, **_: Any) -> None:
-        if context.depth == 1:
-            mark_position(self.positions.get(node.name, 0))
-
-    def on_nested_pipeline_end(self, *, context: CallbackContext, **_: Any) -> None:
-        if context.depth == 1:
-            mark_position(0)
-
-
-def _recording_hook(hook: str) -> Any:
-    def record(self: Recorder, **event: Any) -> None:
-        context: CallbackContext = event.pop("context")
-        levels: list[Level] = []
-        ctx: CallbackContext | None = context
-        while ctx is not None and ctx.parent is not None:
-            levels.append((ctx.kind, ctx.pipeline, ctx.node, ctx.index))
-            ctx = ctx.parent
-        fields = {k: (v.name if k in _NAMED else v) for k, v in event.items()}
-        for drop in ("inputs", "outputs"):
-            if drop in fields:
-                fields[drop] = {}
-        self.records.append((hook, tuple(reversed(levels)), fields))
-
-    record.__name__ = hook
-    return record
-
-
-for _hook in HOOKS:
-    if _hook not in ("on_pipeline_start", "on_pipeline_end"):
-        setattr(Recorder, _hook, _recording_hook(_hook))
 
 
 def replay(

@@ -20,9 +20,9 @@ from typing import Any, cast
 
 import cloudpickle
 
-from ...executors.remote import worker_engine
 from ...layers.chain import compose
 from ...layers.chain import failed as failed_step
+from ..worker import worker_engine
 
 __all__ = ["SKIP", "Failure", "Hit", "Recorded", "make_call", "nested_body"]
 
@@ -369,7 +369,7 @@ def nested_body(node: Any, stripped: Any, observe: bool) -> Callable[..., Corout
         engine = worker_engine()
         pipe, recorder = stripped, None
         if observe:
-            from ..shipping import Recorder  # deferred: the map machinery
+            from ..recording import Recorder  # deferred: only observed nested runs record
 
             recorder = Recorder()
             pipe = stripped.stripped().with_callbacks([recorder])
