@@ -15,6 +15,7 @@ ISSUES = {
     "cache": "Issue 4 - cache: hit overhead, fingerprints",
     "callbacks": "Issue 5 - callbacks: idle overhead",
     "distributed": "Issue 7 - distributed",
+    "policies": "Issue 11 - call policies: Limit and Retry",
     "workloads": "Issue 14 - real workloads: HyperNodes vs a hand-written yardstick",
 }
 

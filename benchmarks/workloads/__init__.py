@@ -9,12 +9,13 @@ __all__ = ["all_workloads"]
 
 def all_workloads() -> list[Workload]:
     """Every workload, in the order the tables show them."""
-    from . import cache, callbacks, kernel, mapping, real
+    from . import cache, callbacks, kernel, mapping, policies, real
 
     return [
         *kernel.WORKLOADS,
         *mapping.WORKLOADS,
         *cache.WORKLOADS,
         *callbacks.WORKLOADS,
+        *policies.WORKLOADS,
         *real.WORKLOADS,
     ]

@@ -24,8 +24,6 @@ async def attempt(step: Step, args: tuple[Any, ...], scope: Scope, slot: Any) ->
     Raises:
         NodeError: The node failed (after its retries).
     """
-    from .chain import failed  # (chain imports the layers; this module is one of them)
-
     chain = step.attempt
     try:
         if chain is not None:
@@ -35,6 +33,8 @@ async def attempt(step: Step, args: tuple[Any, ...], scope: Scope, slot: Any) ->
         async with slot:
             return await place(step, args, scope)
     except Exception as exc:
+        from .chain import failed  # (chain imports the layers; this module is one of them)
+
         error = failed(step.name, exc)
         raise error from error.__cause__
 

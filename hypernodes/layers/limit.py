@@ -201,19 +201,20 @@ class Limit:
 
     def acquire(self) -> Awaitable[None] | None:
         """Take a permit (and a start token); ``None`` when both were free at once, else an
-        awaitable that returns once the attempt may start. Call from a running loop."""
-        if self.concurrency is not None:
-            with self._lock:
+        awaitable that returns once the attempt may start. Call from a running loop, and
+        await what it returns at once."""
+        with self._lock:
+            if self.concurrency is not None:
                 if self._active < self.concurrency and not self._waiters:
                     self._active += 1
                 else:
                     waiter = _Waiter(_running_loop())
                     self._waiters.append(waiter)
                     return self._queue(waiter)
-        if self._interval:
-            delay = self._reserve()
-            if delay > 0:
-                return self._sleep(delay)
+            if self._interval:
+                delay = self._reserve()
+                if delay > 0:
+                    return self._sleep(delay)
         return None
 
     async def _queue(self, waiter: _Waiter) -> None:
@@ -227,7 +228,8 @@ class Limit:
                     self._waiters.remove(waiter)
             raise
         if self._interval:
-            delay = self._reserve()
+            with self._lock:
+                delay = self._reserve()
             if delay > 0:
                 await self._sleep(delay)
 
@@ -241,12 +243,12 @@ class Limit:
             raise
 
     def _reserve(self) -> float:
-        """Reserve the earliest start the bucket allows; the seconds until then."""
-        with self._lock:
-            now = monotonic()
-            start = max(now, self._next - self._tolerance)
-            self._next = max(self._next, start) + self._interval
-            return start - now
+        """Reserve the earliest start the bucket allows; the seconds until then (under the
+        lock)."""
+        now = monotonic()
+        start = max(now, self._next - self._tolerance)
+        self._next = max(self._next, start) + self._interval
+        return start - now
 
     def release(self) -> None:
         """Give a permit back (to the next waiter, if any). Thread-safe."""
@@ -316,14 +318,30 @@ class LimitLayer:
         self.limits = limits
 
     async def __call__(self, step: Step, args: tuple[Any, ...], scope: Scope, slot: Any) -> Any:
+        limits = self.limits
+        if len(limits) == 1:  # the common case, spelled out: one limit
+            (limit,) = limits
+            waiting = limit.acquire()
+            if waiting is not None:
+                await waiting
+                if scope.halt.over:  # (it may have waited long)
+                    limit.release()
+                    await scope.halt.halted()
+            try:
+                if slot is None:
+                    return await self.inner(step, args, scope, None)
+                async with slot:
+                    return await self.inner(step, args, scope, None)
+            finally:
+                limit.release()
         held: list[Limit] = []
         try:
-            for limit in self.limits:
+            for limit in limits:
                 waiting = limit.acquire()
                 if waiting is not None:
                     await waiting
                 held.append(limit)
-            if held and scope.halt.over:  # (it may have waited long)
+            if scope.halt.over:  # (it may have waited long)
                 await scope.halt.halted()
             if slot is None:
                 return await self.inner(step, args, scope, None)
