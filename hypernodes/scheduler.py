@@ -21,10 +21,10 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
-from .cache.base import MISSING
 from .errors import NodeError, PathFrame, node_failed
 from .executors.halting import Halt, Halted, InlineStop
 from .layers.cache import cached, nested
+from .layers.chain import failed
 from .layers.events import emit_cached, emit_end, emit_error, emit_start, observed
 from .layers.place import place
 from .level import Limiter, Scope
@@ -207,8 +207,16 @@ async def run_step(step: Step, values: dict[str, Any], scope: Scope, slot: Any) 
         await nested(step, step.nested, args, values, scope)
     elif scope.cache is not None and step.node.cache:
         await cached(step, args, values, scope, slot)
-    elif scope.callbacks is not None or step.attempt is not None:
+    elif scope.callbacks is not None:
         await observed(step, args, values, scope, slot)
+    elif step.attempt is not None:
+        # Its per-attempt layers, no events (``layers.events.attempt``, inlined).
+        try:
+            result = await step.attempt(step, args, scope, slot)
+        except Exception as exc:
+            error = failed(step.name, exc)
+            raise error from error.__cause__
+        step.store(result, values)
     else:
         # A plain step with no cache and no events: its placement alone, one await deep
         # (``layers.events.attempt`` inlined: this is the hot path of every run).
