@@ -186,19 +186,8 @@ class HyperNodesEngine(Engine):
             return parent.derive(
                 pipeline=pipeline.name, cache=cache, callbacks=callbacks, context=context
             )
-        node, _, body = self.lanes
-        concurrent = node.concurrent
-        if inline is not None:
-            pass  # the caller knows (the loop-free direct path runs inline)
-        elif parent is not None:
-            inline = parent.inline and node.kind == "sequential"
-        elif holds(body.executor):
-            # A node body of this engine started this run (it called pipeline.run()): it
-            # holds a slot of our pool already, so the run goes on in that thread rather
-            # than waiting for another slot (which, with the pool saturated, never comes).
-            concurrent, inline = False, True
-        else:
-            inline = node.kind == "sequential" and is_own_loop(asyncio.get_running_loop())
+        node = self.lanes[0]
+        concurrent, inline, body = self._placement(parent, inline)
         width = node.width if node.kind == "async" else self.max_concurrent
         limiter = Limiter(width) if concurrent and width else None
         scope = Scope(
@@ -218,6 +207,38 @@ class HyperNodesEngine(Engine):
         if limiter is not None:
             limiter.owner = scope  # levels derived from it share the limit, not ownership
         return scope
+
+    def _placement(
+        self, parent: Scope | None, inline: bool | None = None, *, items: bool = False
+    ) -> tuple[bool, bool, Lane]:
+        """Where the sync bodies of a new level run: ``(concurrent, inline, body lane)``.
+
+        The one place this is decided, for every level this engine makes: a run, a map,
+        the items of a map (``items``: ``parent`` is then the map's scope), a nested
+        level (``parent`` is the enclosing one). ``inline`` is given by a caller that
+        knows (the loop-free path runs inline).
+        """
+        node, lane, body = self.lanes
+        if items:
+            # Items' bodies never run inline; they go where the node executor puts them
+            # when it has a place of its own, else where the map executor does (its pool,
+            # an AsyncExecutor's threads).
+            assert parent is not None
+            own = node.offload() is not None
+            return node.concurrent, False, parent.body if own else (lane.offload() or parent.body)
+        concurrent = node.concurrent
+        if inline is not None:
+            pass
+        elif parent is not None:
+            inline = parent.inline and node.kind == "sequential"
+        elif holds(body.executor):
+            # A node body of this engine started this run (it called pipeline.run()): it
+            # holds a slot of our pool already, so the run goes on in that thread rather
+            # than waiting for another slot (which, with the pool saturated, never comes).
+            concurrent, inline = False, True
+        else:
+            inline = node.kind == "sequential" and is_own_loop(asyncio.get_running_loop())
+        return concurrent, inline, body
 
     def _budget(self) -> asyncio.Semaphore | None:
         """A run's bound on its sync bodies across pools: ``max_workers`` holds for all of
@@ -372,7 +393,7 @@ class HyperNodesEngine(Engine):
     ) -> list[dict[str, Any]]:
         if exp.count == 0:
             return []
-        node, lane, _ = self.lanes
+        lane = self.lanes[1]
         if lane.kind == "remote" and not plan.limited:
             # (A plan with a Limit runs its items here, shipping each body: this process
             # grants the attempts, so the bound holds across the workers.)
@@ -381,11 +402,8 @@ class HyperNodesEngine(Engine):
             item_scope, width = scope, 1
         else:
             width = lane.width
-            # Sync bodies go where the node executor puts them when it has a place of its
-            # own, else where the map executor does (its pool, an AsyncExecutor's threads).
-            own = node.offload() is not None
-            body = scope.body if own else (lane.offload() or scope.body)
-            changes: dict[str, Any] = {"inline": False, "body": body}
+            _, inline, body = self._placement(scope, items=True)
+            changes: dict[str, Any] = {"inline": inline, "body": body}
             if plan.waits:
                 # Items waiting for a limit or a backoff hold nothing: more of them may be
                 # in flight than the lane is wide, and the lane's width bounds the

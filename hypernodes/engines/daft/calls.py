@@ -22,6 +22,7 @@ import cloudpickle
 
 from ...layers.chain import compose
 from ...layers.chain import failed as failed_step
+from ...layers.place import place
 from ..worker import worker_engine
 
 __all__ = ["SKIP", "Failure", "Hit", "Recorded", "make_call", "nested_body"]
@@ -288,9 +289,7 @@ def make_call(
     async def attempt(args: tuple[Any, ...], level: _Level) -> Any:
         if chain is not None:
             return await chain(step, args, cast(Any, level), None)
-        if is_async:
-            return await body(*args)
-        return await level.offload(body, args)
+        return await place(step, args, cast(Any, level))
 
     async def call(row: int, *columns: Any) -> Any:
         if cached:
