@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from hypernodes import HyperNodesEngine, NodeError, Pipeline, PipelineCallback, node
+from hypernodes import HyperNodesEngine, Limit, NodeError, Pipeline, PipelineCallback, Retry, node
 from hypernodes.cache import MISSING, Cache, CacheStats
 
 distributed = pytest.importorskip("distributed")
@@ -623,3 +624,24 @@ def test_cli_map_on_a_cluster_by_address(tmp_path: Path, cluster: Any, client: A
     assert [r["where"].split("@")[0] for r in results] == ["1", "2", "3"]
     assert {r["where"].split("@")[1] for r in results} <= set(client.scheduler_info()["workers"])
     assert cluster.status.name == "running"
+
+
+# -- call policies ---------------------------------------------------------------------------
+
+
+@node(output_name="span", limit=Limit("dask-one-at-a-time", concurrency=1), retries=Retry(2))
+def limited_span(x: int) -> tuple[float, float, int]:
+    start = time.time()
+    time.sleep(0.02)
+    return (start, time.time(), os.getpid())
+
+
+def test_a_limit_holds_across_dask_workers(engine: HyperNodesEngine) -> None:
+    # The orchestrator grants the attempts: a limited pipeline's items run here and each
+    # body is shipped to a worker once its attempt holds the limit.
+    results = Pipeline([limited_span], engine=engine).map(
+        inputs={"x": list(range(10))}, map_over="x"
+    )
+    spans = sorted((s, e) for s, e, _ in (r["span"] for r in results))
+    assert {pid for *_, pid in (r["span"] for r in results)} - {TEST_PID}  # in workers
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))  # never 2 at once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from hypernodes import HyperNodesEngine, NodeError, Pipeline, PipelineCallback, node
+from hypernodes import HyperNodesEngine, Limit, NodeError, Pipeline, PipelineCallback, Retry, node
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
@@ -386,3 +387,22 @@ def test_shutdown_like_the_standard_library(executor: RayExecutor) -> None:
     quick = waited.submit(pow, 2, 3)
     waited.shutdown(wait=True)
     assert quick.done() and quick.result() == 8
+
+
+# -- call policies ---------------------------------------------------------------------------
+
+
+@node(output_name="span", limit=Limit("ray-one-at-a-time", concurrency=1), retries=Retry(2))
+def limited_span(x: int) -> tuple[float, float, int]:
+    start = time.time()
+    time.sleep(0.02)
+    return (start, time.time(), os.getpid())
+
+
+def test_a_limit_holds_across_ray_workers(ray_engine: HyperNodesEngine) -> None:
+    results = Pipeline([limited_span], engine=ray_engine).map(
+        inputs={"x": list(range(10))}, map_over="x"
+    )
+    spans = sorted((s, e) for s, e, _ in (r["span"] for r in results))
+    assert {pid for *_, pid in (r["span"] for r in results)} - {TEST_PID}  # in workers
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))  # never 2 at once
