@@ -242,24 +242,27 @@ def run_sync_steps_cached(
         NodeError: A node failed.
         Halted: ``stop`` said the run is over before a node started (or after the last).
     """
-    key_of = cache.key
-    get = cache.store.get
+    lookup = cache.lookup_now
     for step in steps:
         if stop.over:
             raise Halted
-        key = key_of(step, values) if step.node.cache else None
-        if key is not None:
-            hit = get(key, MISSING)
-            if hit is not MISSING:
-                step.store(hit, values)
+        key = None
+        if step.node.cache:
+            key, hit = lookup(step, values)
+            if hit is not None:
+                step.store(hit[0], values)
                 continue
         try:
-            result = step.call(values)
-        except Exception as exc:
-            raise NodeError(step.name) from exc
-        step.store(result, values)
+            try:
+                result = step.call(values)
+            except Exception as exc:
+                raise NodeError(step.name) from exc
+            step.store(result, values)
+        except BaseException:
+            cache.release(key)  # a run waiting for this key computes it instead
+            raise
         if key is not None:
-            cache.save_now(step, key, result)
+            cache.save_now(step, key, result, values)
     if stop.over:
         raise Halted
 
@@ -304,12 +307,14 @@ def run_sync_steps_observed(
             except Exception as exc:
                 raise NodeError(step.name) from exc
             step.store(result, values)
-        except NodeError as err:
-            if d is not None:
+        except BaseException as err:
+            if cache is not None:
+                cache.release(key)  # a run waiting for this key computes it instead
+            if d is not None and isinstance(err, NodeError):
                 emit_error(d, scope, step, err, started)
             raise
         if key is not None and cache is not None:
-            cache.save_now(step, key, result)
+            cache.save_now(step, key, result, values)
         if d is not None:
             emit_end(d, scope, step, values, started)
     if stop.over:

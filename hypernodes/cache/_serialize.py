@@ -6,11 +6,20 @@ Also decides which values are immutable enough to be kept as they are in memory.
 from __future__ import annotations
 
 import pickle
+import struct
 from typing import Any
 
 from .base import CacheWriteError
 
-__all__ = ["dumps", "is_immutable", "loads", "type_name"]
+__all__ = [
+    "dumps",
+    "dumps_entry",
+    "is_immutable",
+    "loads",
+    "loads_entry",
+    "peek_versions",
+    "type_name",
+]
 
 PROTOCOL = 5
 
@@ -71,3 +80,42 @@ def dumps(key: str, value: object) -> bytes:
 def loads(data: bytes | bytearray | memoryview) -> Any:
     """Unpickle ``data`` (anything :func:`dumps` wrote)."""
     return pickle.loads(data)
+
+
+# An entry's payload may start with the versions of the node's outputs: ``\x00V``, their
+# length (4 bytes, little-endian) and the versions joined by ``\x1f`` (UTF-8), then the
+# pickle. A pickle (protocol 2 and up) starts with ``\x80``, so a payload without
+# versions (written before they existed, or by ``put``) is read as it always was.
+_VERSIONS = b"\x00V"
+_LENGTH = struct.Struct("<I")
+_START = len(_VERSIONS) + _LENGTH.size
+
+
+def dumps_entry(key: str, value: object, versions: tuple[str, ...] | None) -> bytes:
+    """:func:`dumps`, preceded by ``versions`` when given.
+
+    Raises:
+        CacheWriteError: As :func:`dumps`.
+    """
+    data = dumps(key, value)
+    if versions is None:
+        return data
+    head = "\x1f".join(versions).encode("utf-8", "surrogatepass")
+    return b"".join((_VERSIONS, _LENGTH.pack(len(head)), head, data))
+
+
+def peek_versions(data: bytes | bytearray | memoryview) -> tuple[tuple[str, ...] | None, int]:
+    """The versions at the start of a payload (``None``: none) and where the pickle starts."""
+    if data[:2] != _VERSIONS:
+        return None, 0
+    end = _START + _LENGTH.unpack_from(data, 2)[0]
+    head = bytes(data[_START:end]).decode("utf-8", "surrogatepass")
+    return (tuple(head.split("\x1f")) if head else ()), end
+
+
+def loads_entry(data: bytes | bytearray | memoryview) -> tuple[Any, tuple[str, ...] | None]:
+    """``(value, versions)`` of a payload written by :func:`dumps_entry` (or :func:`dumps`)."""
+    if data[:2] != _VERSIONS:
+        return pickle.loads(data), None
+    versions, start = peek_versions(data)
+    return pickle.loads(data[start:]), versions

@@ -69,6 +69,12 @@ class Walk:
         self.cells: list[tuple[types.CellType, Any]] = []
         self.volatile: list[tuple[Any, bytes]] = []
         self.followed: dict[str, None] = {}
+        # Per user function or class reached (by qualified name): its digest (covering
+        # what it reaches) and the ones it refers to directly; what ``explain`` compares
+        # to say which function changed.
+        self.digests: dict[str, bytes] = {}
+        self.calls: dict[str, dict[str, None]] = {}
+        self._names: dict[int, str] = {}
 
     def watch(self, mapping: Mapping[str, Any], name: str, value: Any) -> None:
         self.names[(id(mapping), name)] = (mapping, name, value)
@@ -89,6 +95,9 @@ class Walk:
         return b"v" + digest
 
     def _enter(self, obj: Any) -> bytes | None:
+        name = qualname(obj)
+        if self.stack:  # the function or class being walked refers to this one
+            self.calls[self._names[next(reversed(self.stack))]][name] = None
         depth = self.stack.get(id(obj))
         if depth is not None:
             return b"R%x;" % depth  # recursion: refer back to the frame being walked
@@ -96,13 +105,16 @@ class Walk:
         if memo is not None:
             return memo
         self.stack[id(obj)] = len(self.stack)
-        self.followed[qualname(obj)] = None
+        self._names[id(obj)] = name
+        self.followed[name] = None
+        self.calls.setdefault(name, {})
         return None
 
     def _leave(self, obj: Any, parts: bytearray) -> bytes:
         del self.stack[id(obj)]
         digest = digest128(parts)
         self.memo[id(obj)] = digest
+        self.digests[self._names[id(obj)]] = digest
         return digest
 
     def function(self, f: types.FunctionType) -> bytes:

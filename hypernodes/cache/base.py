@@ -13,6 +13,7 @@ from ..errors import CacheWarning, CacheWriteError, UnfingerprintableError
 __all__ = [
     "MISSING",
     "Cache",
+    "Entry",
     "CacheStats",
     "CacheWarning",
     "CacheWriteError",
@@ -35,6 +36,10 @@ class _Missing:
 
 MISSING: Final = _Missing()
 """Returned by ``Cache.get`` on a miss (``None`` is a cacheable value)."""
+
+Entry = tuple[Any, "tuple[str, ...] | None"]
+"""What ``Cache.get_entry`` returns on a hit: the value and the versions (fingerprints) of
+the node's outputs recorded with it, or ``None`` when the store keeps none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +213,67 @@ class Cache(ABC):
             self.put(key, value)
         else:
             self.put(key, value, node=node)
+
+    # -- what the cache runtime and ``explain`` use beyond get / put --------------------------
+    # Every method below has a default built on the five abstract ones, so a store written
+    # before they existed still works: its hits then carry no output versions (the runtime
+    # fingerprints the value instead) and it keeps no node records (``explain`` says
+    # "never computed" rather than which function changed).
+
+    def get_entry(self, key: str) -> Entry | Any:
+        """``(value, versions)`` stored under ``key``, or :data:`MISSING` (counted as a
+        lookup, like ``get``). ``versions`` are the fingerprints of the node's outputs
+        recorded by :meth:`put_entry`, in output order, or ``None``."""
+        value = self.get(key, MISSING)
+        return MISSING if value is MISSING else (value, None)
+
+    async def aget_entry(self, key: str) -> Entry | Any:
+        """Async :meth:`get_entry` (stores doing I/O keep the event loop free)."""
+        value = await self.aget(key, MISSING)
+        return MISSING if value is MISSING else (value, None)
+
+    def put_entry(
+        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+    ) -> None:
+        """Store ``value`` under ``key`` with the ``versions`` of the node's outputs
+        (the default drops them).
+
+        Raises:
+            CacheWriteError: The value cannot be serialized or written.
+        """
+        if node is None:
+            self.put(key, value)
+        else:
+            self.put(key, value, node=node)
+
+    async def aput_entry(
+        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+    ) -> None:
+        """Async :meth:`put_entry`.
+
+        Raises:
+            CacheWriteError: The value cannot be serialized or written.
+        """
+        if node is None:
+            await self.aput(key, value)
+        else:
+            await self.aput(key, value, node=node)
+
+    def entry_versions(self, key: str) -> tuple[str, ...] | Any | None:
+        """The output versions recorded with ``key``'s entry without reading its value
+        and without counting a lookup: :data:`MISSING` when there is no entry, ``None``
+        when its versions were not recorded."""
+        return None if key in self else MISSING
+
+    def put_record(self, node: str, record: dict[str, Any]) -> None:  # noqa: B027
+        """Keep ``record`` (JSON-able: a node's last key, code identity per function and
+        input versions) as the last one of ``node`` (the default keeps nothing: an
+        optional hook, not an abstract method).
+
+        Raises:
+            OSError: It cannot be written (the runtime warns and goes on).
+        """
+
+    def get_record(self, node: str) -> dict[str, Any] | None:
+        """The last record :meth:`put_record` kept for ``node``, or ``None``."""
+        return None

@@ -43,7 +43,7 @@ from ._walk import ABSENT, Walk
 from .base import UnfingerprintableError
 from .fingerprint import fingerprint_digest
 
-__all__ = ["code_dependencies", "code_identity"]
+__all__ = ["code_dependencies", "code_functions", "code_identity"]
 
 _local = threading.local()
 _ROOTS = (types.FunctionType, type)  # a tuple, not a union rebuilt on every call
@@ -52,7 +52,7 @@ _ROOTS = (types.FunctionType, type)  # a tuple, not a union rebuilt on every cal
 class _Entry:
     """A root's identity and what it was computed from, re-checked on every call."""
 
-    __slots__ = ("cells", "digest", "functions", "names", "ref", "volatile")
+    __slots__ = ("cells", "digest", "functions", "names", "parts", "ref", "volatile")
 
     def __init__(self, walk: Walk, root: Any, digest: str) -> None:
         key, pop = id(root), _ENTRIES.pop  # bound now: module globals vanish at shutdown
@@ -62,6 +62,7 @@ class _Entry:
         self.functions = tuple(walk.functions)
         self.cells = tuple(walk.cells)
         self.volatile = tuple(walk.volatile)
+        self.parts = _parts(walk)
 
     def unchanged(self) -> bool:
         """The identity checks: bindings, code, defaults and closure cells."""
@@ -157,6 +158,40 @@ def code_identity(func: Callable[..., Any]) -> str:
         raise UnfingerprintableError(
             qualname(type(func)), "its code refers to code nested deeper than the recursion limit"
         ) from None
+
+
+def _parts(walk: Walk) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {
+        name: (digest.hex(), tuple(c for c in walk.calls.get(name, ()) if c != name))
+        for name, digest in walk.digests.items()
+    }
+
+
+def code_functions(func: Callable[..., Any]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Per user function or class ``func``'s identity covers (by qualified name): its own
+    digest (which covers what it reaches) and the functions and classes it refers to
+    directly. Comparing two of these says which function an edit changed: a changed one
+    whose callees did not change.
+
+    Raises:
+        UnfingerprintableError: As :func:`code_identity`.
+        TypeError: ``func`` is not callable.
+    """
+    if isinstance(func, _ROOTS):
+        code_identity(func)  # refreshes the root's entry when something changed
+        entry = _ENTRIES.get(id(func))
+        if entry is not None and entry.ref() is func:
+            return entry.parts
+    if not callable(func):
+        raise TypeError(f"code_functions needs a callable, got {type(func).__name__}")
+    walk = Walk()
+    try:
+        walk.callable(func)
+    except RecursionError:
+        raise UnfingerprintableError(
+            qualname(type(func)), "its code refers to code nested deeper than the recursion limit"
+        ) from None
+    return _parts(walk)
 
 
 def code_dependencies(func: Callable[..., Any]) -> tuple[str, ...]:

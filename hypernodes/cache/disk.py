@@ -12,7 +12,10 @@ entries are refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import shutil
 import time
 import warnings
 from typing import Any, ClassVar, Literal
@@ -29,9 +32,10 @@ from ._entry import (
     read_file_nowait,
 )
 from ._files import SHARED_FILESYSTEMS, EntryFiles, filesystem_type
+from ._hashing import digest128
 from ._inventory import EntryInfo, list_entries, prune_entries
 from ._per_process import database_for
-from ._serialize import dumps, loads, type_name
+from ._serialize import dumps_entry, loads_entry, peek_versions, type_name
 from ._sqlite import DB_NAME, DatabaseProblem
 from .base import (
     MISSING,
@@ -39,6 +43,7 @@ from .base import (
     CacheStats,
     CacheWarning,
     CacheWriteError,
+    Entry,
     StatsCounter,
     check_count,
     check_seconds,
@@ -54,6 +59,7 @@ TRIM_INTERVAL = 10.0
 _LOOP_FRAME_MAX = 64 << 10  # aput checksums or signs payloads up to this on the loop
 _LAYOUTS = ("auto", "sqlite", "files")
 _DATABASE = "\0database"  # the key under which database problems are warned about
+_RECORDS = "records"  # the subdirectory of node records (not a shard: never scanned)
 
 
 class DiskCache(Cache):
@@ -210,11 +216,12 @@ class DiskCache(Cache):
         self._problem(_DATABASE, None, f"{exc}: lookups are misses ({fix})", lookup=lookup)
 
     def _load(self, key: str, file: str | None, data: Any, default: Any) -> Any:
+        """The entry ``(value, versions)`` in ``data``, or ``default``."""
         if data is None:
             self._stats.add_miss()
             return default
         try:
-            value = loads(decode(key, data, self._secret))
+            entry = loads_entry(decode(key, data, self._secret))
         except OutdatedEntry:  # written by an older HyperNodes: nothing wrong, a miss
             self._stats.add_miss()
             return default
@@ -226,7 +233,7 @@ class DiskCache(Cache):
             self._problem(key, file, why, lookup=True)
             return default
         self._stats.add_hit()
-        return value
+        return entry
 
     def _read_file(self, key: str, default: Any, *, judge_age: bool = False) -> Any:
         _, file = self._files.file(key)
@@ -249,6 +256,17 @@ class DiskCache(Cache):
         Raises:
             TypeError: ``key`` is not a str.
         """
+        entry = self.get_entry(key)
+        return default if entry is MISSING else entry[0]
+
+    def get_entry(self, key: str) -> Entry | Any:
+        """``(value, output versions)`` stored under ``key``, or :data:`MISSING`; see
+        :meth:`get`.
+
+        Raises:
+            TypeError: ``key`` is not a str.
+        """
+        default = MISSING
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
         if not self._files.checked:
@@ -276,6 +294,16 @@ class DiskCache(Cache):
         Raises:
             TypeError: ``key`` is not a str.
         """
+        entry = await self.aget_entry(key)
+        return default if entry is MISSING else entry[0]
+
+    async def aget_entry(self, key: str) -> Entry | Any:
+        """Async :meth:`get_entry`, read like :meth:`aget`.
+
+        Raises:
+            TypeError: ``key`` is not a str.
+        """
+        default = MISSING
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
         db = self._database()
@@ -291,13 +319,21 @@ class DiskCache(Cache):
             data = read_file_nowait(file)
             if data is not WOULD_BLOCK:
                 return self._load(key, file, data, default)
-        return await asyncio.get_running_loop().run_in_executor(None, self.get, key, default)
+        return await asyncio.get_running_loop().run_in_executor(None, self.get_entry, key)
 
     def __contains__(self, key: object) -> bool:
         """Whether a valid entry exists for ``key`` (corrupt entries count as absent, and
         are counted and warned about like in ``get``; no unpickling, not a lookup)."""
-        if type(key) is not str:
-            return False
+        return type(key) is str and self._verified(key) is not None
+
+    def entry_versions(self, key: str) -> tuple[str, ...] | Any | None:
+        """The output versions recorded with ``key``'s entry (:data:`MISSING`: no valid
+        entry, ``None``: none recorded); nothing is unpickled, not a lookup."""
+        payload = self._verified(key)
+        return MISSING if payload is None else peek_versions(payload)[0]
+
+    def _verified(self, key: str) -> memoryview | None:
+        """The checked payload of ``key``'s entry, or ``None`` (see ``__contains__``)."""
         db = self._database()
         file = None
         data: Any = None
@@ -305,25 +341,24 @@ class DiskCache(Cache):
             if db is not None:
                 data = db.find(key, self.ttl)
                 if data is NOT_FOUND:
-                    return False
+                    return None
             if data is None:  # entries are files, or this one is large
                 _, file = self._files.file(key)
                 ttl = self.ttl
                 if db is None and ttl is not None and self._files.older(file, clock() - ttl):
-                    return False
+                    return None
                 data = read_file(file)
                 if data is None:
-                    return False
-            decode(key, data, self._secret)
+                    return None
+            return decode(key, data, self._secret)
         except DatabaseProblem as exc:
             self._database_problem(exc, lookup=False)
-            return False
+            return None
         except OutdatedEntry:
-            return False
+            return None
         except (OSError, CorruptEntry) as exc:
             self._problem(key, file, str(exc), lookup=False)
-            return False
-        return True
+            return None
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -416,9 +451,21 @@ class DiskCache(Cache):
                 behind), or entries written shortly before could not be committed.
             TypeError: ``key`` is not a str.
         """
+        self.put_entry(key, value, None, node=node)
+
+    def put_entry(
+        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+    ) -> None:
+        """:meth:`put` with the versions of the node's outputs (kept in the entry, ahead
+        of the pickle, so :meth:`entry_versions` reads them without unpickling).
+
+        Raises:
+            CacheWriteError: As :meth:`put`.
+            TypeError: ``key`` is not a str.
+        """
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        self._write(key, dumps(key, value), type_name(value), node)
+        self._write(key, dumps_entry(key, value, versions), type_name(value), node)
 
     async def aput(self, key: str, value: Any, *, node: str | None = None) -> None:
         """Async ``put``: the value is pickled on the loop (so nothing can mutate it
@@ -430,15 +477,63 @@ class DiskCache(Cache):
                 shortly before could not be committed.
             TypeError: ``key`` is not a str.
         """
+        await self.aput_entry(key, value, None, node=node)
+
+    async def aput_entry(
+        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+    ) -> None:
+        """Async :meth:`put_entry`, written like :meth:`aput`.
+
+        Raises:
+            CacheWriteError: As :meth:`aput`.
+            TypeError: ``key`` is not a str.
+        """
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        payload, name = dumps(key, value), type_name(value)
+        payload, name = dumps_entry(key, value, versions), type_name(value)
         db = self._database()
         loop = asyncio.get_running_loop()
         if db is None or not db.writable or len(payload) > _LOOP_FRAME_MAX:
             await loop.run_in_executor(None, self._write, key, payload, name, node)
         elif self._stage(db, key, encode_header(key, payload, self._secret) + payload, name, node):
             await loop.run_in_executor(None, self.flush)
+
+    # -- node records (what ``explain`` compares with) ---------------------------------------
+
+    def _record_file(self, node: str) -> str:
+        name = digest128(node.encode("utf-8", "surrogatepass")).hex()
+        return os.path.join(self.path, _RECORDS, name + ".json")
+
+    def put_record(self, node: str, record: dict[str, Any]) -> None:
+        """Keep ``record`` as ``node``'s last, in ``<path>/records/`` (JSON: nothing is
+        unpickled when it is read; written atomically, last writer wins).
+
+        Raises:
+            OSError: It cannot be written.
+        """
+        file = self._record_file(node)
+        folder = os.path.dirname(file)
+        if not os.path.isdir(folder):
+            self._files.make_root()
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        temp = f"{file}.{os.getpid()}.{id(record)}.tmp"
+        try:
+            with open(temp, "w", encoding="utf-8") as out:
+                json.dump({"node": node, **record}, out, separators=(",", ":"))
+            os.replace(temp, file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+
+    def get_record(self, node: str) -> dict[str, Any] | None:
+        """``node``'s last record, or ``None`` (also when unreadable)."""
+        try:
+            with open(self._record_file(node), encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and record.get("node") == node else None
 
     def flush(self) -> None:
         """Commit what this process has staged for this directory now (else it is
@@ -473,6 +568,7 @@ class DiskCache(Cache):
             except DatabaseProblem as exc:
                 raise OSError(f"cannot clear {self._db_file}: {exc}") from exc
         self._files.clear()
+        shutil.rmtree(os.path.join(self.path, _RECORDS), ignore_errors=True)
         with self._stats.lock:
             self._warned.clear()
         self._stats.reset()

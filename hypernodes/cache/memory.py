@@ -8,7 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ._serialize import dumps, is_immutable, loads
-from .base import MISSING, Cache, CacheStats, StatsCounter, check_count, check_seconds
+from .base import MISSING, Cache, CacheStats, Entry, StatsCounter, check_count, check_seconds
 
 __all__ = ["MemoryCache"]
 
@@ -53,7 +53,10 @@ class MemoryCache(Cache):
     def __init__(self, max_size: int | None = None, ttl: float | None = None) -> None:
         self.max_size = check_count("max_size", max_size, "entries")
         self.ttl = check_seconds("ttl", ttl)
-        self._data: OrderedDict[str, object] = OrderedDict()
+        # key -> (value or _Pickled, output versions): a hit of an immutable value hands
+        # back the stored pair itself, allocating nothing.
+        self._data: OrderedDict[str, tuple[Any, tuple[str, ...] | None]] = OrderedDict()
+        self._records: dict[str, dict[str, Any]] = {}
         # With a ttl: when each key was put, oldest first (reads do not reorder it).
         self._born: OrderedDict[str, float] | None = None if ttl is None else OrderedDict()
         self._stats = StatsCounter()
@@ -61,20 +64,39 @@ class MemoryCache(Cache):
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         """The value stored under ``key`` (a fresh copy unless immutable), or ``default``."""
+        entry = self.get_entry(key)
+        return default if entry is MISSING else entry[0]
+
+    def get_entry(self, key: str) -> Entry | Any:
+        """``(value, output versions)`` stored under ``key`` (the value a fresh copy unless
+        immutable), or :data:`MISSING`."""
         with self._lock:
-            stored = self._data.get(key, MISSING)
-            if stored is MISSING:
+            entry = self._data.get(key)
+            if entry is None:
                 self._stats.misses += 1
-                return default
+                return MISSING
             if self._born is not None and self._expired(key):
                 self._stats.misses += 1
-                return default
+                return MISSING
             self._stats.hits += 1
             if self.max_size is not None:
                 self._data.move_to_end(key)
+        stored = entry[0]
         if type(stored) is _Pickled:
-            return loads(stored.data)
-        return stored
+            return loads(stored.data), entry[1]
+        return entry
+
+    async def aget_entry(self, key: str) -> Entry | Any:
+        """:meth:`get_entry` (memory never blocks)."""
+        return self.get_entry(key)
+
+    def entry_versions(self, key: str) -> tuple[str, ...] | Any | None:
+        """The output versions recorded with ``key``'s entry (:data:`MISSING`: no entry);
+        not a lookup."""
+        if key not in self:
+            return MISSING
+        entry = self._data.get(key)
+        return MISSING if entry is None else entry[1]
 
     def _expired(self, key: str) -> bool:
         """Whether ``key``'s entry is past its ttl; drops it if so (under the lock)."""
@@ -106,9 +128,19 @@ class MemoryCache(Cache):
             CacheWriteError: The value is neither immutable nor picklable (by pickle or
                 cloudpickle); nothing is stored.
         """
+        self.put_entry(key, value, None)
+
+    def put_entry(
+        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+    ) -> None:
+        """:meth:`put` with the versions of the node's outputs.
+
+        Raises:
+            CacheWriteError: As :meth:`put`.
+        """
         stored: object = value if is_immutable(value) else _Pickled(dumps(key, value))
         with self._lock:
-            self._data[key] = stored
+            self._data[key] = (stored, versions)
             self._stats.writes += 1
             born = self._born
             if born is not None:
@@ -122,6 +154,25 @@ class MemoryCache(Cache):
                     if born is not None:
                         del born[old]
                     self._stats.evictions += 1
+
+    async def aput_entry(
+        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+    ) -> None:
+        """:meth:`put_entry` (memory never blocks).
+
+        Raises:
+            CacheWriteError: As :meth:`put`.
+        """
+        self.put_entry(key, value, versions)
+
+    def put_record(self, node: str, record: dict[str, Any]) -> None:
+        """Keep ``record`` as ``node``'s last (for ``explain``)."""
+        with self._lock:
+            self._records[node] = record
+
+    def get_record(self, node: str) -> dict[str, Any] | None:
+        """``node``'s last record, or ``None``."""
+        return self._records.get(node)
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` has an unexpired entry (not counted as a lookup, does not
@@ -142,6 +193,7 @@ class MemoryCache(Cache):
         """Remove every entry and reset the statistics."""
         with self._lock:
             self._data.clear()
+            self._records.clear()
             if self._born is not None:
                 self._born.clear()
             self._stats.hits = self._stats.misses = self._stats.writes = 0

@@ -2,10 +2,19 @@
 
 The key of a node run is a pure function of the node's code identity (its source and the
 helpers it calls, see ``code.py``), its structure (inputs, outputs) and one *version* per
-input: the fingerprint of a root input's value, or, for a value another node produced,
-a version derived from that node's key. So keys never depend on memory addresses or
-``repr``, editing a node changes its key and, through the versions, every key downstream,
-and keys can be computed before upstream values exist (which remote executors use).
+input. Keys are value-addressed wherever the values are at hand: an input's version is
+the fingerprint of its value, whether a root input or another node's output, so the same
+value reached through another upstream path is a hit. A node's outputs are fingerprinted
+once, when it ran (the fingerprints are stored with the entry, so a hit hands them to the
+nodes downstream without fingerprinting anything). Where values are not at hand yet
+(``key(..., missing_ok=True)``: remote items resolved before shipping, DaftEngine), an
+output's version is derived from its node's key instead; when such an item comes back,
+its results are also stored under their value-addressed keys. An output that cannot be
+fingerprinted gets a version derived from its node's key too (today's behaviour).
+
+Concurrent runs missing one key compute it once (``flights.py``); a miss leaves a small
+record per node in the store (its key, code identity per function, input versions) that
+``explain`` compares with to say why a node would re-run.
 
 Versions live in the run's own values dict under ``(VERSION, name)`` keys, which can never
 clash with input names (strings) and never reach results (only outputs are collected).
@@ -15,21 +24,28 @@ with one warning naming the node and the type.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import warnings
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import flights
 from ._hashing import digest128
 from .base import MISSING, Cache, CacheWarning, UnfingerprintableError
-from .code import code_identity
+from .code import code_functions, code_identity
 from .fingerprint import fingerprint
 from .versions import VERSION
 
 if TYPE_CHECKING:
-    from ..scheduler import Scope, Step
+    from ..level import Scope
+    from ..plan import Step
 
 __all__ = ["VERSION", "CacheRuntime", "node_identity"]
+
+_FINGERPRINT_LENGTH = 32
+_DERIVED = ">"  # key + ">" + name: an output whose value was not at hand (pre-resolved)
+_OPAQUE = ":"  # key + ":" + name: an output that cannot be fingerprinted
 
 
 class _Unversioned:
@@ -70,8 +86,44 @@ def _structure(code: str, node: Any) -> str:
     return _digest("node", code, repr(node.output_name), ",".join(node.inputs))
 
 
+class _Kind:
+    """What a store type supports beyond get / put, decided once per type."""
+
+    __slots__ = ("named", "recording", "versioned")
+
+    def __init__(self, store: Cache) -> None:
+        cls = type(store)
+        # Stores that record which node wrote an entry (``hypernodes cache ls --node``);
+        # a user's store written before ``put(..., node=)`` existed is called without it.
+        self.named = _takes_node(store)
+        # Stores keeping output versions with their entries, and node records.
+        self.versioned = cls.put_entry is not Cache.put_entry
+        self.recording = cls.put_record is not Cache.put_record
+
+
+_KINDS: dict[type, _Kind] = {}
+
+
+def _kind(store: Cache) -> _Kind:
+    kind = _KINDS.get(type(store))
+    if kind is None:
+        kind = _KINDS[type(store)] = _Kind(store)
+    return kind
+
+
+def _domain(store: Cache) -> Hashable:
+    """What two store objects share when they are one store (for single flight): a
+    directory's path, else the object itself."""
+    path = getattr(store, "path", None)
+    return ("path", path) if isinstance(path, str) else id(store)
+
+
 class CacheRuntime:
     """One store as used by runs: computes keys, reads hits, writes results.
+
+    Lookups that miss return a *token* for the later ``save``: the key's
+    :class:`~hypernodes.cache.flights.Flight` when this run computes it for everyone
+    (``save`` and ``release`` land it), or the key itself.
 
     Args:
         store: The cache store.
@@ -80,29 +132,60 @@ class CacheRuntime:
         TypeError: ``store`` is not a :class:`~hypernodes.cache.Cache`.
     """
 
-    __slots__ = ("_identities", "blocking", "named", "store")
+    __slots__ = (
+        "_domain",
+        "_get_entry",
+        "_identities",
+        "_recorded",
+        "blocking",
+        "named",
+        "recording",
+        "store",
+        "versioned",
+    )
 
     def __init__(self, store: Cache) -> None:
-        if not isinstance(store, Cache):
-            hint = " (pass an instance, not the class)" if isinstance(store, type) else ""
-            raise TypeError(f"cache must be a hypernodes Cache store, got {store!r}{hint}")
+        kind = _KINDS.get(type(store))  # (a runtime is made per run: kept cheap)
+        if kind is None:
+            if not isinstance(store, Cache):
+                hint = " (pass an instance, not the class)" if isinstance(store, type) else ""
+                raise TypeError(f"cache must be a hypernodes Cache store, got {store!r}{hint}")
+            kind = _kind(store)
         self.store = store
         # Stores doing I/O are read and written off the event loop (their aget/aput).
         self.blocking = bool(getattr(store, "blocking_io", False))
-        # Stores that record which node wrote an entry (``hypernodes cache ls --node``);
-        # a user's store written before ``put(..., node=)`` existed is called without it.
-        self.named = _takes_node(store)
+        self.named = kind.named
+        self.versioned = kind.versioned
+        self.recording = kind.recording
+        self._domain: Hashable = None
+        self._get_entry = store.get_entry
         # Node identities for the life of this runtime (one top-level run): code cannot
         # change meaningfully within a run, and a map looks each node up once per item.
         # Keyed by id() only while the run holds the nodes, never part of a key.
         self._identities: dict[int, tuple[Any, str]] = {}
+        # Nodes whose record this run wrote (one record per node and run is enough).
+        self._recorded: set[str] = set()
+
+    @property
+    def domain(self) -> Hashable:
+        """What runs computing a key of this store share (see ``flights``)."""
+        if self._domain is None:
+            self._domain = _domain(self.store)
+        return self._domain
 
     @classmethod
     def create(cls, store: Cache | None) -> CacheRuntime | None:
         """A runtime for ``store``, or ``None`` when there is no store."""
         return None if store is None else cls(store)
 
-    def _identity(self, step: Step) -> str:
+    # -- keys ---------------------------------------------------------------------------
+
+    def identity(self, step: Step) -> str:
+        """The node's identity (code and structure) as part of its keys.
+
+        Raises:
+            UnfingerprintableError: The code or a bound value cannot be fingerprinted.
+        """
         node = step.node
         if step.nested is None:
             # A plain node: its code identity is re-checked (cheaply) on every lookup, so
@@ -120,8 +203,9 @@ class CacheRuntime:
         return identity
 
     def version(self, values: dict[Any, Any], name: str) -> str | _Unversioned | None:
-        """The version of ``values[name]``: its upstream-derived version or fingerprint
-        (``None`` when the value does not exist yet and has no version)."""
+        """The version of ``values[name]``: the fingerprint of the value (computed once,
+        kept in ``values``) or a version derived from its node's key (``None`` when the
+        value does not exist yet and has no version)."""
         slot = (VERSION, name)
         version: str | _Unversioned | None = values.get(slot)
         if version is None:
@@ -147,9 +231,10 @@ class CacheRuntime:
     def key(self, step: Step, values: dict[Any, Any], *, missing_ok: bool = False) -> str | None:
         """The key of ``step`` on ``values``, or ``None`` when it cannot be cached this run.
 
-        Also records the versions of the step's outputs in ``values``. With
-        ``missing_ok``, an input that has neither a value nor a version yet (the output of
-        an uncached upstream node, before it ran) gives ``None`` silently.
+        With ``missing_ok`` (values not at hand: keys resolved before the nodes run
+        elsewhere), an input that has neither a value nor a version yet (the output of an
+        uncached upstream node) gives ``None`` silently, and the step's outputs get
+        versions derived from this key, for the keys downstream.
         """
         node = step.node
         try:
@@ -160,7 +245,7 @@ class CacheRuntime:
                     memo = step.identity = (code, _structure(code, node))
                 identity = memo[1]
             else:
-                identity = self._identity(step)
+                identity = self.identity(step)
         except UnfingerprintableError as exc:
             _warn_uncached(node.name, str(exc))
             return None
@@ -174,8 +259,9 @@ class CacheRuntime:
                     return None
             parts.append(version)
         key = digest128("\x1f".join(parts).encode()).hex()
-        for slot in step.output_slots:  # (a supplied output keeps its own fingerprint)
-            values[slot] = key + slot[1]
+        if missing_ok:
+            for slot in step.output_slots:  # (a supplied output keeps its own fingerprint)
+                values[slot] = key + _DERIVED + slot[1]
         return key
 
     def _input_version(
@@ -196,35 +282,188 @@ class CacheRuntime:
             return None
         return version
 
+    def _hit(self, step: Step, versions: tuple[str, ...] | None, values: dict[Any, Any]) -> None:
+        """Record the output versions stored with a hit, for the keys downstream."""
+        if versions is None:
+            return  # (a store that keeps none: downstream fingerprints the values)
+        slots = step.output_slots
+        if len(versions) == len(slots) == 1:
+            values[slots[0]] = versions[0]
+        elif len(versions) == len(step.outputs):
+            keep = step.keep
+            for name, version in zip(step.outputs, versions, strict=True):
+                if name not in keep:
+                    values[(VERSION, name)] = version
+
+    def _outputs(
+        self, step: Step, key: str, result: Any, values: dict[Any, Any] | None
+    ) -> tuple[str, ...]:
+        """The versions of a result's outputs (recorded in ``values`` too)."""
+        parts = (result,) if len(step.outputs) == 1 and step.nested is None else tuple(result)
+        versions = []
+        for name, value in zip(step.outputs, parts, strict=False):
+            try:
+                version = fingerprint(value)
+            except UnfingerprintableError:
+                version = key + _OPAQUE + name
+            versions.append(version)
+        if values is not None:
+            keep = step.keep
+            for name, version in zip(step.outputs, versions, strict=False):
+                if name not in keep:
+                    values[(VERSION, name)] = version
+        return tuple(versions)
+
+    def _value_key(self, step: Step, values: dict[Any, Any]) -> str | None:
+        """The value-addressed key of a step whose key was resolved before its inputs
+        existed (a remote item, now back), or ``None`` (no such input, or it is gone)."""
+        parts = []
+        derived = False
+        for slot in step.version_slots:
+            version = values.get(slot)
+            if version.__class__ is not str:
+                return None
+            if len(version) > _FINGERPRINT_LENGTH and version[_FINGERPRINT_LENGTH] == _DERIVED:
+                name = slot[1]
+                if name not in values:
+                    return None
+                try:
+                    version = fingerprint(values[name])
+                except UnfingerprintableError:
+                    return None
+                derived = True
+            parts.append(version)
+        if not derived:
+            return None
+        try:
+            identity = self.identity(step)
+        except UnfingerprintableError:
+            return None
+        return digest128("\x1f".join([identity, *parts]).encode()).hex()
+
+    # -- in the thread that owns the run ------------------------------------------------
+
     def lookup_now(
         self, step: Step, values: dict[Any, Any]
-    ) -> tuple[str | None, tuple[Any] | None]:
-        """``lookup`` in the calling thread, for runs that own their thread (inline)."""
+    ) -> tuple[flights.Flight | str | None, tuple[Any] | None]:
+        """``lookup`` in the calling thread, for runs that own their thread (inline);
+        waiting for another thread computing the same key blocks this one."""
         key = self.key(step, values)
         if key is None:
             return None, None
-        value = self.store.get(key)
-        return key, None if value is MISSING else (value,)
-
-    def save_now(self, step: Step, key: str, result: Any) -> None:
-        """``save`` in the calling thread, for runs that own their thread (inline)."""
-        try:
-            if self.named:
-                self.store.put(key, result, node=step.name)
+        entry = self._get_entry(key)
+        if entry is not MISSING:
+            versions = entry[1]
+            slots = step.output_slots
+            if versions is not None and len(versions) == len(slots) == 1:
+                values[slots[0]] = versions[0]  # (``_hit``'s common case: the hit path)
             else:
-                self.store.put(key, result)
+                self._hit(step, versions, values)
+            return key, (entry[0],)
+        while True:
+            flight, owner = flights.claim(self.domain, key)
+            if owner:
+                return flight, None
+            if not flights.wait_now(flight):
+                return key, None  # claimed in this thread: compute without it
+            entry = self._get_entry(key)
+            if entry is not MISSING:
+                self._hit(step, entry[1], values)
+                return key, (entry[0],)
+
+    def save_now(
+        self,
+        step: Step,
+        token: flights.Flight | str,
+        result: Any,
+        values: dict[Any, Any] | None = None,
+    ) -> None:
+        """``save`` in the calling thread, for runs that own their thread (inline)."""
+        flight, key = _unpack(token)
+        try:
+            versions = self._outputs(step, key, result, values) if self.versioned else None
+            self._put(step, key, result, versions)
+            if self.recording and step.name not in self._recorded:
+                self._record(step, key, values)
+        finally:
+            if flight is not None:
+                flights.land(flight)
+
+    def release(self, token: flights.Flight | str | None) -> None:
+        """Give up a key this run missed without saving it (the node failed, the run was
+        cancelled): a run waiting for it then computes it."""
+        if type(token) is flights.Flight:
+            flights.land(token)
+
+    def _put(self, step: Step, key: str, result: Any, versions: tuple[str, ...] | None) -> None:
+        store = self.store
+        try:
+            if self.versioned:
+                store.put_entry(key, result, versions, node=step.name)
+            elif self.named:
+                store.put(key, result, node=step.name)
+            else:
+                store.put(key, result)
         except Exception as exc:
             _warn_uncached(step.name, f"its result could not be stored: {exc}")
 
+    def _record(self, step: Step, key: str, values: dict[Any, Any] | None) -> None:
+        """Keep what ``explain`` compares with: the node's key, code identity per function
+        and input versions of this run (once per node and run; failures are ignored, a
+        record only ever explains)."""
+        self._recorded.add(step.name)
+        try:
+            self.store.put_record(step.name, self.record(step, key, values))
+        except Exception as exc:  # an explanation is not worth failing a run for
+            _warn_uncached(step.name, f"its record for explain() could not be written: {exc}")
+
+    def record(self, step: Step, key: str | None, values: dict[Any, Any] | None) -> dict[str, Any]:
+        """What a node's record holds (see :meth:`Cache.put_record`).
+
+        Raises:
+            UnfingerprintableError: The node's code cannot be fingerprinted.
+        """
+        identity = self.identity(step)
+        functions: dict[str, Any] = {}
+        code = identity
+        if step.nested is None:
+            code = step.identity[0] if step.identity is not None else identity
+            functions = {q: [d, list(c)] for q, (d, c) in code_functions(step.node.func).items()}
+        inputs: dict[str, str] = {}
+        if values is not None:
+            for slot in step.version_slots:
+                version = values.get(slot)
+                if version.__class__ is str:
+                    inputs[slot[1]] = version
+        return {
+            "key": key,
+            "identity": identity,
+            "code": code,
+            "functions": functions,
+            "inputs": inputs,
+        }
+
+    # -- on the event loop ----------------------------------------------------------------
+
     async def lookup(
         self, step: Step, args: tuple[Any, ...], values: dict[Any, Any], scope: Scope
-    ) -> tuple[str | None, tuple[Any] | None]:
-        """``(key, (value,))`` on a hit, ``(key, None)`` on a miss, ``(None, None)`` when
-        the step cannot be cached this run."""
+    ) -> tuple[flights.Flight | str | None, tuple[Any] | None]:
+        """``(key, (value,))`` on a hit, ``(token, None)`` on a miss, ``(None, None)``
+        when the step cannot be cached this run. A miss of a key another run is computing
+        waits for that run (then a hit, or this run's turn to compute it)."""
         key = self.key(step, values)
         if key is None:
             return None, None
-        return key, await self.lookup_key(key)
+        store = self.store
+        entry = await store.aget_entry(key) if self.blocking else self._get_entry(key)
+        while entry is MISSING:
+            flight, owner = flights.claim(self.domain, key)
+            if owner:
+                return flight, None
+            await flights.wait(flight)
+            entry = await store.aget_entry(key) if self.blocking else self._get_entry(key)
+        self._hit(step, entry[1], values)
+        return key, (entry[0],)
 
     async def lookup_key(self, key: str) -> tuple[Any] | None:
         """``(value,)`` when ``key`` is in the store, else ``None``."""
@@ -235,22 +474,57 @@ class CacheRuntime:
     async def save(
         self,
         step: Step,
-        key: str,
+        token: flights.Flight | str,
         result: Any,
         values: dict[Any, Any] | None = None,
         scope: Scope | None = None,
     ) -> None:
-        """Store a node's result under ``key``; a value that cannot be stored is skipped
-        with a warning (the run goes on)."""
-        store = self.store
-        node = {"node": step.name} if self.named else {}
+        """Store a node's result (and the versions of its outputs) under the key of
+        ``token``; a value that cannot be stored is skipped with a warning (the run goes
+        on). Lands the key's flight, if this run held it."""
+        if not self.blocking:
+            self.save_now(step, token, result, values)
+            if values is not None:
+                self._save_by_value(step, result, values)
+            return
+        flight, key = _unpack(token)
         try:
-            if self.blocking:
-                await store.aput(key, result, **node)
-            else:
-                store.put(key, result, **node)
-        except Exception as exc:
-            _warn_uncached(step.name, f"its result could not be stored: {exc}")
+            versions = self._outputs(step, key, result, values) if self.versioned else None
+            store = self.store
+            try:
+                if self.versioned:
+                    await store.aput_entry(key, result, versions, node=step.name)
+                elif self.named:
+                    await store.aput(key, result, node=step.name)
+                else:
+                    await store.aput(key, result)
+            except Exception as exc:
+                _warn_uncached(step.name, f"its result could not be stored: {exc}")
+            if self.recording and step.name not in self._recorded:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self._record, step, key, values)
+        finally:
+            if flight is not None:
+                flights.land(flight)
+        if values is not None:
+            self._save_by_value(step, result, values)
+
+    def _save_by_value(self, step: Step, result: Any, values: dict[Any, Any]) -> None:
+        """A result whose key was resolved before its inputs existed (a remote item, back
+        now) is also stored under its value-addressed key, which local runs look up."""
+        if not step.version_slots:
+            return
+        key = self._value_key(step, values)
+        if key is not None:
+            versions = self._outputs(step, key, result, None) if self.versioned else None
+            self._put(step, key, result, versions)
+
+
+def _unpack(token: flights.Flight | str) -> tuple[flights.Flight | None, str]:
+    """The flight (``None``: this run does not hold one) and the key of a lookup's token."""
+    if isinstance(token, flights.Flight):
+        return token, token.key
+    return None, token
 
 
 def _takes_node(store: Cache) -> bool:

@@ -1,5 +1,10 @@
 """Cache: a hit stores the value and skips the step's other layers; a miss runs them and
-saves the result. A nested pipeline is cached as a whole the same way."""
+saves the result. A nested pipeline is cached as a whole the same way.
+
+A miss of a key another run is computing waits for it (single flight, see
+``hypernodes.cache.flights``); the run that computes a key always lets it go, whether it
+saved the result, failed or was cancelled, so a waiter never waits for ever.
+"""
 
 from __future__ import annotations
 
@@ -23,14 +28,18 @@ async def cached(
         NodeError: The node failed.
     """
     cache = scope.cache
-    key, hit = await cache.lookup(step, args, values, scope)
+    token, hit = await cache.lookup(step, args, values, scope)
     if hit is not None:
         step.store(hit[0], values)
         emit_cached(scope, step, values)
         return
-    result = await observed(step, args, values, scope, slot)
-    if key is not None:
-        await cache.save(step, key, result, values, scope)
+    try:
+        result = await observed(step, args, values, scope, slot)
+    except BaseException:
+        cache.release(token)  # a run waiting for this key computes it instead
+        raise
+    if token is not None:
+        await cache.save(step, token, result, values, scope)
 
 
 async def nested(
@@ -46,14 +55,19 @@ async def nested(
         NodeError: A node inside failed.
     """
     cache = runner.cache_for(scope) if step.node.cache else None
-    key = None
+    token = None
     if cache is not None:
-        key, hit = await cache.lookup(step, args, values, scope)
+        token, hit = await cache.lookup(step, args, values, scope)
         if hit is not None:
             step.put(hit[0], values)
             emit_cached(scope, step, values)
             return
-    results = await runner.run_nested(args, scope)
-    step.put(results, values)
-    if key is not None and cache is not None:
-        await cache.save(step, key, results, values, scope)
+    try:
+        results = await runner.run_nested(args, scope)
+        step.put(results, values)
+    except BaseException:
+        if cache is not None:
+            cache.release(token)
+        raise
+    if token is not None and cache is not None:
+        await cache.save(step, token, results, values, scope)
