@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pydantic
 
     from . import plan as plans
+    from .cache.explain import Explanation
 else:
     nx = LazyModule("networkx")  # heavy, and only Pipeline.graph needs it
     pydantic = LazyModule("pydantic")  # an optional extra: input_model / output_model
@@ -486,6 +487,33 @@ class Pipeline:
         clone.own_cache = None
         clone.own_callbacks = ()
         return clone
+
+    def explain(
+        self, inputs: Mapping[str, Any] | None = None, output_name: OutputName = None
+    ) -> Explanation:
+        """What :meth:`run` would take from the cache, and why each other node would run,
+        without running a node: per node (in the order they would run) ``hit``, or
+        ``miss`` with the reason (its code changed and which function, an input or an
+        upstream node changed, never computed, not cacheable and which value, its
+        ``cache=False``). ``str()`` of the result is a table; ``.rows`` the same as data.
+
+        Args:
+            inputs: Input values by name, as for :meth:`run`.
+            output_name: The outputs :meth:`run` would compute; all when ``None``.
+
+        Raises:
+            MissingInputError: Required inputs are missing (all are listed).
+            InvalidInputError: Unknown input or output names.
+        """
+        # Deferred: the cache's hashing libraries load when a cache is first used (and
+        # config imports this module last, see the end of the module).
+        from .cache.explain import explain
+        from .config import effective_cache
+
+        given = _inputs(inputs)
+        plan = self.plan(output_name, given)
+        values = {**plan.optional, **self._bound, **given}
+        return explain(plan, values, effective_cache(self), self.name)
 
     def visualize(self, filename: str | None = None, **options: Any) -> Any:
         """A picture of the graph; see :func:`hypernodes.viz.visualize`."""

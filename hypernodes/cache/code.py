@@ -161,17 +161,19 @@ def code_identity(func: Callable[..., Any]) -> str:
 
 
 def _parts(walk: Walk) -> dict[str, tuple[str, tuple[str, ...]]]:
-    return {
-        name: (digest.hex(), tuple(c for c in walk.calls.get(name, ()) if c != name))
-        for name, digest in walk.digests.items()
+    digests = walk.digests
+    return {  # in the order the walk reached them: the root first
+        name: (digests[name].hex(), tuple(c for c in walk.calls.get(name, ()) if c != name))
+        for name in walk.followed
+        if name in digests
     }
 
 
 def code_functions(func: Callable[..., Any]) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Per user function or class ``func``'s identity covers (by qualified name): its own
-    digest (which covers what it reaches) and the functions and classes it refers to
-    directly. Comparing two of these says which function an edit changed: a changed one
-    whose callees did not change.
+    """Per user function or class ``func``'s identity covers (by qualified name, ``func``
+    first): its own digest (which covers what it reaches) and the functions and classes
+    it refers to directly. Comparing two of these says which function an edit changed: a
+    changed one whose callees did not change.
 
     Raises:
         UnfingerprintableError: As :func:`code_identity`.

@@ -163,6 +163,12 @@ Whatever the pipeline prints goes to stderr.
 @click.option(
     "-v", "--verbose", is_flag=True, help="Print the resolved settings and timing on stderr."
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Run nothing: print, per node, whether the cache has it and why not (a table).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --explain: one JSON object per node.")
 @traceback_option
 def run_command(
     target: str,
@@ -180,6 +186,8 @@ def run_command(
     cache_dir: str | None,
     progress: bool | None,
     verbose: bool,
+    explain: bool,
+    as_json: bool,
     show_traceback: bool,
 ) -> None:
     """Run the pipeline TARGET and print its outputs as JSON."""
@@ -187,6 +195,12 @@ def run_command(
         mapped = _names(map_over)
         if map_mode is not None and not mapped:
             raise click.UsageError("--map-mode needs --map-over")
+        if as_json and not explain:
+            raise click.UsageError("--json goes with --explain (run prints JSON already)")
+        if explain and mapped:
+            raise click.UsageError(
+                "--explain explains one run: pass one item's inputs instead of --map-over"
+            )
         inputs: dict[str, Any] = {}
         if inputs_arg is not None:
             inputs = parse_mapping(inputs_arg, option="--inputs", error=InvalidInputError)
@@ -219,6 +233,11 @@ def run_command(
             if verbose:
                 _report_settings(settings.path, pipeline, bars)
                 stack.enter_context(_info_logs())
+            if explain:
+                report = pipeline.explain(inputs, outputs)
+                document = dumps(report.rows) if as_json else str(report)
+                click.echo(document)
+                return
             started = perf_counter()
             result: Any
             if mapped:

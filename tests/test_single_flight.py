@@ -1,0 +1,211 @@
+"""Single flight: concurrent runs missing one key compute it once, across tasks, loops and
+threads; a cancelled or failing computation hands the key to a waiter."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypernodes import DiskCache, MemoryCache, Pipeline, node
+from hypernodes.cache import flights
+
+
+@pytest.fixture(params=["memory", "disk"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return MemoryCache() if request.param == "memory" else DiskCache(tmp_path / "cache")
+
+
+def waiting() -> int:
+    """How many runs wait for a key in flight now."""
+    return sum(flights.in_flight().values())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Yield to the loop until ``condition()`` holds (it watches the flight registry,
+    which changes only when a waiter registers)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def until_now(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+@pytest.mark.asyncio
+async def test_200_concurrent_aruns_compute_once(store: Any) -> None:
+    release = asyncio.Event()
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+
+    @node(output_name="y")
+    async def slow(x: int) -> dict[str, int]:
+        calls.append(1)
+        await release.wait()
+        return {"double": 2 * x}
+
+    pipeline = Pipeline([slow], cache=store)
+    runs = [asyncio.create_task(pipeline.arun({"x": 21})) for _ in range(200)]
+    await until(lambda: waiting() == 199)  # one computes, every other run waits for it
+    release.set()
+    results = await asyncio.gather(*runs)
+    assert len(calls) == 1
+    assert all(r == {"y": {"double": 42}} for r in results)
+    assert flights.in_flight() == {}
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_computing_run_lets_a_waiter_compute(store: Any) -> None:
+    entered = asyncio.Event()
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+
+    @node(output_name="y")
+    async def slow(x: int) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            await asyncio.Event().wait()  # never set: only a cancel ends the first run
+        return 2 * x
+
+    pipeline = Pipeline([slow], cache=store)
+    owner = asyncio.create_task(pipeline.arun({"x": 1}))
+    await entered.wait()
+    waiter = asyncio.create_task(pipeline.arun({"x": 1}))
+    await until(lambda: waiting() == 1)
+    owner.cancel()
+    assert await waiter == {"y": 2}
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    assert len(calls) == 2
+    assert flights.in_flight() == {}
+
+
+@pytest.mark.asyncio
+async def test_a_failing_computation_lets_a_waiter_compute(store: Any) -> None:
+    entered, fail = asyncio.Event(), asyncio.Event()
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+
+    @node(output_name="y")
+    async def flaky(x: int) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            await fail.wait()
+            raise RuntimeError("boom")
+        return 2 * x
+
+    pipeline = Pipeline([flaky], cache=store)
+    owner = asyncio.create_task(pipeline.arun({"x": 1}))
+    await entered.wait()
+    waiter = asyncio.create_task(pipeline.arun({"x": 1}))
+    await until(lambda: waiting() == 1)
+    fail.set()
+    assert await waiter == {"y": 2}
+    with pytest.raises(Exception, match="flaky"):
+        await owner
+    assert len(calls) == 2
+
+
+def test_two_threads_running_run_compute_once(store: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+
+    @node(output_name="y")
+    def slow(x: int) -> int:
+        calls.append(1)
+        entered.set()
+        assert release.wait(10)
+        return 2 * x
+
+    pipeline = Pipeline([slow], cache=store)
+    results: list[Any] = []
+
+    def run() -> None:
+        results.append(pipeline.run({"x": 4}))
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=run)
+    second.start()
+    until_now(lambda: waiting() == 1)  # the second thread waits for the first
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert results == [{"y": 8}, {"y": 8}]
+    assert len(calls) == 1
+
+
+def test_runs_on_two_event_loops_compute_once(store: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+
+    @node(output_name="y")
+    async def slow(x: int) -> int:
+        calls.append(1)
+        entered.set()
+        while not release.is_set():  # (another thread sets it: poll this loop's clock)
+            await asyncio.sleep(0.001)
+        return 2 * x
+
+    pipeline = Pipeline([slow], cache=store)
+    results: list[Any] = []
+
+    def run() -> None:
+        results.append(asyncio.run(pipeline.arun({"x": 5})))
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=run)
+    second.start()
+    until_now(lambda: waiting() == 1)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert results == [{"y": 10}, {"y": 10}]
+    assert len(calls) == 1
+
+
+def test_a_failing_run_in_one_thread_lets_the_other_compute(store: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+
+    @node(output_name="y")
+    def flaky(x: int) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            assert release.wait(10)
+            raise RuntimeError("boom")
+        return 2 * x
+
+    pipeline = Pipeline([flaky], cache=store)
+    outcomes: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(pipeline.run({"x": 3}))
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=run)
+    second.start()
+    until_now(lambda: waiting() == 1)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert sorted(map(str, outcomes)) == ["NodeError", "{'y': 6}"]
+    assert len(calls) == 2
