@@ -463,3 +463,86 @@ def test_keys_are_stable_across_processes(tmp_path: Path) -> None:
         for seed in ("1", "2")
     ]
     assert runs == ["1", "0"]
+
+
+# -- value-addressed keys (issue 16) ---------------------------------------------------
+
+
+@node(output_name="region")
+def user_region(user: str) -> str:
+    count("user_region")
+    return {"ann": "eu", "bob": "eu", "cid": "us"}[user]
+
+
+@node(output_name="config")
+def load_config(region: str) -> dict[str, str]:
+    count("load_config")
+    return {"region": region}
+
+
+def test_two_users_in_one_region_load_the_config_once(store: Any) -> None:
+    pipeline = Pipeline([user_region, load_config], cache=store)
+    results = pipeline.map({"user": ["ann", "bob"]}, map_over="user")
+    assert [r["config"] for r in results] == [{"region": "eu"}, {"region": "eu"}]
+    assert calls == {"user_region": 2, "load_config": 1}
+    assert pipeline.run({"user": "cid"})["config"] == {"region": "us"}
+    assert calls["load_config"] == 2
+
+
+async def _two_users(pipeline: Pipeline) -> list[dict[str, Any]]:
+    return list(
+        await asyncio.gather(pipeline.arun({"user": "ann"}), pipeline.arun({"user": "bob"}))
+    )
+
+
+@pytest.mark.asyncio
+async def test_two_users_in_one_region_concurrently(store: Any) -> None:
+    pipeline = Pipeline([user_region, load_config], cache=store)
+    results = await _two_users(pipeline)
+    assert [r["config"] for r in results] == [{"region": "eu"}, {"region": "eu"}]
+    assert calls["load_config"] == 1
+
+
+def test_an_output_that_cannot_be_fingerprinted_still_caches_downstream(store: Any) -> None:
+    class Handle:
+        def __init__(self, x: int) -> None:
+            self.x = x
+            self.lock = threading.Lock()  # pickle refuses it: no fingerprint
+
+    @node(output_name="handle", cache=False)
+    def open_handle(x: int) -> Handle:
+        return Handle(x)
+
+    @node(output_name="y")
+    def use(handle: Handle) -> int:
+        count("use")
+        return handle.x
+
+    pipeline = Pipeline([open_handle, use], cache=store)
+    with pytest.warns(CacheWarning, match="'use'.*Handle"):
+        pipeline.run({"x": 1})  # today's behaviour: the reader is uncached, one warning
+
+
+def test_entries_carry_the_fingerprints_of_their_outputs(store: Any) -> None:
+    from hypernodes.cache import fingerprint
+
+    pipeline = Pipeline([make_a, make_b], cache=store)
+    pipeline.run({"x": 1})
+    record = store.get_record("make_b")
+    assert record is not None and record["inputs"] == {"a": fingerprint(2)}
+    assert store.entry_versions(record["key"]) == (fingerprint(20),)
+    assert store.get_entry(record["key"]) == (20, (fingerprint(20),))
+
+
+def test_a_remote_item_back_is_stored_by_value_too(tmp_path: Path) -> None:
+    # Keys of remote items are resolved before their values exist (derived from upstream
+    # keys); once an item is back, its results are also stored under value-addressed
+    # keys, which a local run looks up.
+    store = DiskCache(tmp_path / "cache")
+    with HyperNodesEngine(map_executor="parallel", max_workers=2) as engine:
+        remote = Pipeline([make_a, make_b], engine=engine, cache=store, callbacks=[Cached()])
+        remote.map({"x": [1, 2]}, map_over="x")
+    seen = Cached()
+    local = Pipeline([make_a, make_b], cache=store, callbacks=[seen])
+    assert local.run({"x": 2}) == {"a": 3, "b": 30}
+    assert seen.cached == ["make_a", "make_b"] and seen.ran == []

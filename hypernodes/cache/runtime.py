@@ -310,7 +310,9 @@ class CacheRuntime:
         if values is not None:
             keep = step.keep
             for name, version in zip(step.outputs, versions, strict=False):
-                if name not in keep:
+                # (A version derived before the value existed stays: it marks the inputs
+                # whose keys downstream were resolved that way, see ``_value_key``.)
+                if name not in keep and not _derived(values.get((VERSION, name))):
                     values[(VERSION, name)] = version
         return tuple(versions)
 
@@ -323,7 +325,7 @@ class CacheRuntime:
             version = values.get(slot)
             if version.__class__ is not str:
                 return None
-            if len(version) > _FINGERPRINT_LENGTH and version[_FINGERPRINT_LENGTH] == _DERIVED:
+            if _derived(version):
                 name = slot[1]
                 if name not in values:
                     return None
@@ -518,6 +520,15 @@ class CacheRuntime:
         if key is not None:
             versions = self._outputs(step, key, result, None) if self.versioned else None
             self._put(step, key, result, versions)
+
+
+def _derived(version: object) -> bool:
+    """Whether ``version`` was derived from a key before the value existed."""
+    return (
+        type(version) is str
+        and len(version) > _FINGERPRINT_LENGTH
+        and version[_FINGERPRINT_LENGTH] == _DERIVED
+    )
 
 
 def _unpack(token: flights.Flight | str) -> tuple[flights.Flight | None, str]:
