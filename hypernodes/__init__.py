@@ -44,6 +44,7 @@ __all__ = [
     "CacheWarning",
     "CacheWriteError",
     "CallbackContext",
+    "Chunk",
     "ConfigError",
     "CycleError",
     "DiskCache",
@@ -58,6 +59,7 @@ __all__ = [
     "MissingInputError",
     "Node",
     "NodeError",
+    "Output",
     "Pipeline",
     "PipelineCallback",
     "PipelineDefinitionError",
@@ -84,11 +86,14 @@ if TYPE_CHECKING:
     from .cache.disk import DiskCache
     from .cache.memory import MemoryCache
     from .engines.hypernodes import HyperNodesEngine
+    from .streaming import Chunk, Output
 
 _LAZY = {
+    "Chunk": ".streaming",
     "DiskCache": ".cache.disk",
     "HyperNodesEngine": ".engines.hypernodes",
     "MemoryCache": ".cache.memory",
+    "Output": ".streaming",
     "enable_nested_loops": ".bridge",
 }
 

@@ -5,8 +5,9 @@ Every execution unit emits exactly one start/end pair: a top-level ``run`` emits
 ``on_map_item_start/end`` per item (the end with the item's outputs), a nested pipeline
 emits ``on_nested_pipeline_start/end`` (and map events when it maps). Nodes emit
 ``on_node_start`` followed by ``on_node_end`` or ``on_node_error``, or ``on_node_cached``
-alone. Events are emitted by the orchestrator on the event loop thread, whatever executor
-runs the node bodies.
+alone; a streaming node emits ``on_node_chunk`` per chunk in between (before
+``on_node_cached`` on a hit). Events are emitted by the orchestrator on the event loop
+thread, whatever executor runs the node bodies.
 
 Each hook receives a ``context`` (a :class:`CallbackContext`): where in the run the event
 happened, with ``data`` dicts to keep state per run and per level. Contexts are objects
@@ -66,6 +67,12 @@ class PipelineCallback:
     ) -> None:
         """A node is ready and about to run (its attempts may still wait for a ``Limit``
         or a ``max_concurrent`` slot)."""
+
+    def on_node_chunk(self, *, context: CallbackContext, node: Node, chunk: Any) -> None:
+        """A streaming node (a generator) yielded ``chunk``; called as each one is yielded,
+        between the node's start and its end, on the event loop thread (whatever thread
+        a sync generator runs in). A cache hit emits the cached chunks at once, before
+        ``on_node_cached``; a retried attempt's chunks are emitted again."""
 
     def on_node_end(
         self, *, context: CallbackContext, node: Node, outputs: dict[str, Any], duration: float
@@ -317,6 +324,7 @@ class Dispatcher:
     on_pipeline_start: list[Callable[..., None]]
     on_pipeline_end: list[Callable[..., None]]
     on_node_start: list[Callable[..., None]]
+    on_node_chunk: list[Callable[..., None]]
     on_node_end: list[Callable[..., None]]
     on_node_cached: list[Callable[..., None]]
     on_node_error: list[Callable[..., None]]

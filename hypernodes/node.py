@@ -32,6 +32,19 @@ def is_async_callable(fn: object) -> bool:
     return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
+def stream_kind(fn: object) -> str | None:
+    """``"async"`` for an async generator function, ``"sync"`` for a generator function
+    (functions, partials, objects whose ``__call__`` is one), else ``None``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    for candidate in (fn, getattr(type(fn), "__call__", None)):  # noqa: B004 - the class's
+        if inspect.isasyncgenfunction(candidate):
+            return "async"
+        if inspect.isgeneratorfunction(candidate):
+            return "sync"
+    return None
+
+
 class Node:
     """A function in a pipeline: its inputs are its parameter names, its outputs are named.
 
@@ -46,7 +59,11 @@ class Node:
         outputs: The output names as a tuple (one element for a single output).
         inputs: Every parameter name, in signature order.
         defaults: Parameter defaults; a parameter with a default is an optional input.
-        is_async: Whether the node must be awaited (decided once, here).
+        is_async: Whether the node runs on the event loop: an ``async def`` function, or an
+            async generator (decided once, here).
+        is_stream: Whether the node is a streaming node: its function is a generator or an
+            async generator, and its output is the ``list`` of the chunks it yields (each
+            chunk is emitted as it comes: ``on_node_chunk``, ``Pipeline.astream``).
         cache: Whether the node may be cached.
         retries: How many times a failed call is retried (``retry.max_retries``, or 0).
         retry: How it is retried (backoff, which errors), or ``None``.
@@ -92,6 +109,8 @@ class Node:
     limited: bool
     waits: bool
     timeout: float | None
+    # Not a slot: a nested PipelineNode (which sets its own attributes) reads this default.
+    is_stream: bool = False
     call_positional: tuple[str, ...]
     call_keyword: tuple[str, ...]
 
@@ -141,7 +160,15 @@ class Node:
                 f"for node {self.name!r}"
             )
         self.timeout = None if timeout is None else float(timeout)
-        self.is_async = is_async_callable(func)
+        stream = stream_kind(func)
+        self.is_stream = stream is not None
+        self.is_async = stream == "async" or is_async_callable(func)
+        if self.is_stream and len(self.outputs) > 1:
+            raise ValueError(
+                f"node {self.name!r} is a generator (a streaming node): its output is the list "
+                f"of the chunks it yields, one value; give it one output name, not "
+                f"{self.output_name!r}"
+            )
         self._read_signature(func)
 
     def _read_signature(self, func: Callable[..., Any]) -> None:
@@ -176,7 +203,7 @@ class Node:
         return self.func(*args, **kwargs)
 
     def __repr__(self) -> str:
-        kind = "async " if self.is_async else ""
+        kind = ("async " if self.is_async else "") + ("stream " if self.is_stream else "")
         ins = ", ".join(self.inputs)
         options = "".join(
             f" {key}={value!r}"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,13 @@ if TYPE_CHECKING:
     import pydantic
 
     from . import plan as plans
+    from . import streaming
     from .cache.explain import Explanation
 else:
     nx = LazyModule("networkx")  # heavy, and only Pipeline.graph needs it
     pydantic = LazyModule("pydantic")  # an optional extra: input_model / output_model
     plans = LazyModule("hypernodes.plan")  # about 2 ms: paid on the first run, not on import
+    streaming = LazyModule("hypernodes.streaming")  # asyncio: only streamed runs load it
 
 __all__ = ["Pipeline"]
 
@@ -364,6 +367,59 @@ class Pipeline:
             hide_kernel_frames(exc)
             raise
 
+    def astream(
+        self, inputs: Mapping[str, Any] | None = None, output_name: OutputName = None
+    ) -> streaming.RunStream:
+        """Run the pipeline, delivering its events as they happen (``async for``).
+
+        Yields ``Chunk(node, path, index, value)`` for each chunk a streaming node (a
+        generator) yields, as it is yielded, at any depth of nesting and in map items;
+        and ``Output(name, value)`` as soon as each requested output exists. Iteration
+        ends with the run. Leaving early (``break`` then ``aclose()``, ``async with``,
+        cancelling the consumer) cancels the run, the generators included::
+
+            async with pipeline.astream({"question": q}, output_name="answer") as events:
+                async for event in events:
+                    if isinstance(event, Chunk):
+                        print(event.value, end="")
+
+        Args:
+            inputs: As for :meth:`run`.
+            output_name: As for :meth:`run`: the outputs that get an ``Output`` event.
+
+        Raises:
+            MissingInputError: Required inputs are missing (here, before anything runs).
+            InvalidInputError: Unknown input or output names.
+            NodeError: From the iteration, when a node failed (after the events before).
+        """
+        given = _inputs(inputs)
+        wanted = self.plan(output_name, given).outputs
+
+        async def start(listener: PipelineCallback) -> dict[str, Any]:
+            # This pipeline, observed by one more callback (the events' sink) for one run.
+            observed = copy.copy(self)
+            observed._plans = self._plans
+            observed.own_callbacks = (*effective_callbacks(self), listener)
+            return await observed.arun(given, output_name)
+
+        return streaming.RunStream(start, wanted, given)
+
+    def stream(
+        self, inputs: Mapping[str, Any] | None = None, output_name: OutputName = None
+    ) -> Iterator[streaming.Event]:
+        """Sync twin of :meth:`astream` (scripts, Jupyter cells): a generator of the
+        same events; closing it (``break`` and dropping it, ``.close()``) cancels the run.
+
+        Raises:
+            MissingInputError: Required inputs are missing.
+            InvalidInputError: Unknown input or output names.
+            NodeError: From the iteration, when a node failed.
+        """
+        events: Iterator[streaming.Event] = streaming.iterate_sync(
+            self.astream(inputs, output_name)
+        )
+        return events
+
     def map(
         self,
         inputs: Mapping[str, Any] | None = None,
@@ -557,7 +613,14 @@ def _suggest(name: str, candidates: Iterable[str]) -> str:
 # imported first (tests/test_type_hints.py checks). Annotations need these names at run
 # time (typing.get_type_hints), not only under TYPE_CHECKING.
 from .callbacks import PipelineCallback  # noqa: E402
-from .config import UNSET, check_cache, check_callbacks, check_engine, effective_engine  # noqa: E402
+from .config import (  # noqa: E402
+    UNSET,
+    check_cache,
+    check_callbacks,
+    check_engine,
+    effective_callbacks,
+    effective_engine,
+)
 from .edges import check_edges  # noqa: E402
 from .engines.base import Engine, MapMode, OutputName  # noqa: E402
 from .nested import PipelineNode  # noqa: E402

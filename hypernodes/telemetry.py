@@ -2,7 +2,9 @@
 
 Span tree (names): ``pipeline <name>`` or ``map <name>`` at the top; ``nested <node>``
 for a nested pipeline (with ``map <name>`` below it when it maps); ``map item <i>`` per
-item; ``node <name>`` per node. Attributes live under the ``hypernodes.`` prefix.
+item; ``node <name>`` per node. Attributes live under the ``hypernodes.`` prefix; a
+streaming node's span has ``hypernodes.chunks`` (how many chunks it yielded) and
+``hypernodes.time_to_first_chunk_s`` (seconds from its start to its first chunk).
 
 Parents are explicit: each level keeps its span in its callback context and children
 are started with ``trace.set_span_in_context(parent)``, never from the ambient current
@@ -18,6 +20,7 @@ Needs the ``telemetry`` extra: ``pip install 'hypernodes[telemetry]'``.
 from __future__ import annotations
 
 from contextvars import Token
+from time import perf_counter
 from typing import Any
 
 try:
@@ -159,6 +162,21 @@ class TelemetryCallback(PipelineCallback):
             self._key + ".nodes", {}
         )
         nodes[node.name] = (span, token)
+        if node.is_stream:
+            streams: dict[str, _Stream] = context.data.setdefault(self._key + ".streams", {})
+            streams[node.name] = _Stream(span)
+
+    def on_node_chunk(self, *, context: CallbackContext, node: Node, chunk: Any) -> None:
+        """Count a streaming node's chunks; the first sets its time to first chunk."""
+        streams: dict[str, _Stream] | None = context.data.get(self._key + ".streams")
+        entry = streams.get(node.name) if streams is not None else None
+        if entry is None:
+            return  # a cache hit's chunks: its span says how many
+        entry.count += 1
+        if not entry.first:
+            entry.first = True  # (the time to the first chunk of the first attempt)
+            elapsed = perf_counter() - entry.started
+            entry.span.set_attribute(_PREFIX + "time_to_first_chunk_s", elapsed)
 
     def on_node_end(
         self, *, context: CallbackContext, node: Node, duration: float, **_: Any
@@ -186,6 +204,9 @@ class TelemetryCallback(PipelineCallback):
         entry = nodes.get(node.name)
         if entry is None:
             return
+        streams: dict[str, _Stream] | None = context.data.get(self._key + ".streams")
+        if streams is not None and node.name in streams:
+            streams[node.name].count = 0  # the chunks counted are the last attempt's
         entry[0].add_event(
             "retry",
             {
@@ -196,12 +217,16 @@ class TelemetryCallback(PipelineCallback):
             },
         )
 
-    def on_node_cached(self, *, context: CallbackContext, node: Node, **_: Any) -> None:
+    def on_node_cached(
+        self, *, context: CallbackContext, node: Node, outputs: dict[str, Any]
+    ) -> None:
         """A span for a node served from the cache (``hypernodes.cached`` is true)."""
+        attributes = self._node_attributes(context, node, cached=True)
+        chunks = next(iter(outputs.values()), None) if node.is_stream else None
+        if isinstance(chunks, list):
+            attributes[_PREFIX + "chunks"] = len(chunks)
         span = self._tracer().start_span(
-            f"node {node.name}",
-            context=self._parent(context),
-            attributes=self._node_attributes(context, node, cached=True),
+            f"node {node.name}", context=self._parent(context), attributes=attributes
         )
         span.end()
 
@@ -262,6 +287,11 @@ class TelemetryCallback(PipelineCallback):
         if entry is None:
             return
         span, token = entry
+        if node.is_stream:
+            streams: dict[str, _Stream] = context.data.get(self._key + ".streams", {})
+            counted = streams.pop(node.name, None)
+            if counted is not None:
+                span.set_attribute(_PREFIX + "chunks", counted.count)
         _finish(span, duration, error)
         otel_context.detach(token)
 
@@ -275,6 +305,18 @@ class TelemetryCallback(PipelineCallback):
         attributes[_PREFIX + "cached"] = cached
         attributes[_PREFIX + "async"] = node.is_async
         return attributes
+
+
+class _Stream:
+    """A streaming node's chunks so far, and when it started (for its span)."""
+
+    __slots__ = ("count", "first", "span", "started")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.count = 0
+        self.first = False
+        self.started = perf_counter()
 
 
 def _finish(span: Span, duration: float, error: BaseException | None) -> None:

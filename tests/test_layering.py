@@ -51,7 +51,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("scheduler", ("hypernodes.scheduler",)),
     ("mapping", ("hypernodes.mapping",)),
     # Pipelines, nested pipelines and the build-time check of the types at their edges.
-    ("pipelines", ("hypernodes.pipeline", "hypernodes.nested", "hypernodes.edges")),
+    # (``streaming``: a run's chunk and output events, for ``Pipeline.astream``.)
+    (
+        "pipelines",
+        ("hypernodes.pipeline", "hypernodes.nested", "hypernodes.edges", "hypernodes.streaming"),
+    ),
     ("engines", ("hypernodes.engines",)),
     # Nothing below this line is the core: the core never imports what follows.
     ("optional engines", ("hypernodes.engines.daft",)),

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NodeError, node_failed
 from .limit import LimitLayer
 from .place import place
-from .retry import Attempted, RetryLayer
+from .retry import Attempted, RetryLayer, Streamed
+from .stream import StreamLayer
 from .timeout import Abandoned, TimedOut, TimeoutLayer
 
 if TYPE_CHECKING:
@@ -26,13 +27,18 @@ Attempt = Callable[["Step", tuple[Any, ...], "Scope", Any], Awaitable[Any]]
 def compose(node: Node) -> Attempt | None:
     """The per-attempt layers of ``node``, outermost first: retry, limit (with the
     level's slot), timeout, placement; ``None`` for a plain node, whose attempt is its
-    placement alone (the drivers then call it directly, holding the slot themselves)."""
+    placement alone (the drivers then call it directly, holding the slot themselves).
+    A streaming node's placement is ``StreamLayer``, which applies its timeout too."""
     limits = node.limits
     retry = node.retry
     timeout = node.timeout
-    if not limits and retry is None and timeout is None:
+    attempt: Attempt
+    if node.is_stream:
+        attempt = StreamLayer(timeout)
+    elif not limits and retry is None and timeout is None:
         return None
-    attempt: Attempt = TimeoutLayer(timeout) if timeout is not None else place
+    else:
+        attempt = TimeoutLayer(timeout) if timeout is not None else place
     attempt = LimitLayer(attempt, limits)  # (also holds the slot, per attempt)
     if retry is not None:
         attempt = RetryLayer(attempt, retry)
@@ -44,6 +50,8 @@ def failed(name: str, exc: BaseException) -> NodeError:
     attempts = 1
     if type(exc) is Attempted:
         attempts, exc = exc.attempts, exc.failure
+    if type(exc) is Streamed:
+        exc = exc.failure
     detail: str | None = None
     failure = exc
     if isinstance(exc, TimedOut):

@@ -1,6 +1,7 @@
 """Events: a step's ``on_node_start`` / ``on_node_end`` / ``on_node_error`` /
 ``on_node_cached``, around its attempts (a retried node starts and ends once; each retry
-is an ``on_node_retry``, see ``retry.py``)."""
+is an ``on_node_retry``, see ``retry.py``; each chunk of a streaming node an
+``on_node_chunk``, see ``stream.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NodeError
 from .place import place
+from .stream import emit_chunks
 
 if TYPE_CHECKING:
     from ..callbacks import Dispatcher
@@ -65,7 +67,13 @@ async def observed(
 
 def emit_cached(scope: Scope, step: Step, values: dict[str, Any]) -> None:
     d = scope.callbacks
-    if d is not None and d.on_node_cached:
+    if d is None:
+        return
+    if step.node.is_stream and d.on_node_chunk:
+        # A hit of a streaming node emits its cached chunks at once (the same events a
+        # client of ``astream`` sees when it runs), then the hit itself.
+        emit_chunks(d, scope.context, step.node, values[step.outputs[0]])
+    if d.on_node_cached:
         outputs = {n: values[n] for n in step.outputs}
         d.emit(d.on_node_cached, context=scope.context, node=step.node, outputs=outputs)
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..plan import Step
     from .chain import Attempt
 
-__all__ = ["Attempted", "Retry", "RetryLayer", "as_retry"]
+__all__ = ["Attempted", "Retry", "RetryLayer", "Streamed", "as_retry"]
 
 logger = logging.getLogger("hypernodes")
 
@@ -133,6 +133,17 @@ class Attempted(Exception):
         self.attempts = attempts
 
 
+class Streamed(Exception):
+    """A streaming attempt failed after some of its chunks reached a client (see
+    ``stream.py``): never retried, whatever ``on`` says, since the client cannot take back
+    what it was sent (the driver raises ``failure`` as the node's error; never seen
+    outside the kernel)."""
+
+    def __init__(self, failure: BaseException) -> None:
+        super().__init__(failure)
+        self.failure = failure
+
+
 class RetryLayer:
     """Attempts the layers below again after a matching failure, waiting on the loop."""
 
@@ -151,7 +162,12 @@ class RetryLayer:
             try:
                 return await self.inner(step, args, scope, slot)
             except Exception as exc:
-                if attempt > policy.max_retries or not policy.matches(exc) or scope.halt.over:
+                if (
+                    attempt > policy.max_retries
+                    or type(exc) is Streamed  # chunks reached a client: final
+                    or not policy.matches(exc)
+                    or scope.halt.over
+                ):
                     if attempt == 1:
                         raise
                     raise Attempted(exc, attempt) from None

@@ -1,8 +1,9 @@
 """Reading DaftEngine's rows back: results, failures as ``NodeError``s, replayed events.
 
-Daft runs the whole plan as one job, so node events cannot be emitted while nodes run;
-they are replayed here, on the event loop thread, as each partition of results arrives:
-per row, in the program's order, with the inputs, outputs and duration each call had.
+Daft runs the whole plan as one job, so node events (a streaming node's chunks too)
+cannot be emitted while nodes run; they are replayed here, on the event loop thread, as
+each partition of results arrives: per row, in the program's order, with the inputs,
+outputs and duration each call had.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 from ...callbacks import CallbackContext, Dispatcher
 from ...errors import NodeError, PathFrame
+from ...layers.stream import emit_chunks
 from .calls import SKIP, Failure, Hit
 from .program import Column, Level, Op, Program, Source, nested_callbacks
 
@@ -163,6 +165,8 @@ def _node_events(
         return
     node = op.node
     if type(state) is Hit:
+        if node.is_stream and d.on_node_chunk:
+            emit_chunks(d, ctx, node, _outputs(op, row)[node.outputs[0]])
         if d.on_node_cached:
             d.emit(d.on_node_cached, context=ctx, node=node, outputs=_outputs(op, row))
         return
@@ -179,6 +183,8 @@ def _node_events(
             error = user_error(failed.error, node_error(op, failed, None))
             d.emit(d.on_node_error, context=ctx, node=node, error=error, duration=duration)
         return
+    if node.is_stream and d.on_node_chunk:  # (not live: Daft hands rows back at the end)
+        emit_chunks(d, ctx, node, _outputs(op, row)[node.outputs[0]])
     if d.on_node_end:
         outputs = _outputs(op, row)
         d.emit(d.on_node_end, context=ctx, node=node, outputs=outputs, duration=duration)
