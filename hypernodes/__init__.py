@@ -26,6 +26,7 @@ from .errors import (
     MissingInputError,
     NodeError,
     PipelineDefinitionError,
+    ResourceError,
     TargetError,
     TypeMismatchError,
     UnfingerprintableError,
@@ -38,6 +39,7 @@ from .nested import PipelineNode
 from .node import Node, node
 from .pipeline import Pipeline
 from .progress import ProgressCallback
+from .resources import resource
 
 __all__ = [
     "Cache",
@@ -65,6 +67,7 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineNode",
     "ProgressCallback",
+    "ResourceError",
     "Retry",
     "TargetError",
     "TypeMismatchError",
@@ -76,6 +79,7 @@ __all__ = [
     "get_default_config",
     "node",
     "reset_default_config",
+    "resource",
     "set_default_config",
 ]
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import TypeMismatchError
 from .node import Node
+from .resources import Resource
 
 __all__ = ["UNKNOWN", "check_edges", "fits", "input_types", "output_types", "type_text"]
 
@@ -144,6 +145,19 @@ def _chunks(tp: Any) -> Any:
     return _listed(args[0]) if args else list
 
 
+def _provided(tp: Any) -> Any:
+    """What a resource annotated ``tp`` hands its nodes: ``T`` for a factory yielding it
+    (``Iterator[T]``, ...) or returning a context manager of it; else ``tp`` itself."""
+    origin = typing.get_origin(tp) or tp
+    if origin in _STREAMS or origin in _MANAGERS:
+        args = typing.get_args(tp)
+        return args[0] if args else UNKNOWN
+    return tp
+
+
+_MANAGERS = (contextlib.AbstractContextManager, contextlib.AbstractAsyncContextManager)
+
+
 def _listed(tp: Any) -> Any:
     """``list[tp]``: a generator's chunks, a mapped input or output."""
     return list[tp]
@@ -249,6 +263,8 @@ class _Reader:
             if tp is UNKNOWN:
                 return UNKNOWN, Where()
             where = Where()
+            if isinstance(node, Resource):
+                return _provided(tp), where  # one object, even from a generator
             if _is_generator(node.func):
                 tp, where = _chunks(tp), Where(generator=node.name)
             if len(node.outputs) > 1:

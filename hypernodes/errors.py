@@ -12,8 +12,10 @@ HyperNodesError
 ├── ConfigError                  (ValueError) bad engine configuration (keys, values, files)
 ├── NodeError                    a node failed while running; the user's exception is
 │   │                            its ``__cause__`` (never replaced)
-│   └── WorkerLostError          the worker process running the node died (or its pool
-│                                broke); names the node and item, and the likely fix
+│   ├── WorkerLostError          the worker process running the node died (or its pool
+│   │                            broke); names the node and item, and the likely fix
+│   └── ResourceError            a ``@resource`` failed to build (or to tear down); names
+│                                the resource and the node that needed it
 ├── UnfingerprintableError       (TypeError) a value no cache key can be made from
 │                                (``hypernodes.cache``; the node runs uncached, with a warning)
 ├── CacheWriteError              a value a cache store cannot hold (``hypernodes.cache``)
@@ -50,6 +52,7 @@ __all__ = [
     "NodeError",
     "PathFrame",
     "PipelineDefinitionError",
+    "ResourceError",
     "TargetError",
     "TypeMismatchError",
     "UnfingerprintableError",
@@ -362,6 +365,59 @@ def _rebuild_worker_lost(
     return err
 
 
+class ResourceError(NodeError):
+    """A resource failed to build (or to tear down).
+
+    The factory's exception is the ``__cause__``. Raised where a node needed the resource,
+    it names that node too (``node``) and its place in the pipeline; a failed teardown
+    names the resource only.
+
+    Attributes:
+        resource: The name of the resource.
+        during: ``"build"`` or ``"teardown"``.
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        frames: Iterable[PathFrame] = (),
+        *,
+        node: str = "",
+        during: str = "build",
+    ) -> None:
+        super().__init__(node, frames)
+        self.resource = resource
+        self.during = during
+
+    def __str__(self) -> str:
+        cause = self.__cause__
+        what = f"{type(cause).__name__}: {cause}" if cause is not None else "failed"
+        doing = "tear down" if self.during == "teardown" else "build"
+        text = f"resource {self.resource!r} failed to {doing}"
+        if self.node:
+            where = " > ".join(str(f) for f in self.frames) or "<pipeline>"
+            text += f" for node {self.node!r} in {where}"
+        return f"{text}: {what}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_resource_error,
+            (self.resource, self.frames, self.node, self.during, self.__cause__),
+        )
+
+
+def _rebuild_resource_error(
+    resource: str,
+    frames: tuple[PathFrame, ...],
+    node: str,
+    during: str,
+    cause: BaseException | None,
+) -> ResourceError:
+    err = ResourceError(resource, frames, node=node, during=during)
+    err.__cause__ = cause
+    return err
+
+
 def node_failed(
     node: str,
     failure: BaseException,
@@ -373,12 +429,16 @@ def node_failed(
     """The ``NodeError`` to raise when node ``node`` failed with ``failure``.
 
     A ``WorkerLostError`` raised by an executor (which knows no node) becomes the error
-    itself, now naming the node; any other failure is the ``__cause__`` of a new
+    itself, now naming the node, and so does a ``ResourceError`` (the resource the node
+    needed failed to build); any other failure is the ``__cause__`` of a new
     ``NodeError``.
     """
     if isinstance(failure, WorkerLostError) and not failure.node:
         failure.node = node
         failure.attempts = attempts
+        return failure
+    if isinstance(failure, ResourceError) and not failure.frames:
+        failure.node = failure.node or node  # the resource's error, naming the node too
         return failure
     error = NodeError(node, detail=detail, abandoned=abandoned, attempts=attempts)
     error.__cause__ = failure

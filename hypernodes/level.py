@@ -53,6 +53,8 @@ class Scope:
         cache: The cache runtime of this level, or ``None``.
         callbacks: The dispatcher of this level, or ``None``.
         context: The callback context of this level (``None`` without callbacks).
+        resources: The registries the run's resources are resolved in, by scope (one
+            ``RunResources`` per top-level run, shared by its levels), or ``None``.
         plain: Whether the level has neither cache nor callbacks (derived).
     """
 
@@ -67,6 +69,7 @@ class Scope:
     cache: Any = None
     callbacks: Dispatcher | None = None
     context: CallbackContext | None = None
+    resources: Any = None
     plain: bool = field(init=False)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from .errors import HyperNodesError, InvalidInputError, MissingInputError
 from .graph import UNNAMED, Graph
 from .lazy import LazyModule
 from .node import Node
+from .resources import Resource
 from .tracebacks import hide_kernel_frames
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class Pipeline:
             UNSET if callbacks is None else check_callbacks(callbacks)
         )
         self._bound: dict[str, Any] = {}
-        self._plans: dict[tuple[Any, frozenset[str]], plans.Plan] = {}
+        self._plans: dict[tuple[Any, ...], plans.Plan] = {}
         self._nx: nx.DiGraph | None = None
 
     # -- introspection ------------------------------------------------------------------
@@ -112,8 +113,10 @@ class Pipeline:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        """Every output name, in node order."""
-        return tuple(self._graph.producer)
+        """Every output name, in node order (resources are not outputs: nodes take them,
+        runs do not return them)."""
+        g = self._graph
+        return tuple(n for n, i in g.producer.items() if not isinstance(g.nodes[i], Resource))
 
     @property
     def known_names(self) -> frozenset[str]:
@@ -260,8 +263,14 @@ class Pipeline:
 
     # -- plans --------------------------------------------------------------------------
 
-    def plan(self, output_name: OutputName, provided: Iterable[str]) -> plans.Plan:
-        """The compiled plan for ``output_name`` given ``provided`` input names (cached).
+    def plan(
+        self,
+        output_name: OutputName,
+        provided: Iterable[str],
+        held: frozenset[str] = frozenset(),
+    ) -> plans.Plan:
+        """The compiled plan for ``output_name`` given ``provided`` input names (cached);
+        ``held``: those of them an enclosing pipeline fills with resource handles.
 
         Raises:
             TypeError: ``output_name`` is not a str, a list of str or ``None``.
@@ -277,13 +286,15 @@ class Pipeline:
                     "output_name must be an output name, a list of output names, or None "
                     f"(all outputs); got {output_name!r}"
                 )
-        key = (out_key, names)
+        key = (out_key, names) if not held else (out_key, names, held)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = self._compile(out_key, names)
+            plan = self._plans[key] = self._compile(out_key, names, held)
         return plan
 
-    def _compile(self, out_key: Any, names: frozenset[str]) -> plans.Plan:
+    def _compile(
+        self, out_key: Any, names: frozenset[str], held: frozenset[str] = frozenset()
+    ) -> plans.Plan:
         from .plan import compile_plan  # deferred: see ``plans`` above
 
         g = self._graph
@@ -295,7 +306,7 @@ class Pipeline:
                 f"{', '.join(map(repr, g.root_inputs)) or 'none'}"
             )
         if out_key is None:
-            outputs = tuple(g.producer)
+            outputs = self.outputs
         else:
             outputs = (out_key,) if isinstance(out_key, str) else out_key
             if not outputs:
@@ -324,7 +335,7 @@ class Pipeline:
                 },
                 pipeline=self.name,
             )
-        return compile_plan(g, selection, outputs, provided)
+        return compile_plan(g, selection, outputs, provided, held)
 
     # -- running ------------------------------------------------------------------------
 

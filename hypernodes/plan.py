@@ -15,6 +15,7 @@ from .cache.versions import VERSION
 from .errors import NodeError, PathFrame
 from .graph import Graph, Selection
 from .layers.chain import Attempt, compose
+from .resources import wire_resources
 
 if TYPE_CHECKING:
     from .executors.halting import Halt, InlineStop
@@ -182,6 +183,8 @@ class Plan:
         simple: Whether every step is a plain sync call (no async, retries, timeout,
             limits, nesting), so a whole run can be one synchronous call.
         nested: Whether some step runs a nested pipeline.
+        resources: The steps of resources (each makes a handle, see
+            ``hypernodes.resources``).
         limited: Whether some node, at any depth, holds a ``Limit`` (its attempts must be
             granted by this process, so whole items are never shipped elsewhere).
         waits: Whether some node, at any depth, may wait between attempts (a limit, a
@@ -194,6 +197,7 @@ class Plan:
         "nested",
         "optional",
         "outputs",
+        "resources",
         "roots",
         "segments",
         "simple",
@@ -207,9 +211,12 @@ class Plan:
         selection: Selection,
         outputs: tuple[str, ...],
         provided: frozenset[str] = frozenset(),
+        held: frozenset[str] = frozenset(),
     ) -> None:
         position = {idx: k for k, idx in enumerate(selection.order)}
         steps = [Step(node, node.inputs, provided) for node in selection.nodes]
+        # Resources: their steps make handles; the steps reading them resolve handles.
+        self.resources = wire_resources(steps, graph.nodes, graph.producer, held)
         children: list[list[int]] = [[] for _ in steps]
         producer = graph.producer
         for k, node in enumerate(selection.nodes):
@@ -256,9 +263,11 @@ def compile_plan(
     selection: Selection,
     outputs: tuple[str, ...],
     provided: frozenset[str] = frozenset(),
+    held: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Compile the steps for ``selection`` given the ``provided`` names; see :class:`Plan`."""
-    return Plan(graph, selection, outputs, provided)
+    """Compile the steps for ``selection`` given the ``provided`` names (``held``: those of
+    them that carry resource handles, from an enclosing pipeline); see :class:`Plan`."""
+    return Plan(graph, selection, outputs, provided, held)
 
 
 def run_sync_steps(

@@ -43,6 +43,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("graph", ("hypernodes.graph",)),
     ("cache", ("hypernodes.cache",)),  # stores, keys, fingerprints, code identity
     ("loops", ("hypernodes.bridge",)),  # run() <-> arun(): the only code making loops
+    # ``@resource``: handles, and the registries that build objects once per scope.
+    ("resources", ("hypernodes.resources",)),
     ("executors", ("hypernodes.executors",)),
     ("callbacks and configuration", ("hypernodes.callbacks", "hypernodes.config")),
     ("level", ("hypernodes.level",)),  # the frozen scope of one level of a run

@@ -24,6 +24,7 @@ from ..executors.workers import (
 from ..level import Limiter, Scope
 from ..mapping import Expansion, expand, map_plain, run_items, run_plain_items
 from ..pipeline import Pipeline
+from ..resources import Registry, RunResources, handles_in, prime_handles
 from ..scheduler import Plan, run_plan, run_plan_sync, run_sync_steps_observed
 from .base import Engine, MapMode, OutputName, item_events, map_events, run_events
 from .shipping import map_remote
@@ -77,6 +78,7 @@ class HyperNodesEngine(Engine):
         self._threads_default = cpu_count() if threaded else min(32, cpu_count() + 4)
         self._pools = self._new_pools()
         self._lanes: tuple[Lane, Lane, Lane] | None = None
+        self._resources = Registry("engine")  # the objects of its "engine" resources
 
     def _new_pools(self) -> PoolSet:
         return PoolSet(
@@ -154,15 +156,26 @@ class HyperNodesEngine(Engine):
         return lanes
 
     def close(self) -> None:
-        """Shut down the pools this engine created (never executors you passed in)."""
+        """Shut down the pools this engine created (never executors you passed in), and
+        tear down the objects of its ``"engine"`` resources.
+
+        Raises:
+            ResourceError: A resource's teardown failed (after every other ran).
+        """
         self._pools.close()
         self._pools = self._new_pools()
         self._lanes = None
+        self._resources.close()
 
     async def aclose(self) -> None:
-        """Like :meth:`close`, without blocking the event loop."""
+        """Like :meth:`close`, without blocking the event loop.
+
+        Raises:
+            ResourceError: A resource's teardown failed (after every other ran).
+        """
         pools, self._pools, self._lanes = self._pools, self._new_pools(), None
         await asyncio.to_thread(pools.close)
+        await self._resources.aclose()
 
     async def _start_lanes(self) -> None:
         """Resolve the lanes off the loop when that means starting a cluster (seconds)."""
@@ -203,6 +216,10 @@ class HyperNodesEngine(Engine):
             cache=cache,
             callbacks=callbacks,
             context=context,
+            # One run, one set of registries: a nested level of another engine shares them.
+            resources=(
+                parent.resources if parent is not None else RunResources.of(self, self._resources)
+            ),
         )
         if limiter is not None:
             limiter.owner = scope  # levels derived from it share the limit, not ownership
@@ -337,10 +354,13 @@ class HyperNodesEngine(Engine):
         """Run ``pipeline`` once; see :meth:`Pipeline.arun`."""
         await self._start_lanes()
         inputs = {} if inputs is None else inputs
-        plan = pipeline.plan(output_name, inputs)
+        # (Nested, its inputs may carry the enclosing run's resource handles.)
+        held = handles_in(inputs) if _parent is not None else frozenset()
+        plan = pipeline.plan(output_name, inputs, held)
         values = {**plan.optional, **pipeline.bound, **inputs}
         cache, dispatcher, context = self._resolve(pipeline, _parent, "run")
         scope = self._scope(pipeline, _parent, cache, dispatcher, context)
+        error: BaseException | None = None
         try:
             if _parent is not None or dispatcher is None:
                 await run_plan(plan, values, scope)
@@ -349,8 +369,12 @@ class HyperNodesEngine(Engine):
                 await run_plan(plan, values, scope)
                 done["outputs"] = plan.collect(values)
         except BaseException as exc:
+            error = exc
             _ended(scope, _parent, exc)
             raise
+        finally:
+            if _parent is None:
+                await scope.resources.aclose(error)  # the run's resources end with it
         return done["outputs"]  # type: ignore[no-any-return]
 
     # -- map ----------------------------------------------------------------------------
@@ -368,20 +392,28 @@ class HyperNodesEngine(Engine):
         """Run ``pipeline`` once per item; see :meth:`Pipeline.amap`."""
         await self._start_lanes()
         exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
-        plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
+        held = handles_in(exp.shared) if _parent is not None else frozenset()
+        plan = pipeline.plan(output_name, (*exp.shared, *exp.names), held)
         base = {**plan.optional, **pipeline.bound, **exp.shared}
         cache, dispatcher, context = self._resolve(pipeline, _parent, "map")
         scope = self._scope(pipeline, _parent, cache, dispatcher, context)
+        if plan.resources:
+            prime_handles(plan, base, scope.resources)  # (their versions, for remote items)
         if cache is not None:
             cache.prime(base, list(base))  # shared inputs: fingerprinted once, not per item
+        error: BaseException | None = None
         try:
             if dispatcher is None:
                 return await self._map_items(pipeline, plan, exp, base, scope)
             with map_events(dispatcher, context, pipeline, exp.count, exp.names):
                 return await self._map_items(pipeline, plan, exp, base, scope)
         except BaseException as exc:
+            error = exc
             _ended(scope, _parent, exc)
             raise
+        finally:
+            if _parent is None:
+                await scope.resources.aclose(error)  # the map's resources end with it
 
     async def _map_items(
         self,

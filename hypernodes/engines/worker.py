@@ -10,6 +10,7 @@ from typing import Any
 from ..executors.depot import Stored
 from ..executors.processes import tracked
 from ..executors.remote import Parcel, Shipped, failed, reply, stuck_output
+from ..resources import for_workers
 from .recording import Marker, Recorder
 
 __all__ = ["marked", "run_shipped_item", "worker_engine"]
@@ -75,10 +76,13 @@ _engine: Any = None
 
 
 def worker_engine() -> Any:
-    """The sequential ``HyperNodesEngine`` that runs shipped sub-runs in this worker."""
+    """The sequential ``HyperNodesEngine`` that runs shipped sub-runs in this worker (every
+    resource it meets is built once per worker process, see ``hypernodes.resources``)."""
     global _engine
     if _engine is None:
         from .hypernodes import HyperNodesEngine  # deferred: it imports this module
 
-        _engine = HyperNodesEngine()
+        # Its runs resolve every resource in this process's registry: a worker builds a
+        # resource once, whatever its scope, and tears it down when it exits.
+        _engine = for_workers(HyperNodesEngine())
     return _engine
