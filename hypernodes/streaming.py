@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Chunk", "Event", "Output", "RunStream", "iterate_sync"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
     """A chunk a streaming node yielded.
 
@@ -44,7 +44,7 @@ class Chunk:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Output:
     """A requested output of the run, as soon as it exists.
 

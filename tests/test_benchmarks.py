@@ -31,7 +31,15 @@ WORKLOADS = all_workloads()
 def test_workload_names_are_unique() -> None:
     names = [wl.name for wl in WORKLOADS]
     assert len(names) == len(set(names))
-    assert {wl.issue for wl in WORKLOADS} == {"kernel", "map", "cache", "callbacks", "workloads"}
+    assert {wl.issue for wl in WORKLOADS} == {
+        "kernel",
+        "map",
+        "cache",
+        "callbacks",
+        "policies",
+        "streaming",
+        "workloads",
+    }
 
 
 @pytest.mark.parametrize("wl", WORKLOADS, ids=lambda wl: wl.name)

@@ -115,7 +115,14 @@ def test_the_notebook_is_a_quickstart() -> None:
     kinds = [cell.cell_type for cell in nb.cells]
     assert kinds.count("markdown") >= 10  # every step is explained
     sources = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
-    for needed in ("await asyncio.gather(", "pipeline.arun(", "pipeline.run(", ".map(", ".amap("):
+    for needed in (
+        "await asyncio.gather(",
+        "pipeline.arun(",
+        "pipeline.run(",
+        ".map(",
+        ".amap(",
+        ".stream(",
+    ):
         assert needed in sources
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
@@ -219,3 +226,8 @@ def test_cache_progress_and_picture(executed: dict[str, str]) -> None:
     assert "per_page 40/40" in executed["progress"]
     assert executed["progress"].endswith("20")
     assert executed["picture"].startswith("<GraphPicture 'site' items=")
+
+
+def test_stream_in_a_cell(executed: dict[str, str]) -> None:
+    # stream() from a cell (Jupyter's loop running): each chunk, then the output.
+    assert executed["stream"] == "welcome to example.com! the quick brown fox. \nwords: 7 words"

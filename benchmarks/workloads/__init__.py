@@ -9,7 +9,7 @@ __all__ = ["all_workloads"]
 
 def all_workloads() -> list[Workload]:
     """Every workload, in the order the tables show them."""
-    from . import cache, callbacks, kernel, mapping, policies, real
+    from . import cache, callbacks, kernel, mapping, policies, real, streaming
 
     return [
         *kernel.WORKLOADS,
@@ -17,5 +17,6 @@ def all_workloads() -> list[Workload]:
         *cache.WORKLOADS,
         *callbacks.WORKLOADS,
         *policies.WORKLOADS,
+        *streaming.WORKLOADS,
         *real.WORKLOADS,
     ]
