@@ -14,7 +14,9 @@ Running one node ("a step") is these layers, outermost first::
 - ``timeout`` (``timeout.py``): seconds per attempt; an async body is cancelled, a sync body
   in a worker is abandoned.
 - ``placement`` (``place.py``): where the body runs: awaited on the loop (async), inline on
-  a loop HyperNodes owns, in a worker thread, or shipped to a process or cluster.
+  a loop HyperNodes owns, in a worker thread, or shipped to a process or cluster. A
+  streaming node (a generator) has ``stream.py`` instead (with its own timeout): its chunks
+  are emitted as they are yielded (``on_node_chunk``), its value is their list.
 
 ``cache`` and ``events`` depend on the level (whether it has a cache and callbacks) and are
 applied by the drivers; the per-attempt layers depend only on the node and are composed
