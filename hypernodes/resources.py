@@ -863,3 +863,15 @@ def prime_handles(plan: Any, values: dict[str, Any], resources: RunResources | N
         if all(name in values for name in node.inputs) and node.outputs[0] not in values:
             args = tuple(values[name] for name in node.inputs)
             values[node.outputs[0]] = make_held(node, args, resources)
+
+
+def daft_handle(resource: Resource) -> Callable[..., Any]:
+    """A resource's op body under ``DaftEngine``: its handle, resolved where the nodes
+    taking it run, in the Daft worker's process registry (once per Daft worker, whatever
+    the scope)."""
+
+    async def handle(*args: Any) -> Held:
+        return Held(resource, args, None)
+
+    handle.__name__ = resource.name
+    return handle

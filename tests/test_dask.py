@@ -645,3 +645,47 @@ def test_a_limit_holds_across_dask_workers(engine: HyperNodesEngine) -> None:
     spans = sorted((s, e) for s, e, _ in (r["span"] for r in results))
     assert {pid for *_, pid in (r["span"] for r in results)} - {TEST_PID}  # in workers
     assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))  # never 2 at once
+
+
+# -- resources ---------------------------------------------------------------------------
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("a resource's object is never pickled")
+
+
+def test_a_process_resource_is_built_in_each_dask_worker_never_pickled(
+    engine: HyperNodesEngine, tmp_path: Path
+) -> None:
+    from hypernodes import resource
+
+    log = tmp_path / "pids"
+    log.touch()
+
+    @resource(scope="process")
+    def model(log: str) -> _Unpicklable:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return _Unpicklable()
+
+    @node(output_name="pid")
+    def use(x: int, model: _Unpicklable) -> int:
+        assert isinstance(model, _Unpicklable)
+        return os.getpid()
+
+    for role in ("map", "node"):
+        eng = engine
+        if role == "node":
+            eng = HyperNodesEngine(node_executor="dask", address=engine.address)
+        try:
+            results = Pipeline([model, use], engine=eng).map(
+                {"x": list(range(20)), "log": str(log)}, map_over="x"
+            )
+        finally:
+            if eng is not engine:
+                eng.close()
+        assert TEST_PID not in {r["pid"] for r in results}
+    pids = log.read_text().split()
+    assert len(pids) == len(set(pids)) <= 2  # once per worker process, whatever the role
+    assert str(TEST_PID) not in pids

@@ -406,3 +406,43 @@ def test_a_limit_holds_across_ray_workers(ray_engine: HyperNodesEngine) -> None:
     spans = sorted((s, e) for s, e, _ in (r["span"] for r in results))
     assert {pid for *_, pid in (r["span"] for r in results)} - {TEST_PID}  # in workers
     assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))  # never 2 at once
+
+
+# -- resources ---------------------------------------------------------------------------
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("a resource's object is never pickled")
+
+
+def test_a_process_resource_is_built_once_per_ray_worker_never_pickled(
+    ray_engine: HyperNodesEngine, tmp_path: Path
+) -> None:
+    from hypernodes import resource
+
+    log = tmp_path / "pids"
+    log.touch()
+
+    @resource(scope="process")
+    def model(log: str) -> _Unpicklable:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return _Unpicklable()
+
+    @node(output_name="pid")
+    def use(x: int, model: _Unpicklable) -> int:
+        assert isinstance(model, _Unpicklable)
+        return os.getpid()
+
+    used: set[int] = set()
+    for eng in (ray_engine, HyperNodesEngine(node_executor="ray", max_workers=2)):
+        results = Pipeline([model, use], engine=eng).map(
+            {"x": list(range(20)), "log": str(log)}, map_over="x"
+        )
+        used |= {r["pid"] for r in results}
+        if eng is not ray_engine:
+            eng.close()
+    pids = [int(p) for p in log.read_text().split()]
+    assert len(pids) == len(set(pids))  # once per worker process
+    assert set(pids) <= used and TEST_PID not in used

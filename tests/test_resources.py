@@ -586,3 +586,24 @@ async def test_fastapi_engine_scoped_client_opened_in_the_lifespan() -> None:
         assert [r.json() for r in responses] == [{"y": 2 * i} for i in range(20)]
         assert opened == ["open"]
     assert opened == ["open", "closed"]
+
+
+# -- DaftEngine ------------------------------------------------------------------------
+
+
+def test_daft_engine_builds_a_process_resource_once_per_worker() -> None:
+    pytest.importorskip("daft")
+    from hypernodes.engines import DaftEngine
+
+    builds: list[int] = []
+
+    @resource(scope="process")
+    def model() -> Model:
+        builds.append(os.getpid())
+        return Model("daft")
+
+    pipeline = Pipeline([model, embed], engine=DaftEngine())
+    assert pipeline.run({"x": 1}) == {"y": "daft:1"}
+    results = pipeline.map({"x": [1, 2, 3]}, map_over="x")
+    assert [r["y"] for r in results] == ["daft:1", "daft:2", "daft:3"]
+    assert builds == [os.getpid()]  # the native runner's workers are threads of this process

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...harness import Metric, Target, Workload, per_rep, rate, ratio_at_least, ratio_at_most
-from . import cluster, documents, pools, service
+from . import cluster, documents, pools, resources, service
 
 __all__ = ["WORKLOADS"]
 
@@ -107,6 +107,26 @@ WORKLOADS: list[Workload] = [
         quick={"items": 10, "mb": 2, "reps": 1},
         apart=True,
         rounds=2,
+    ),
+    Workload(
+        name="real_resource_model",
+        issue=ISSUE,
+        metrics=[
+            Metric(
+                "main",
+                '"parallel" map, 2 workers, {items} items using a {mb} MB process resource',
+                "s",
+                _same,
+                ratio_at_most(1.2),
+            )
+        ],
+        hypernodes=resources.hn_model,
+        limit=resources.hand_model,
+        limit_label="pool initializer",
+        params={"items": 100, "mb": 50, "reps": 1},
+        quick={"items": 10, "mb": 2, "reps": 1},
+        apart=True,
+        rounds=3,
     ),
     Workload(
         name="real_tiny_items",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ...callbacks import Dispatcher
 from ...errors import UnsupportedNodeError
 from ...nested import PipelineNode
+from ...resources import Resource, daft_handle
 
 if TYPE_CHECKING:
     from ...node import Node
@@ -200,7 +201,9 @@ def _add(
             _inline(program, node, args, env, level, step, is_daft)
             return
     outs = tuple(f"{level.prefix}{name}" for name in node.outputs)
-    program.ops.append(Op(node, plan_step.fn, level, args, outs, step))
+    # A resource's op makes its handle: its nodes build the object once per Daft worker.
+    body = daft_handle(node) if isinstance(node, Resource) else plan_step.fn
+    program.ops.append(Op(node, body, level, args, outs, step))
     env.update({name: Column(col) for name, col in zip(node.outputs, outs, strict=True)})
 
 
