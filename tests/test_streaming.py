@@ -339,11 +339,29 @@ async def test_leaving_stops_a_sync_generator_in_its_thread(executor: str) -> No
         async for event in ev:
             if isinstance(event, Chunk) and event.value == 2:
                 break
-    # The thread stops the generator after its next chunk, and its finally runs there.
-    assert await probe.ended()
+    # The thread stops the generator after its next chunk (aclose waited for it): its
+    # finally ran there, and no thread still runs it.
+    assert probe.finished.is_set()
     assert probe.thread is not None and probe.thread != threading.get_ident()
     assert not probe.downstream
     assert not others()
+
+
+@pytest.mark.asyncio
+async def test_a_sync_generator_stuck_in_a_chunk_is_left_to_stop_later() -> None:
+    probe = Probe(n=3, gap=1.5)  # each chunk takes 1.5 s: more than the grace
+    pipeline = probe.pipeline(sync=True)
+    start = time.perf_counter()
+    async with pipeline.astream({"question": "q"}) as events:
+        async for event in events:
+            if isinstance(event, Output):  # the prompt: the generator starts now
+                while probe.thread is None:  # (in its thread, inside its first chunk)
+                    await asyncio.sleep(0.001)
+                break
+    assert time.perf_counter() - start < 1.0  # not held up until its chunk is done
+    assert not probe.finished.is_set()
+    assert await probe.ended()  # it stopped at its next chunk
+    assert not probe.downstream
 
 
 def test_leaving_stream_early_cancels_the_run() -> None:

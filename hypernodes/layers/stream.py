@@ -15,8 +15,8 @@ It replaces ``place`` (and ``timeout``) for a streaming node (``Node.is_stream``
 
 The node's ``timeout`` bounds the whole stream of one attempt: an async generator is
 cancelled (its ``finally`` runs); a sync generator is told to stop and is closed by its
-thread after its next chunk. Cancelling the attempt (a closed ``astream``, a failure
-elsewhere) stops a generator the same way.
+thread after its next chunk (the attempt waits up to ``STOP_GRACE`` for that). Cancelling
+the attempt (a closed ``astream``, a failure elsewhere) stops a generator the same way.
 
 A failure after some chunks reached a client is final: it is raised as ``Streamed``, which
 ``Retry`` never retries (the client cannot take back what it was sent).
@@ -41,7 +41,11 @@ if TYPE_CHECKING:
     from ..node import Node
     from ..plan import Step
 
-__all__ = ["StreamLayer", "emit_chunks"]
+__all__ = ["STOP_GRACE", "StreamLayer", "emit_chunks"]
+
+STOP_GRACE = 0.25
+"""Seconds a cancelled attempt waits for its sync generator to reach its next chunk and
+stop (then it is abandoned: it stops whenever it gets there)."""
 
 
 def emit_chunks(d: Dispatcher, context: CallbackContext | None, node: Node, chunks: Any) -> None:
@@ -207,20 +211,31 @@ async def _iterate_in_thread(
     chunks: list[Any],
     emit: Callable[[Any], None] | None,
 ) -> None:
+    import asyncio  # deferred: node definitions import the layers, not asyncio
+
     relay = _Relay(step.fn(*args), chunks, emit)
     if scope.body.kind == "threads":
-        work = scope.offload(relay.produce, (), None, step.name)
+        work = asyncio.ensure_future(scope.offload(relay.produce, (), None, step.name))
     else:
         # A remote lane: a thread of this process (see the module docstring).
         ctx = contextvars.copy_context()
         work = relay.loop.run_in_executor(None, ctx.run, relay.produce)
     try:
-        await work
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # The thread closes the generator after its next chunk: give it that long (within
+        # reason), so that its ``finally`` has run when the cancelled run is over.
+        relay.stop.set()
+        try:
+            await asyncio.wait({work}, timeout=STOP_GRACE)
+        finally:
+            if not work.done():
+                work.cancel()  # stuck inside a chunk: abandoned (the run reports it)
+            elif not work.cancelled():
+                work.exception()  # (retrieved: nobody wants it any more)
+        raise
     except Exception:
         relay.drain()  # the chunks it yielded before failing, before its error
-        raise
-    except BaseException:
-        relay.stop.set()  # cancelled: the thread closes the generator after its next chunk
         raise
     relay.drain()
 
