@@ -214,6 +214,7 @@ async def _iterate_in_thread(
     import asyncio  # deferred: node definitions import the layers, not asyncio
 
     relay = _Relay(step.fn(*args), chunks, emit)
+    work: asyncio.Future[Any]
     if scope.body.kind == "threads":
         work = asyncio.ensure_future(scope.offload(relay.produce, (), None, step.name))
     else:
