@@ -16,6 +16,7 @@ ISSUES = {
     "callbacks": "Issue 5 - callbacks: idle overhead",
     "distributed": "Issue 7 - distributed",
     "policies": "Issue 11 - call policies: Limit and Retry",
+    "streams": "Issue 12 - maps as streams: map_iter, first result, memory",
     "streaming": "Issue 13 - streaming nodes: astream per chunk",
     "workloads": "Issue 14 - real workloads: HyperNodes vs a hand-written yardstick",
 }

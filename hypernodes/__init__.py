@@ -40,6 +40,7 @@ from .node import Node, node
 from .pipeline import Pipeline
 from .progress import ProgressCallback
 from .resources import resource
+from .results import ItemFailure, MapResult
 
 __all__ = [
     "Cache",
@@ -56,7 +57,9 @@ __all__ = [
     "HyperNodesError",
     "InvalidExecutorError",
     "InvalidInputError",
+    "ItemFailure",
     "Limit",
+    "MapResult",
     "MemoryCache",
     "MissingInputError",
     "Node",

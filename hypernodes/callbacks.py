@@ -118,16 +118,22 @@ class PipelineCallback:
         """A nested pipeline finished."""
 
     def on_map_start(
-        self, *, context: CallbackContext, pipeline: Pipeline, n_items: int, map_over: Sequence[str]
+        self,
+        *,
+        context: CallbackContext,
+        pipeline: Pipeline,
+        n_items: int | None,
+        map_over: Sequence[str],
     ) -> None:
-        """A map over ``n_items`` items started; ``context`` is the map's."""
+        """A map over ``n_items`` items started (``None``: its input has no length and is
+        read lazily); ``context`` is the map's."""
 
     def on_map_end(
         self,
         *,
         context: CallbackContext,
         pipeline: Pipeline,
-        n_items: int,
+        n_items: int | None,
         duration: float,
         error: BaseException | None,
     ) -> None:

@@ -7,25 +7,47 @@ grows with the item count.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
+import inspect
 import itertools
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import InvalidInputError, NodeError, PathFrame
 from .executors.halting import Halt, Halted, InlineStop
+from .items import Source, stream_items
 from .level import Scope
 from .plan import Plan
-from .scheduler import cancel_requests, raise_first
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["Expansion", "expand", "map_plain", "run_items", "run_plain_items"]
+__all__ = [
+    "Expansion",
+    "Failed",
+    "expand",
+    "iter_plain",
+    "map_plain",
+    "run_items",
+    "run_plain_batch",
+    "run_plain_items",
+    "stream_plain",
+]
+
+Failed = Callable[[int, Any, NodeError], Any]
+"""Makes a failed item's outcome (``on_error="collect"``): ``failed(index, item, error)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,29 +56,127 @@ class Expansion:
 
     Attributes:
         names: The mapped input names.
-        columns: The mapped input values, one sized iterable per name.
-        count: How many items there are.
+        columns: The mapped input values, one per name: sized iterables, or (zip mode)
+            any iterable or async iterable, read lazily.
+        count: How many items there are, or ``None`` when an input is not sized.
         shared: The inputs every item shares.
         mode: ``"zip"`` or ``"product"``.
     """
 
     names: tuple[str, ...]
     columns: tuple[Any, ...]
-    count: int
+    count: int | None
     shared: dict[str, Any]
     mode: str
 
+    @property
+    def is_async(self) -> bool:
+        """Whether an input is an async iterable (items can only be read on a loop)."""
+        return any(hasattr(c, "__aiter__") for c in self.columns)
+
     def items(self) -> Iterator[tuple[Any, ...]]:
-        """Each item's mapped values, in order (lazily)."""
+        """Each item's mapped values, in order (lazily; sync inputs only)."""
         if self.mode == "product":
             return itertools.product(*self.columns)
-        return zip(*self.columns, strict=False)
+        if self.count is not None:
+            return zip(*self.columns, strict=False)
+        return _zip_lazy(self.names, [iter(c) for c in self.columns])
+
+    def numbered(self) -> Source:
+        """``(index, item)`` pairs, read lazily; closing it closes the inputs that are
+        generators (sync or async)."""
+        if self.is_async:
+            return _numbered_async(self)
+        return _numbered(self)
 
     def item_inputs(self, item: tuple[Any, ...]) -> dict[str, Any]:
         """The full inputs of one item."""
         values = dict(self.shared)
         values.update(zip(self.names, item, strict=True))
         return values
+
+    def mapped(self, item: tuple[Any, ...]) -> dict[str, Any]:
+        """One item's own (mapped) values, by name."""
+        return dict(zip(self.names, item, strict=True))
+
+
+def _numbered(exp: Expansion) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    try:
+        yield from enumerate(exp.items())
+    finally:
+        for column in exp.columns:
+            close = getattr(column, "close", None)
+            if inspect.isgenerator(column) and callable(close):
+                close()
+
+
+async def _numbered_async(exp: Expansion) -> AsyncIterator[tuple[int, tuple[Any, ...]]]:
+    readers = [c.__aiter__() if hasattr(c, "__aiter__") else iter(c) for c in exp.columns]
+    index = 0
+    try:
+        while True:
+            item = []
+            for k, reader in enumerate(readers):
+                try:
+                    if hasattr(reader, "__anext__"):
+                        item.append(await reader.__anext__())
+                    else:
+                        item.append(next(reader))
+                except (StopIteration, StopAsyncIteration):
+                    if k == 0 or len(readers) == 1:
+                        _all_ended(exp.names, readers[1:], index)
+                        return
+                    raise _uneven(exp.names, exp.names[k], index) from None
+            yield index, tuple(item)
+            index += 1
+    finally:
+        for column in exp.columns:
+            if inspect.isasyncgen(column):
+                await column.aclose()
+            elif inspect.isgenerator(column):
+                column.close()
+
+
+def _zip_lazy(names: tuple[str, ...], readers: list[Iterator[Any]]) -> Iterator[tuple[Any, ...]]:
+    """``zip(*readers)`` that says which input ended early (zip mode pairs one to one)."""
+    index = 0
+    while True:
+        item = []
+        for k, reader in enumerate(readers):
+            try:
+                item.append(next(reader))
+            except StopIteration:
+                if k == 0:
+                    _all_ended(names, readers[1:], index)
+                    return
+                raise _uneven(names, names[k], index) from None
+        yield tuple(item)
+        index += 1
+
+
+def _all_ended(names: tuple[str, ...], others: list[Any], index: int) -> None:
+    """The first input ended after ``index`` items: the others must end there too.
+
+    Raises:
+        InvalidInputError: Another (sync) input has more items.
+    """
+    for reader in others:
+        if hasattr(reader, "__anext__"):
+            continue  # (cannot be checked without awaiting; its extra items are ignored)
+        if next(reader, _END) is not _END:
+            raise _uneven(names, names[0], index)
+
+
+_END = object()
+
+
+def _uneven(names: tuple[str, ...], short: str, index: int) -> InvalidInputError:
+    listed = ", ".join(map(repr, names))
+    return InvalidInputError(
+        f"map_over inputs {listed} have different lengths: {short!r} ended after {index} "
+        "items; zip mode pairs them one to one (use map_mode='product' for every "
+        "combination)"
+    )
 
 
 def normalize_map_over(map_over: str | Sequence[str]) -> tuple[str, ...]:
@@ -90,8 +210,9 @@ def expand(
     """Validate a map's arguments and describe its items.
 
     Args:
-        inputs: All inputs; the mapped ones hold sized iterables (a mapped input absent
-            from them maps over the pipeline's bound value).
+        inputs: All inputs; the mapped ones hold iterables (sized ones, or in zip mode
+            any iterable or async iterable, read lazily); a mapped input absent from them
+            maps over the pipeline's bound value.
         map_over: The mapped input name(s).
         map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination.
         pipeline: The pipeline mapped: its inputs (and, as overrides, its outputs) may be
@@ -99,7 +220,8 @@ def expand(
 
     Raises:
         InvalidInputError: A bad mode, an unknown or missing mapped name, a value that is
-            not a sized iterable, or zip lists of different lengths.
+            not an iterable (or not sized in product mode), or zip lists of different
+            lengths.
     """
     if map_mode not in ("zip", "product"):
         raise InvalidInputError(f"map_mode must be 'zip' or 'product', got {map_mode!r}")
@@ -121,15 +243,22 @@ def expand(
                 f"map_over names {name!r} but inputs= has no value for it; pass a list: "
                 f"inputs={{{name!r}: [...]}} (or bind one: pipeline.bind({name}=[...]))"
             )
-        columns.append(_sized(name, value))
-    lengths = [len(c) for c in columns]
+        columns.append(_checked(name, value, lazy_ok=map_mode == "zip"))
+    sized = [c for c in columns if _is_sized(c)]
+    lengths = [len(c) for c in sized]
     if map_mode == "zip" and len(set(lengths)) > 1:
-        listed = ", ".join(f"{n!r} has {k}" for n, k in zip(names, lengths, strict=True))
+        listed = ", ".join(
+            f"{n!r} has {len(c)}" for n, c in zip(names, columns, strict=True) if _is_sized(c)
+        )
         raise InvalidInputError(
             f"map_over lists have different lengths: {listed} items; zip mode pairs them one "
             "to one (use map_mode='product' for every combination)"
         )
-    count = math.prod(lengths) if map_mode == "product" else lengths[0]
+    count: int | None
+    if map_mode == "product":
+        count = math.prod(lengths)
+    else:
+        count = lengths[0] if len(sized) == len(columns) else None
     shared = {k: v for k, v in inputs.items() if k not in names}
     return Expansion(names, tuple(columns), count, shared, map_mode)
 
@@ -143,7 +272,11 @@ def _unknown(name: str, pipeline: Pipeline) -> str:
     return f"{hint}; its inputs are {listed}"
 
 
-def _sized(name: str, value: Any) -> Any:
+def _is_sized(value: Any) -> bool:
+    return hasattr(value, "__len__") and hasattr(value, "__iter__")
+
+
+def _checked(name: str, value: Any, *, lazy_ok: bool) -> Any:
     if isinstance(value, str | bytes | bytearray):
         raise InvalidInputError(
             f"map_over input {name!r} is a {type(value).__name__}; map over a list of "
@@ -153,62 +286,48 @@ def _sized(name: str, value: Any) -> Any:
         raise InvalidInputError(
             f"map_over input {name!r} is a mapping; map over a list (e.g. list(d.items()))"
         )
-    if not (hasattr(value, "__len__") and hasattr(value, "__iter__")):
+    if _is_sized(value):
+        return value
+    if lazy_ok and (hasattr(value, "__iter__") or hasattr(value, "__aiter__")):
+        return value  # read lazily, item by item
+    if hasattr(value, "__iter__") or hasattr(value, "__aiter__"):
         raise InvalidInputError(
-            f"map_over input {name!r} must be a sized iterable (list, tuple, range, array), "
-            f"got {type(value).__name__}; pass list(...) of it"
+            f"map_over input {name!r} is a {type(value).__name__} without a length; "
+            "map_mode='product' needs sized inputs (list, tuple, range, array): pass "
+            "list(...) of it, or use zip mode"
         )
-    return value
+    raise InvalidInputError(
+        f"map_over input {name!r} must be an iterable (list, tuple, range, array, "
+        f"generator, async iterable), got {type(value).__name__}"
+    )
 
 
 async def run_items(
-    items: Iterator[tuple[Any, ...]],
-    count: int,
+    items: Iterator[tuple[Any, ...]] | Source,
+    count: int | None,
     width: int,
-    run_one: Callable[[int, tuple[Any, ...]], Awaitable[Any]],
+    run_one: Callable[[int, Any], Awaitable[Any]],
     *,
     halt: Halt,
+    collect: Callable[[int, Any, NodeError], Any] | None = None,
+    numbered: bool = False,
 ) -> list[Any]:
-    """Run ``run_one(index, item)`` for every item, at most ``width`` at a time.
+    """Run ``run_one(index, item)`` for every item, at most ``width`` at a time, and
+    collect the outcomes in item order (see ``items.stream_items``).
 
-    Results come back in item order whatever the completion order. The first failing
-    item cancels the others and ends the run (``halt``): no item starts after it; its
-    ``NodeError`` is marked with the item index.
+    ``items`` are the items (``numbered``: ``(index, item)`` pairs already); ``count``
+    sizes the result when known.
 
     Raises:
-        NodeError: The first item that failed.
+        NodeError: The first item that failed (without ``collect``); it cancels the others
+            and ends the run (``halt``), marked with its item index.
     """
-    results: list[Any] = [None] * count
-    numbered = enumerate(items)
-
-    async def worker() -> None:
-        index = -1
-        try:
-            for index, item in numbered:
-                if halt.over:
-                    await halt.halted()
-                results[index] = await run_one(index, item)
-        except NodeError as err:
-            halt.set()
-            err._mark_item(index)
-            failures.append(err)
-            raise
-        except BaseException as exc:
-            failures.append(exc)
-            raise
-
-    failures: list[BaseException] = []
-    if width <= 1 or count <= 1:
-        await worker()
-        return results
-    requests = cancel_requests()
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(width, count) - 1):
-                group.create_task(worker())
-            await worker()
-    except BaseExceptionGroup as group_error:
-        raise_first(group_error, failures, requests)
+    source = cast(Source, items if numbered else enumerate(cast(Iterator[Any], items)))
+    results: list[Any] = [None] * count if count is not None else []
+    async for index, outcome in stream_items(source, width, run_one, halt=halt, collect=collect):
+        if index >= len(results):
+            results.extend([None] * (index + 1 - len(results)))
+        results[index] = outcome
     return results
 
 
@@ -217,13 +336,21 @@ _CHUNK = 512
 
 
 async def map_plain(
-    plan: Plan, exp: Expansion, base: dict[str, Any], scope: Scope, width: int
+    plan: Plan,
+    exp: Expansion,
+    base: dict[str, Any],
+    scope: Scope,
+    width: int,
+    failed: Failed | None = None,
 ) -> list[dict[str, Any]]:
-    """A map whose every node is a plain sync call: whole items in one synchronous loop.
+    """A map whose every node is a plain sync call: whole items in one synchronous loop
+    (sized inputs; see ``stream_plain`` for the others).
 
     Inline on a loop HyperNodes owns; otherwise in chunks of items, each chunk one hop to a
     worker thread (``width`` chunks in flight), so the caller's loop is never blocked.
+    ``failed`` makes a failed item's outcome (``on_error="collect"``).
     """
+    assert exp.count is not None
     results: list[Any] = [None] * exp.count
     numbered = enumerate(exp.items())
     halt = scope.halt
@@ -232,7 +359,7 @@ async def map_plain(
         stop = halt.inline()
         try:
             run_plain_items(
-                plan, exp.names, base, numbered, results, exp.count, scope.pipeline, stop
+                plan, exp.names, base, numbered, results, exp.count, scope.pipeline, stop, failed
             )
         except Halted:
             await halt.halted()
@@ -248,7 +375,7 @@ async def map_plain(
     # ends: the chunks still running in other threads stop before their next node.
     def run_chunk(index: int, chunk: tuple[Any, ...]) -> Awaitable[Any]:
         numbered = chunk[0]
-        args = (plan, names, base, iter(numbered), results, size, pipeline, halt)
+        args = (plan, names, base, iter(numbered), results, size, pipeline, halt, failed)
         label = f"{pipeline}[items {numbered[0][0]}-{numbered[-1][0]}]"
         return scope.offload(run_plain_items, args, None, label)
 
@@ -261,15 +388,17 @@ def run_plain_items(
     names: tuple[str, ...],
     base: dict[str, Any],
     numbered: Iterator[tuple[int, tuple[Any, ...]]],
-    results: list[Any],
+    results: list[Any] | dict[int, Any],
     limit: int,
     pipeline: str,
     stop: Halt | InlineStop | None = None,
+    failed: Failed | None = None,
 ) -> None:
     """Run up to ``limit`` items of a plain map in this thread, storing their results.
 
     With ``stop`` (the run's halt), a failure here ends the run, and no node starts once
-    the run is over.
+    the run is over. With ``failed`` (``on_error="collect"``), a failed item's result is
+    ``failed(index, item, error)`` and the items after it still run.
 
     Raises:
         NodeError: An item failed; the pipeline frame and item index are on its path.
@@ -294,17 +423,25 @@ def run_plain_items(
                 values[single] = item[0]
             else:
                 values.update(zip(names, item, strict=True))
-            for call, out, step in calls:
-                if halt.over or (cancelling is not None and cancelling() > asked):
-                    raise Halted
-                try:
-                    result = call(values)
-                except Exception as exc:  # (a NodeError from user code is wrapped too)
-                    raise NodeError(step.name) from exc
-                if out is not None:
-                    values[out] = result
-                else:
-                    step.store(result, values)
+            try:
+                for call, out, step in calls:
+                    if halt.over or (cancelling is not None and cancelling() > asked):
+                        raise Halted
+                    try:
+                        result = call(values)
+                    except Exception as exc:  # (a NodeError from user code is wrapped too)
+                        raise NodeError(step.name) from exc
+                    if out is not None:
+                        values[out] = result
+                    else:
+                        step.store(result, values)
+            except NodeError as err:
+                if failed is None:
+                    raise
+                err._prepend(PathFrame(pipeline))
+                err._mark_item(index)
+                results[index] = failed(index, item, err)
+                continue
             if collect is not None:
                 results[index] = dict(zip(outputs, collect(values), strict=True))
             else:
@@ -316,3 +453,88 @@ def run_plain_items(
         raise
     if stop.over:
         raise Halted
+
+
+def iter_plain(
+    plan: Plan,
+    names: tuple[str, ...],
+    base: dict[str, Any],
+    numbered: Iterator[tuple[int, tuple[Any, ...]]],
+    pipeline: str,
+    stop: Halt | InlineStop | None,
+    batch: int,
+    failed: Failed | None = None,
+) -> Iterator[list[tuple[int, Any]]]:
+    """The results of a plain map as ``(index, result)`` pairs, ``batch`` items at a time
+    (the plain loop, streaming: at most ``batch`` items are read ahead).
+
+    Raises:
+        NodeError: As ``run_plain_items``.
+        Halted: As ``run_plain_items``.
+    """
+    while True:
+        chunk = list(itertools.islice(numbered, batch))
+        if not chunk:
+            return
+        yield run_plain_batch(plan, names, base, chunk, pipeline, stop, failed)
+
+
+def run_plain_batch(
+    plan: Plan,
+    names: tuple[str, ...],
+    base: dict[str, Any],
+    chunk: list[tuple[int, tuple[Any, ...]]],
+    pipeline: str,
+    stop: Halt | InlineStop | None,
+    failed: Failed | None = None,
+) -> list[tuple[int, Any]]:
+    """``run_plain_items`` over ``chunk``; its ``(index, result)`` pairs in order."""
+    out: dict[int, Any] = {}
+    run_plain_items(plan, names, base, iter(chunk), out, len(chunk), pipeline, stop, failed)
+    return list(out.items())
+
+
+async def stream_plain(
+    plan: Plan,
+    exp: Expansion,
+    base: dict[str, Any],
+    scope: Scope,
+    width: int,
+    *,
+    failed: Failed | None = None,
+    window: int | None = None,
+) -> AsyncGenerator[tuple[int, Any], None]:
+    """``map_plain`` as a stream of ``(index, result)`` pairs (any sync input, read
+    lazily): inline in batches, or batches offloaded one hop each (``width`` in flight)."""
+    halt = scope.halt
+    names, pipeline = exp.names, scope.pipeline
+    numbered = exp.numbered()
+    assert isinstance(numbered, Iterator)
+    try:
+        if scope.inline:
+            batch = max(1, min(window or _CHUNK, _CHUNK))
+            stop = halt.inline()
+            try:
+                for pairs in iter_plain(plan, names, base, numbered, pipeline, stop, batch, failed):
+                    for pair in pairs:
+                        yield pair
+            except Halted:
+                await halt.halted()
+            return
+        batch = max(1, min(_CHUNK, (window or 16 * width * _CHUNK) // (2 * width)))
+        chunks = iter(lambda: list(itertools.islice(numbered, batch)), [])
+
+        def run_chunk(index: int, chunk: list[tuple[int, Any]]) -> Awaitable[Any]:
+            args = (plan, names, base, chunk, pipeline, halt, failed)
+            label = f"{pipeline}[items {chunk[0][0]}-{chunk[-1][0]}]"
+            return scope.offload(run_plain_batch, args, None, label)
+
+        ahead = max(1, window // batch) if window else None  # (chunks read, not consumed)
+        chunked = stream_items(
+            enumerate(chunks), width, run_chunk, halt=halt, window=ahead, ordered=True
+        )
+        async for _, pairs in chunked:
+            for pair in pairs:
+                yield pair
+    finally:
+        numbered.close()  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from .errors import NodeError, PathFrame, PipelineDefinitionError
 from .graph import UNNAMED
 from .lazy import LazyModule
 from .node import Node
+from .results import ItemFailure, check_on_error
 
 if TYPE_CHECKING:
     from . import scheduler
@@ -33,6 +34,8 @@ class PipelineNode(Node):
         output_mapping: ``{inner_name: outer_name}``.
         map_over: Outer input names that carry lists (the inner pipeline maps over them).
         map_mode: ``"zip"`` or ``"product"``.
+        on_error: ``"collect"``: a mapped node keeps going past failed items (see
+            :meth:`Pipeline.as_node`).
         cache: Whether the nested run may be cached as a whole: ``False`` when some node
             inside, at any depth, is ``@node(cache=False)``.
     """
@@ -49,8 +52,11 @@ class PipelineNode(Node):
         engine: Engine | None = None,
         cache: Any = ...,
         callbacks: Sequence[PipelineCallback] | EllipsisType | None = ...,
+        on_error: OnError = "raise",
     ) -> None:
         self.pipeline = pipeline
+        check_on_error(on_error)
+        self.on_error: OnError = on_error
         self.input_mapping = dict(input_mapping or {})
         self.output_mapping = dict(output_mapping or {})
         if engine is not None and not isinstance(engine, Engine):
@@ -183,6 +189,7 @@ class PipelineNode(Node):
             engine=self.engine_override,
             cache=self.cache_override,
             callbacks=self.callbacks_override,
+            on_error=self.on_error,
         )
         plan = self.pipeline.plan(list(narrow._inner_outputs), narrow._inner_inputs)
         read = {name for step in plan.steps for name in step.node.inputs}
@@ -213,6 +220,7 @@ class PipelineNode(Node):
             engine=self.engine_override,
             cache=self.cache_override,
             callbacks=self.callbacks_override,
+            on_error=self.on_error,
         )
 
     # -- running ------------------------------------------------------------------------
@@ -283,9 +291,17 @@ class PipelineNode(Node):
         to_inner = self._to_inner
         mapped = [to_inner.get(n, n) for n in self.map_over]
         results = await engine.amap(
-            self.pipeline, inputs, mapped, self.map_mode, list(inner_outputs), _parent=parent
+            self.pipeline,
+            inputs,
+            mapped,
+            self.map_mode,
+            list(inner_outputs),
+            on_error=self.on_error,
+            _parent=parent,
         )
-        return tuple([r[n] for r in results] for n in inner_outputs)
+        # (A failed item, with on_error="collect", is its ItemFailure in every list.)
+        rows: list[Any] = results
+        return tuple([r if type(r) is ItemFailure else r[n] for r in rows] for n in inner_outputs)
 
     def cache_for(self, scope: scheduler.Scope) -> Any:
         """The cache runtime of the nested level (the ``as_node`` override, the inner
@@ -320,7 +336,7 @@ class PipelineNode(Node):
 # time (typing.get_type_hints), not only under TYPE_CHECKING.
 from .callbacks import CallbackContext, Dispatcher, PipelineCallback  # noqa: E402
 from .config import UNSET  # noqa: E402
-from .engines.base import Engine, MapMode  # noqa: E402
+from .engines.base import Engine, MapMode, OnError  # noqa: E402
 from .pipeline import Pipeline  # noqa: E402
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -437,26 +437,36 @@ class Pipeline:
         map_over: str | Sequence[str] | None = None,
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
+        *,
+        on_error: OnError = "raise",
     ) -> list[dict[str, Any]]:
         """Run the pipeline once per item; one result dict per item, in input order.
 
         Args:
-            inputs: Input values; the ``map_over`` ones are lists (sized iterables). A
-                mapped input not given here maps over its bound value.
+            inputs: Input values; the ``map_over`` ones are lists, or in zip mode any
+                iterable or async iterable (a generator, file lines, a cursor), read
+                lazily. A mapped input not given here maps over its bound value.
             map_over: The input name(s) to map over.
-            map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination.
+            map_mode: ``"zip"`` pairs the lists; ``"product"`` takes every combination
+                (sized inputs only).
             output_name: As for :meth:`run`.
+            on_error: ``"raise"``: the first failure cancels the rest and is raised.
+                ``"collect"``: every item runs; a failed one comes back in its place as
+                an ``ItemFailure`` and the result is a ``MapResult`` (``.failures``,
+                ``.ok``).
 
         Raises:
             TypeError: ``map_over`` is missing.
-            InvalidInputError: Bad ``map_over`` / ``map_mode`` / list lengths.
+            InvalidInputError: Bad ``map_over`` / ``map_mode`` / ``on_error`` / lengths.
             MissingInputError: Required inputs are missing.
             NodeError: A node failed in some item (the item index is on the error).
         """
         names = self._map_over(map_over, "map")
         engine = effective_engine(self)
         try:
-            return engine.map(self, _inputs(inputs), names, map_mode, output_name)
+            return engine.map(
+                self, _inputs(inputs), names, map_mode, output_name, on_error=on_error
+            )
         except HyperNodesError as exc:
             hide_kernel_frames(exc)
             raise
@@ -467,22 +477,106 @@ class Pipeline:
         map_over: str | Sequence[str] | None = None,
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
+        *,
+        on_error: OnError = "raise",
     ) -> list[dict[str, Any]]:
         """Async twin of :meth:`map`.
 
         Raises:
             TypeError: ``map_over`` is missing.
-            InvalidInputError: Bad ``map_over`` / ``map_mode`` / list lengths.
+            InvalidInputError: Bad ``map_over`` / ``map_mode`` / ``on_error`` / lengths.
             MissingInputError: Required inputs are missing.
             NodeError: A node failed in some item (the item index is on the error).
         """
         names = self._map_over(map_over, "amap")
         engine = effective_engine(self)
         try:
-            return await engine.amap(self, _inputs(inputs), names, map_mode, output_name)
+            return await engine.amap(
+                self, _inputs(inputs), names, map_mode, output_name, on_error=on_error
+            )
         except HyperNodesError as exc:
             hide_kernel_frames(exc)
             raise
+
+    async def amap_iter(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+        *,
+        ordered: bool = False,
+        window: int | None = None,
+        on_error: OnError = "raise",
+    ) -> AsyncGenerator[tuple[int, Any], None]:
+        """``(index, result)`` pairs as items finish (``async for``).
+
+        Args:
+            inputs, map_over, map_mode, output_name, on_error: As for :meth:`map`.
+            ordered: Hand results on in input order (still as soon as the next one is
+                done).
+            window: At most this many items are read but not yet consumed (default:
+                twice the map's concurrency), so memory stays bounded however long the
+                input.
+
+        Leaving the loop early (``break``, an exception, cancelling the consumer) cancels
+        the items in flight and stops reading the input (a generator input is closed).
+
+        Raises:
+            TypeError: ``map_over`` is missing.
+            InvalidInputError: Bad ``map_over`` / ``map_mode`` / ``on_error`` / ``window``.
+            MissingInputError: Required inputs are missing.
+            NodeError: A node failed in some item (``on_error="raise"``).
+        """
+        names = self._map_over(map_over, "amap_iter")
+        engine = effective_engine(self)
+        stream = engine.amap_iter(
+            self, _inputs(inputs), names, map_mode, output_name,
+            ordered=ordered, window=window, on_error=on_error,
+        )  # fmt: skip
+        try:
+            async for pair in stream:
+                yield pair
+        except HyperNodesError as exc:
+            hide_kernel_frames(exc)
+            raise
+        finally:
+            await stream.aclose()
+
+    def map_iter(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+        *,
+        ordered: bool = False,
+        window: int | None = None,
+        on_error: OnError = "raise",
+    ) -> Iterator[tuple[int, Any]]:
+        """Sync twin of :meth:`amap_iter` (scripts, threads, Jupyter cells).
+
+        Raises:
+            TypeError: ``map_over`` is missing.
+            InvalidInputError: Bad ``map_over`` / ``map_mode`` / ``on_error`` / ``window``.
+            MissingInputError: Required inputs are missing.
+            NodeError: A node failed in some item (``on_error="raise"``).
+        """
+        names = self._map_over(map_over, "map_iter")
+        engine = effective_engine(self)
+        stream = engine.map_iter(
+            self, _inputs(inputs), names, map_mode, output_name,
+            ordered=ordered, window=window, on_error=on_error,
+        )  # fmt: skip
+        try:
+            yield from stream
+        except HyperNodesError as exc:
+            hide_kernel_frames(exc)
+            raise
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
     def _map_over(self, map_over: str | Sequence[str] | None, method: str) -> str | Sequence[str]:
         """``map_over``, checked to be given (it has a default only so ``inputs`` can).
@@ -510,6 +604,7 @@ class Pipeline:
         engine: Engine | None = None,
         cache: Any = ...,
         callbacks: Sequence[PipelineCallback] | EllipsisType | None = ...,
+        on_error: OnError = "raise",
     ) -> PipelineNode:
         """Wrap this pipeline as a node of another pipeline.
 
@@ -529,9 +624,13 @@ class Pipeline:
             callbacks: Replaces the pipeline's own callbacks for this node. The enclosing
                 level's callbacks see every event inside whatever this says; these (or
                 the pipeline's own) see the nested level's events too.
+            on_error: With ``map_over``: ``"collect"`` runs every item and hands the outer
+                pipeline lists holding an ``ItemFailure`` in each failed item's place
+                (``"raise"``, the default: the first failure fails the node).
 
         Raises:
             PipelineDefinitionError: A mapping or ``map_over`` names something unknown.
+            InvalidInputError: ``on_error`` is not ``"raise"`` or ``"collect"``.
         """
         return PipelineNode(
             self,
@@ -543,6 +642,7 @@ class Pipeline:
             engine=engine,
             cache=cache,
             callbacks=callbacks,
+            on_error=on_error,
         )
 
     def stripped(self) -> Pipeline:
@@ -633,5 +733,5 @@ from .config import (  # noqa: E402
     effective_engine,
 )
 from .edges import check_edges  # noqa: E402
-from .engines.base import Engine, MapMode, OutputName  # noqa: E402
+from .engines.base import Engine, MapMode, OnError, OutputName  # noqa: E402
 from .nested import PipelineNode  # noqa: E402

@@ -108,7 +108,7 @@ class ProgressCallback(PipelineCallback):
         self._finish(context, error)
 
     def on_map_start(
-        self, *, context: CallbackContext, pipeline: Pipeline, n_items: int, **_: Any
+        self, *, context: CallbackContext, pipeline: Pipeline, n_items: int | None, **_: Any
     ) -> None:
         """Open (or grow) the bar of this map: one step per item."""
         run = self._run(context, pipeline)

@@ -97,7 +97,7 @@ class TelemetryCallback(PipelineCallback):
         *,
         context: CallbackContext,
         pipeline: Pipeline,
-        n_items: int,
+        n_items: int | None,
         map_over: Any,
     ) -> None:
         """Start a map's span (below the nested span when a nested pipeline maps)."""
@@ -106,7 +106,8 @@ class TelemetryCallback(PipelineCallback):
         else:
             engine = self._engine(context, None)
         attributes = _level_attributes(context, executor=_executor(engine, "map_executor"))
-        attributes[_PREFIX + "n_items"] = n_items
+        if n_items is not None:
+            attributes[_PREFIX + "n_items"] = n_items
         attributes[_PREFIX + "map_over"] = list(map_over)
         self._open(context, f"map {pipeline.name}", attributes)
 

@@ -38,6 +38,7 @@ def test_workload_names_are_unique() -> None:
         "callbacks",
         "policies",
         "streaming",
+        "streams",
         "workloads",
     }
 

@@ -37,6 +37,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hypernodes"
 # module belongs to the layer of its longest matching name.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("hypernodes.errors", "hypernodes.lazy", "hypernodes.tracebacks")),
+    ("results", ("hypernodes.results",)),  # MapResult and ItemFailure: plain data
     # The per-node policies ``@node`` takes (``Limit``, ``Retry``).
     ("policies", ("hypernodes.layers.limit", "hypernodes.layers.retry")),
     ("node", ("hypernodes.node",)),
@@ -51,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("layers", ("hypernodes.layers",)),  # the layers a plan builds each step from
     ("plan", ("hypernodes.plan",)),
     ("scheduler", ("hypernodes.scheduler",)),
+    ("items", ("hypernodes.items",)),  # map items as a stream, on the loop
     ("mapping", ("hypernodes.mapping",)),
     # Pipelines, nested pipelines and the build-time check of the types at their edges.
     # (``streaming``: a run's chunk and output events, for ``Pipeline.astream``.)

@@ -171,21 +171,26 @@ def test_map_over_an_input_that_has_no_value() -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        ((i for i in range(3)), "sized iterable"),
-        (5, "sized iterable"),
+        (5, "must be an iterable"),
         ("abc", "is a str"),
         (b"abc", "is a bytes"),
         ({"a": 1}, "is a mapping"),
-        (None, "sized iterable"),
+        (None, "must be an iterable"),
     ],
-    ids=["generator", "int", "str", "bytes", "dict", "None"],
+    ids=["int", "str", "bytes", "dict", "None"],
 )
-def test_map_over_a_value_that_is_not_a_sized_iterable(value: Any, words: str) -> None:
+def test_map_over_a_value_that_is_not_an_iterable(value: Any, words: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         PAIR.map({"x": value, "y": 1}, "x")
     message = str(info.value)
     assert "'x'" in message
     assert words in message
+
+
+def test_product_mode_needs_sized_inputs() -> None:
+    with pytest.raises(InvalidInputError, match="'x' is a generator without a length") as info:
+        PAIR.map({"x": (i for i in range(3)), "y": [1, 2]}, ["x", "y"], map_mode="product")
+    assert "map_mode='product' needs sized inputs" in str(info.value)
 
 
 @pytest.mark.parametrize("bad", [[], "", [1], ["x", "x"]], ids=["empty", "blank", "int", "twice"])

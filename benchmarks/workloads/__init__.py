@@ -9,7 +9,7 @@ __all__ = ["all_workloads"]
 
 def all_workloads() -> list[Workload]:
     """Every workload, in the order the tables show them."""
-    from . import cache, callbacks, kernel, mapping, policies, real, streaming
+    from . import cache, callbacks, kernel, mapping, policies, real, streaming, streams
 
     return [
         *kernel.WORKLOADS,
@@ -17,6 +17,7 @@ def all_workloads() -> list[Workload]:
         *cache.WORKLOADS,
         *callbacks.WORKLOADS,
         *policies.WORKLOADS,
+        *streams.WORKLOADS,
         *streaming.WORKLOADS,
         *real.WORKLOADS,
     ]

@@ -1,6 +1,7 @@
 """Fresh-process memory probe: ``python -m benchmarks.workloads.memory_child IMPL N``.
 
-IMPL is ``hn`` (HyperNodes ``map``), ``listcomp`` (``[f(x) for x in xs]``) or ``dicts``
+IMPL is ``hn`` (HyperNodes ``map``), ``hn_iter`` (``map_iter`` over a generator, results
+dropped), ``listcomp`` (``[f(x) for x in xs]``) or ``dicts``
 (``[{"y": f(x)} for x in xs]``, the same result shape as a map). Prints one result line
 with the peak RSS growth in bytes while the result is built (the inputs already exist).
 """
@@ -37,8 +38,19 @@ def main() -> None:
         def go() -> Any:
             return [{"y": f(x)} for x in xs]
 
+    elif impl == "hn_iter":
+        from hypernodes import Node, Pipeline
+
+        p = Pipeline([Node(f, output_name="y")])
+        p.map({"x": xs[:10]}, map_over="x")  # warm-up: loop, lazy imports, plan
+        del xs  # (a generator input: nothing of it exists up front)
+
+        def go() -> Any:
+            for _ in p.map_iter({"x": iter(range(n))}, map_over="x", window=64):
+                pass  # results consumed (written out, sent) and dropped
+
     else:
-        raise SystemExit(f"unknown impl {impl!r}; use hn, listcomp or dicts")
+        raise SystemExit(f"unknown impl {impl!r}; use hn, hn_iter, listcomp or dicts")
     growth = peak_rss_growth(go)
     print(MARKER + json.dumps({"status": "ok", "raw": {"main": [growth]}}), flush=True)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from ..errors import NodeError
+from ..errors import NodeError, PathFrame
 from ..lazy import LazyModule
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ else:
 __all__ = [
     "Engine",
     "MapMode",
+    "OnError",
     "OutputName",
     "item_events",
     "map_events",
@@ -30,6 +31,7 @@ __all__ = [
 
 OutputName = str | Sequence[str] | None
 MapMode = Literal["zip", "product"]
+OnError = Literal["raise", "collect"]
 
 
 class Engine(ABC):
@@ -60,9 +62,64 @@ class Engine(ABC):
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
         *,
+        on_error: OnError = "raise",
         _parent: level.Scope | None = None,
     ) -> list[dict[str, Any]]:
-        """Run ``pipeline`` once per item; return one result dict per item, in order."""
+        """Run ``pipeline`` once per item; return one result dict per item, in order
+        (with ``on_error="collect"``, a ``MapResult`` holding an ``ItemFailure`` for each
+        failed item)."""
+
+    async def amap_iter(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any],
+        map_over: str | Sequence[str],
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+        *,
+        ordered: bool = False,
+        window: int | None = None,
+        on_error: OnError = "raise",
+        _parent: level.Scope | None = None,
+    ) -> AsyncGenerator[tuple[int, Any], None]:
+        """``(index, result)`` pairs as items finish.
+
+        This default streams an engine that only has :meth:`amap` (DaftEngine): the items
+        go to ``amap`` ``window`` at a time (default 64), each slice's results handed on
+        as it completes, in input order; the input is read a slice at a time.
+        """
+        from ..mapping import expand  # deferred: asyncio
+        from ..results import ItemFailure
+
+        exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
+        size = window or 64
+        numbered = exp.numbered()
+        try:
+            while True:
+                chunk = await _take(numbered, size)
+                if not chunk:
+                    return
+                start = chunk[0][0]
+                sliced = {**exp.shared}
+                for k, name in enumerate(exp.names):
+                    sliced[name] = [item[k] for _, item in chunk]
+                try:
+                    results = await self.amap(
+                        pipeline, sliced, exp.names, "zip", output_name,
+                        on_error=on_error, _parent=_parent,
+                    )  # fmt: skip
+                except NodeError as err:
+                    _shift(err, start)
+                    raise
+                for k, result in enumerate(cast(list[Any], results)):
+                    if type(result) is ItemFailure:
+                        _shift(result.error, start)
+                        result = ItemFailure(start + k, result.inputs, result.error)
+                    yield start + k, result
+        finally:
+            from ..items import close_source  # deferred: asyncio
+
+            await close_source(numbered)
 
     def run(
         self,
@@ -82,11 +139,46 @@ class Engine(ABC):
         map_over: str | Sequence[str],
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
+        *,
+        on_error: OnError = "raise",
     ) -> list[dict[str, Any]]:
         """Sync twin of :meth:`amap`."""
         from ..bridge import run_sync  # deferred: asyncio is not needed to define pipelines
 
-        return run_sync(self.amap(pipeline, inputs, map_over, map_mode, output_name))
+        return run_sync(
+            self.amap(pipeline, inputs, map_over, map_mode, output_name, on_error=on_error)
+        )
+
+    def map_iter(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any],
+        map_over: str | Sequence[str],
+        map_mode: MapMode = "zip",
+        output_name: OutputName = None,
+        *,
+        ordered: bool = False,
+        window: int | None = None,
+        on_error: OnError = "raise",
+    ) -> Iterator[tuple[int, Any]]:
+        """Sync twin of :meth:`amap_iter`: the stream runs on the loop ``run()`` uses
+        (this thread's own, or the background loop when a loop runs here), one result
+        fetched per step; leaving the loop early closes the stream (cancelling the items
+        in flight)."""
+        from ..bridge import run_sync  # deferred: asyncio is not needed to define pipelines
+
+        stream = self.amap_iter(
+            pipeline, inputs, map_over, map_mode, output_name,
+            ordered=ordered, window=window, on_error=on_error,
+        )  # fmt: skip
+        try:
+            while True:
+                got = run_sync(_next_or_end(stream))
+                if got is _END:
+                    return
+                yield got
+        finally:
+            run_sync(stream.aclose())
 
     def _resolve(
         self, pipeline: Pipeline, parent: level.Scope | None, kind: Literal["run", "map"]
@@ -174,6 +266,39 @@ def run_events(
             )
 
 
+_END: Any = object()
+
+
+async def _next_or_end(stream: AsyncIterator[tuple[int, Any]]) -> Any:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return _END
+
+
+async def _take(numbered: Any, size: int) -> list[tuple[int, Any]]:
+    """Up to ``size`` ``(index, item)`` pairs from a sync or async iterator."""
+    chunk: list[tuple[int, Any]] = []
+    if hasattr(numbered, "__anext__"):
+        async for pair in numbered:
+            chunk.append(pair)
+            if len(chunk) == size:
+                break
+        return chunk
+    for pair in numbered:
+        chunk.append(pair)
+        if len(chunk) == size:
+            break
+    return chunk
+
+
+def _shift(error: NodeError, start: int) -> None:
+    """An error of a slice's item ``k`` is the map's item ``start + k``."""
+    first = error.frames[0] if error.frames else None
+    if first is not None and first.item is not None:
+        error.frames = (PathFrame(first.pipeline, first.via, first.item + start), *error.frames[1:])
+
+
 @contextlib.contextmanager
 def item_events(
     d: Dispatcher | None, context: CallbackContext | None, index: int
@@ -211,7 +336,7 @@ def map_events(
     d: Dispatcher | None,
     context: CallbackContext | None,
     pipeline: Pipeline,
-    n_items: int,
+    n_items: int | None,
     map_over: Sequence[str],
 ) -> Iterator[None]:
     """``on_map_start`` / ``on_map_end`` around a map."""

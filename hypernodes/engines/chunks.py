@@ -83,6 +83,7 @@ async def map_chunks(
         NodeError: The first item that failed (its index on its path), or a
             ``WorkerLostError`` for an item whose worker died.
     """
+    assert exp.count is not None, "chunks need sized inputs"
     results: list[Any] = [None] * exp.count
     sizer = _Sizer(exp.count, lane.width)
     numbered = enumerate(exp.items())

@@ -13,12 +13,15 @@ its own values. Caching and callbacks stay with the orchestrator, as on local ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..callbacks import CallbackContext, Dispatcher
+from ..errors import NodeError
 from ..executors.remote import Parcel, RemoteFailure, Shipped
-from ..mapping import Expansion, run_items
+from ..items import stream_items
+from ..mapping import Expansion
 from ..nested import PipelineNode
 from .base import item_events
 from .chunks import lost_in, map_chunks
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..scheduler import Plan, Scope, Step
 
-__all__ = ["Marker", "Recorder", "map_remote", "replay"]
+__all__ = ["Marker", "Recorder", "map_remote", "replay", "stream_remote"]
 
 
 def replay(
@@ -147,6 +150,43 @@ async def map_remote(
 ) -> list[dict[str, Any]]:
     """Run a map's items on a remote lane (in chunks when nothing happens between
     items here, see ``chunks``; else one task per item); results in item order."""
+    if scope.plain:  # nothing to do here between items: many go in one task
+        async with _shared(pipeline, exp, lane) as bundle:
+            return await map_chunks(pipeline, plan, exp, scope, lane, bundle)
+    results: list[Any] = [None] * exp.count if exp.count is not None else []
+    async for index, result in stream_remote(pipeline, plan, exp, base, scope, lane):
+        results[index] = result
+    return results
+
+
+async def stream_remote(
+    pipeline: Pipeline,
+    plan: Plan,
+    exp: Expansion,
+    base: dict[Any, Any],
+    scope: Scope,
+    lane: Lane,
+    *,
+    collect: Callable[[int, Any, NodeError], Any] | None = None,
+    window: int | None = None,
+    ordered: bool = False,
+) -> AsyncGenerator[tuple[int, Any], None]:
+    """A map's items, one task each, on a remote lane: ``(index, result)`` as they finish.
+    Items are read and shipped only as the window opens (see ``items.stream_items``)."""
+    async with _shared(pipeline, exp, lane) as bundle:
+        stream = _stream_shipped(
+            pipeline, plan, exp, base, scope, lane, bundle, collect, window, ordered
+        )
+        try:
+            async for pair in stream:
+                yield pair
+        finally:
+            await stream.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _shared(pipeline: Pipeline, exp: Expansion, lane: Lane) -> AsyncIterator[Any]:
+    """The map's ``(pipeline, shared inputs)`` bundle as its items carry it."""
     executor = lane.executor
     assert executor is not None
     bundle: Any = Shipped((pipeline.stripped(), exp.shared))
@@ -155,17 +195,18 @@ async def map_remote(
     # the map (``hypernodes_release``) get them back when it ends, however it ends.
     share = getattr(executor, "hypernodes_share", None)
     if not callable(share):
-        return await _map_shipped(pipeline, plan, exp, base, scope, lane, bundle)
+        yield bundle
+        return
     handle = share(bundle)
     try:
-        return await _map_shipped(pipeline, plan, exp, base, scope, lane, handle)
+        yield handle
     finally:
         release = getattr(executor, "hypernodes_release", None)
         if callable(release):
             release(handle)
 
 
-async def _map_shipped(
+def _stream_shipped(
     pipeline: Pipeline,
     plan: Plan,
     exp: Expansion,
@@ -173,7 +214,10 @@ async def _map_shipped(
     scope: Scope,
     lane: Lane,
     bundle: Any,
-) -> list[dict[str, Any]]:
+    collect: Callable[[int, Any, NodeError], Any] | None,
+    window: int | None,
+    ordered: bool,
+) -> AsyncGenerator[tuple[int, Any], None]:
     names = exp.names
     steps = plan.steps
     d = scope.callbacks
@@ -197,9 +241,6 @@ async def _map_shipped(
             error = lost_in(exc, pipeline, running)
             raise error from error.__cause__
         return parcel.value
-
-    if scope.plain:  # nothing to do here between items: many go in one task
-        return await map_chunks(pipeline, plan, exp, scope, lane, bundle)
 
     async def run_observed(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
         mapped = dict(zip(names, item, strict=True))
@@ -249,7 +290,11 @@ async def _map_shipped(
                 if k in keys:
                     await cache.save(steps[k], keys[k], _packed(steps[k], values), values, scope)
 
-    return await run_items(exp.items(), exp.count, 2 * lane.width, run_observed, halt=scope.halt)
+    width = 2 * lane.width
+    return stream_items(
+        exp.numbered(), width, run_observed, halt=scope.halt, collect=collect,
+        window=window or 2 * width, ordered=ordered,
+    )  # fmt: skip
 
 
 def _packed(step: Step, values: dict[Any, Any]) -> Any:

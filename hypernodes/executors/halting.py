@@ -234,6 +234,12 @@ def new_halt() -> Halt:
     return Halt() if outer is None else _Following(outer)
 
 
+def item_halt(outer: Halt) -> Halt:
+    """The halt of one item of a map that keeps going past failures: over when the item
+    failed (nothing more of that item starts), or when the map's run is over."""
+    return _Following(outer)
+
+
 def following(outer: Halt | Ticket | None, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` as a body of the run ``outer``: runs it starts follow that run."""
     token = _enclosing.set(outer)

@@ -13,7 +13,8 @@ from ...level import Scope
 from ...mapping import expand
 from ...pipeline import Pipeline
 from ...plan import Plan
-from ..base import Engine, MapMode, OutputName, map_events, run_events
+from ...results import ItemFailure, MapResult, check_on_error
+from ..base import Engine, MapMode, OnError, OutputName, map_events, run_events
 from .cached import ItemCache, look_up, save
 from .calls import Hit
 from .frame import Frame, build_frame, ensure_runner, import_daft, stream
@@ -111,6 +112,7 @@ class DaftEngine(Engine):
         map_mode: MapMode = "zip",
         output_name: OutputName = None,
         *,
+        on_error: OnError = "raise",
         _parent: Scope | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item, as one Daft plan; see :meth:`Pipeline.amap`.
@@ -118,16 +120,20 @@ class DaftEngine(Engine):
         With ``collect=False`` (and not nested in another pipeline) this returns the lazy
         ``daft.DataFrame`` of :meth:`to_dataframe` instead of a list.
         """
+        keep_going = check_on_error(on_error)
         if not self.collect and _parent is None:
             return self.to_dataframe(pipeline, inputs, map_over, map_mode, output_name)  # type: ignore[no-any-return]
         exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
         plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
         constants = {**plan.optional, **pipeline.bound, **exp.shared}
         cache, d, context = self._resolve(pipeline, _parent, "map")
-        with map_events(d, context, pipeline, exp.count, exp.names):
-            return await self._execute(
-                pipeline, plan, constants, exp.names, list(exp.items()), cache, d, context
-            )
+        items = await _all_items(exp)
+        with map_events(d, context, pipeline, len(items), exp.names):
+            results = await self._execute(
+                pipeline, plan, constants, exp.names, items, cache, d, context,
+                keep_going=keep_going,
+            )  # fmt: skip
+        return MapResult(results) if keep_going else results
 
     def to_dataframe(
         self,
@@ -201,6 +207,7 @@ class DaftEngine(Engine):
         context: CallbackContext | None,
         *,
         mapped: bool = True,
+        keep_going: bool = False,
     ) -> list[dict[str, Any]]:
         if not items:
             return []
@@ -240,7 +247,13 @@ class DaftEngine(Engine):
                     found = failure_of(program, row)
                     failure = found[1] if found is not None else None
                 if failure is not None:
-                    raise node_error(program.ops[failure.op], failure, index if mapped else None)
+                    error = node_error(program.ops[failure.op], failure, index if mapped else None)
+                    if not keep_going:
+                        raise error
+                    results[index] = ItemFailure(
+                        index, dict(zip(names, items[index], strict=True)), error
+                    )
+                    continue
                 results[index] = result_of(program, row)
                 if state is not None:
                     outputs = {
@@ -331,3 +344,13 @@ def _hit_columns(plan: Plan, states: list[ItemCache], rows: list[int]) -> dict[i
         if any(s is not None for s in column) or any(k in states[i].keys for i in rows):
             columns[k] = column
     return columns
+
+
+async def _all_items(exp: Any) -> list[tuple[Any, ...]]:
+    """Every item of a map (Daft plans all rows at once; a lazy input is read whole)."""
+    if not exp.is_async:
+        return list(exp.items())
+    items = []
+    async for _, item in exp.numbered():
+        items.append(item)
+    return items
