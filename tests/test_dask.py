@@ -689,3 +689,27 @@ def test_a_process_resource_is_built_in_each_dask_worker_never_pickled(
     pids = log.read_text().split()
     assert len(pids) == len(set(pids)) <= 2  # once per worker process, whatever the role
     assert str(TEST_PID) not in pids
+
+
+# -- maps that keep going and stream -----------------------------------------------------------
+
+
+@node(output_name="y")
+def fails_every_7th(x: int) -> int:
+    if x % 7 == 0:
+        raise ValueError(f"item {x}")
+    return 2 * x
+
+
+def test_collect_and_stream_on_dask(engine: HyperNodesEngine) -> None:
+    from hypernodes import ItemFailure
+
+    pipe = Pipeline([fails_every_7th], engine=engine)
+    results = pipe.map(inputs={"x": list(range(30))}, map_over="x", on_error="collect")
+    assert [f.index for f in results.failures] == [0, 7, 14, 21, 28]
+    assert all(isinstance(f.error.__cause__, ValueError) for f in results.failures)
+    assert [r["y"] for r in results if type(r) is not ItemFailure] == [
+        2 * x for x in range(30) if x % 7
+    ]
+    pairs = list(pipe.map_iter(inputs={"x": (x for x in range(1, 7))}, map_over="x", window=4))
+    assert sorted(pairs, key=lambda p: p[0]) == [(k, {"y": 2 * (k + 1)}) for k in range(6)]
