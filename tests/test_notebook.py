@@ -122,6 +122,8 @@ def test_the_notebook_is_a_quickstart() -> None:
         ".map(",
         ".amap(",
         ".stream(",
+        ".map_iter(",
+        'on_error="collect"',
     ):
         assert needed in sources
     assert nb.metadata["kernelspec"]["name"] == "python3"
@@ -231,3 +233,14 @@ def test_cache_progress_and_picture(executed: dict[str, str]) -> None:
 def test_stream_in_a_cell(executed: dict[str, str]) -> None:
     # stream() from a cell (Jupyter's loop running): each chunk, then the output.
     assert executed["stream"] == "welcome to example.com! the quick brown fox. \nwords: 7 words"
+
+
+def test_big_jobs_in_a_cell(executed: dict[str, str]) -> None:
+    # on_error="collect" keeps going past the bad URL; map_iter streams a generator.
+    lines = executed["big-jobs"].splitlines()
+    assert lines[0] == "ok: False"
+    assert lines[1] == ("failed: 2 {'url': 'not a url'} ValueError(\"not a URL: 'not a url'\")")
+    assert lines[2:] == [
+        f"{i} {{'n_chars': {len(f'welcome to site{i}.org!  the quick brown fox.')}}}"
+        for i in range(5)
+    ]
