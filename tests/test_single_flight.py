@@ -209,3 +209,22 @@ def test_a_failing_run_in_one_thread_lets_the_other_compute(store: Any) -> None:
     second.join(10)
     assert sorted(map(str, outcomes)) == ["NodeError", "{'y': 6}"]
     assert len(calls) == 2
+
+
+def test_a_pool_worker_never_blocks_on_another_runs_flight() -> None:
+    # A node body in a worker thread whose run() misses a key another run is computing
+    # computes it itself: blocking could deadlock a pool whose worker that run needs.
+    import concurrent.futures
+
+    from hypernodes.executors.workers import _holding
+
+    flight, owner = flights.claim(("a test domain",), "k")
+    assert owner
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            outside = pool.submit(lambda: flights.worker_thread())
+            inside = pool.submit(_holding, pool, None, flights.wait_now, flight)
+            assert outside.result(5) is False
+            assert inside.result(5) is False  # at once, not after the flight lands
+    finally:
+        flights.land(flight)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 __all__ = ["Flight", "claim", "in_flight", "land", "wait", "wait_now"]
@@ -106,10 +106,21 @@ async def wait(flight: Flight) -> None:
     await future
 
 
+def _never() -> bool:
+    return False
+
+
+worker_thread: Callable[[], bool] = _never
+"""Whether the calling thread is a worker running a node body (the executors set this):
+such a thread never blocks waiting for another run's flight, which might need this very
+worker (a pool of one) to land."""
+
+
 def wait_now(flight: Flight) -> bool:
     """Block this thread until ``flight`` lands; ``False`` (at once) when it was claimed
-    by this very thread, which could be the one holding it up (a loop running inline)."""
-    if flight.thread == threading.get_ident():
+    by this very thread, which could be the one holding it up (a loop running inline), or
+    when this thread is a pool worker (see ``worker_thread``): the caller then computes."""
+    if flight.thread == threading.get_ident() or worker_thread():
         return False
     event = threading.Event()
     with _lock:

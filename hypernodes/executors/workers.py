@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from ..cache import flights
 from ..errors import InvalidExecutorError, WorkerLostError
 from .async_executor import AsyncExecutor
 from .halting import Halt, Skipped, run_unless_over
@@ -367,6 +368,11 @@ async def _through_gate(
 _held: contextvars.ContextVar[tuple[concurrent.futures.Executor, ...]] = contextvars.ContextVar(
     "hypernodes_held_executors", default=()
 )
+
+
+# A worker thread running a node body never blocks on another run's cache flight (that
+# run might need this worker): the cache's single flight asks through this hook.
+flights.worker_thread = lambda: bool(_held.get())
 
 
 def _holding(
