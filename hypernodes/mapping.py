@@ -22,11 +22,11 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import InvalidInputError, NodeError, PathFrame
-from .executors.halting import Halt, Halted, InlineStop
+from .errors import InvalidInputError, NodeError
+from .executors.halting import Halt, Halted
+from .inline import Failed, iter_plain, run_plain_batch, run_plain_items
 from .items import Source, stream_items
 from .level import Scope
 from .plan import Plan
@@ -38,16 +38,10 @@ __all__ = [
     "Expansion",
     "Failed",
     "expand",
-    "iter_plain",
     "map_plain",
     "run_items",
-    "run_plain_batch",
-    "run_plain_items",
     "stream_plain",
 ]
-
-Failed = Callable[[int, Any, NodeError], Any]
-"""Makes a failed item's outcome (``on_error="collect"``): ``failed(index, item, error)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,117 +375,6 @@ async def map_plain(
 
     await run_items(((c,) for c in chunks), -(-exp.count // size), width, run_chunk, halt=halt)
     return results
-
-
-def run_plain_items(
-    plan: Plan,
-    names: tuple[str, ...],
-    base: dict[str, Any],
-    numbered: Iterator[tuple[int, tuple[Any, ...]]],
-    results: list[Any] | dict[int, Any],
-    limit: int,
-    pipeline: str,
-    stop: Halt | InlineStop | None = None,
-    failed: Failed | None = None,
-) -> None:
-    """Run up to ``limit`` items of a plain map in this thread, storing their results.
-
-    With ``stop`` (the run's halt), a failure here ends the run, and no node starts once
-    the run is over. With ``failed`` (``on_error="collect"``), a failed item's result is
-    ``failed(index, item, error)`` and the items after it still run.
-
-    Raises:
-        NodeError: An item failed; the pipeline frame and item index are on its path.
-        Halted: ``stop`` said the run is over before a node started (or after the last).
-    """
-    steps = plan.steps
-    outputs = plan.outputs
-    index = -1
-    if stop is None:
-        stop = Halt()  # (a map with no run around it: the loop-free path)
-    # ``stop.over``, inlined for this loop (a property call per node costs 30%).
-    halt, cancelling, asked = stop.probe()
-    # The innermost loop of a map: the step loop is inlined, its parts looked up once.
-    calls = tuple((s.call, s.out, s) for s in steps)
-    single = names[0] if len(names) == 1 else None
-    collect = itemgetter(*outputs) if len(outputs) > 1 else None
-    only = outputs[0]
-    try:
-        for index, item in itertools.islice(numbered, limit):
-            values = base.copy()
-            if single is not None:
-                values[single] = item[0]
-            else:
-                values.update(zip(names, item, strict=True))
-            try:
-                for call, out, step in calls:
-                    if halt.over or (cancelling is not None and cancelling() > asked):
-                        raise Halted
-                    try:
-                        result = call(values)
-                    except Exception as exc:  # (a NodeError from user code is wrapped too)
-                        raise NodeError(step.name) from exc
-                    if out is not None:
-                        values[out] = result
-                    else:
-                        step.store(result, values)
-            except NodeError as err:
-                if failed is None:
-                    raise
-                err._prepend(PathFrame(pipeline))
-                err._mark_item(index)
-                results[index] = failed(index, item, err)
-                continue
-            if collect is not None:
-                results[index] = dict(zip(outputs, collect(values), strict=True))
-            else:
-                results[index] = {only: values[only]}
-    except NodeError as err:
-        stop.set()
-        err._prepend(PathFrame(pipeline))
-        err._mark_item(index)
-        raise
-    if stop.over:
-        raise Halted
-
-
-def iter_plain(
-    plan: Plan,
-    names: tuple[str, ...],
-    base: dict[str, Any],
-    numbered: Iterator[tuple[int, tuple[Any, ...]]],
-    pipeline: str,
-    stop: Halt | InlineStop | None,
-    batch: int,
-    failed: Failed | None = None,
-) -> Iterator[list[tuple[int, Any]]]:
-    """The results of a plain map as ``(index, result)`` pairs, ``batch`` items at a time
-    (the plain loop, streaming: at most ``batch`` items are read ahead).
-
-    Raises:
-        NodeError: As ``run_plain_items``.
-        Halted: As ``run_plain_items``.
-    """
-    while True:
-        chunk = list(itertools.islice(numbered, batch))
-        if not chunk:
-            return
-        yield run_plain_batch(plan, names, base, chunk, pipeline, stop, failed)
-
-
-def run_plain_batch(
-    plan: Plan,
-    names: tuple[str, ...],
-    base: dict[str, Any],
-    chunk: list[tuple[int, tuple[Any, ...]]],
-    pipeline: str,
-    stop: Halt | InlineStop | None,
-    failed: Failed | None = None,
-) -> list[tuple[int, Any]]:
-    """``run_plain_items`` over ``chunk``; its ``(index, result)`` pairs in order."""
-    out: dict[int, Any] = {}
-    run_plain_items(plan, names, base, iter(chunk), out, len(chunk), pipeline, stop, failed)
-    return list(out.items())
 
 
 async def stream_plain(

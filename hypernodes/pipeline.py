@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 
     from . import plan as plans
     from . import streaming
-    from .cache.explain import Explanation
+    from .cache import explain as explaining
 else:
     nx = LazyModule("networkx")  # heavy, and only Pipeline.graph needs it
     pydantic = LazyModule("pydantic")  # an optional extra: input_model / output_model
     plans = LazyModule("hypernodes.plan")  # about 2 ms: paid on the first run, not on import
     streaming = LazyModule("hypernodes.streaming")  # asyncio: only streamed runs load it
+    explaining = LazyModule("hypernodes.cache.explain")  # only explain() needs it
 
 __all__ = ["Pipeline"]
 
@@ -657,7 +658,7 @@ class Pipeline:
 
     def explain(
         self, inputs: Mapping[str, Any] | None = None, output_name: OutputName = None
-    ) -> Explanation:
+    ) -> explaining.Explanation:
         """What :meth:`run` would take from the cache, and why each other node would run,
         without running a node: per node (in the order they would run) ``hit``, or
         ``miss`` with the reason (its code changed and which function, an input or an

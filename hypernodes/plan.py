@@ -7,18 +7,17 @@ This module must not await anything: the scheduler does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .cache.versions import VERSION
-from .errors import NodeError, PathFrame
+from .errors import NodeError
 from .graph import Graph, Selection
 from .layers.chain import Attempt, compose
 from .resources import wire_resources
 
 if TYPE_CHECKING:
-    from .executors.halting import Halt, InlineStop
     from .level import Scope
     from .node import Node
 
@@ -28,8 +27,6 @@ __all__ = [
     "Plan",
     "Step",
     "compile_plan",
-    "run_plan_sync",
-    "run_sync_steps",
 ]
 
 
@@ -268,49 +265,3 @@ def compile_plan(
     """Compile the steps for ``selection`` given the ``provided`` names (``held``: those of
     them that carry resource handles, from an enclosing pipeline); see :class:`Plan`."""
     return Plan(graph, selection, outputs, provided, held)
-
-
-def run_sync_steps(
-    steps: Iterable[Step], values: dict[str, Any], stop: Halt | InlineStop | None = None
-) -> None:
-    """Run plain sync steps in order, in the calling thread.
-
-    With ``stop``, no step starts once it says the run is over.
-
-    Raises:
-        NodeError: A step failed.
-        Halted: ``stop`` said the run is over before a step started (or after the last:
-            its result would not be wanted).
-    """
-    for step in steps:
-        if stop is not None and stop.over:
-            raise _halted()
-        try:
-            result = step.call(values)
-        except Exception as exc:
-            raise NodeError(step.name) from exc
-        if step.out is not None:
-            values[step.out] = result
-        else:
-            step.store(result, values)
-    if stop is not None and stop.over:
-        raise _halted()
-
-
-def _halted() -> BaseException:
-    from .executors.halting import Halted  # deferred: asyncio, which plans never need
-
-    return Halted()
-
-
-def run_plan_sync(plan: Plan, values: dict[str, Any], pipeline: str) -> None:
-    """Run a ``simple`` plan in the calling thread (nothing in it can suspend).
-
-    Raises:
-        NodeError: The first node that failed, with the pipeline's frame on its path.
-    """
-    try:
-        run_sync_steps(plan.steps, values)
-    except NodeError as err:
-        err._prepend(PathFrame(pipeline))
-        raise

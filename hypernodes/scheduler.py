@@ -18,17 +18,17 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from .errors import NodeError, PathFrame, node_failed
 from .executors.halting import Halt, Halted, InlineStop
+from .inline import run_sync_steps, run_sync_steps_observed
 from .layers.cache import cached, nested
 from .layers.chain import failed
-from .layers.events import emit_cached, emit_end, emit_error, emit_start, observed
+from .layers.events import observed
 from .layers.place import place
 from .level import Limiter, Scope
-from .plan import Plan, Step, compile_plan, run_plan_sync, run_sync_steps
+from .plan import Plan, Step, compile_plan
 
 __all__ = [
     "Limiter",
@@ -39,9 +39,6 @@ __all__ = [
     "compile_plan",
     "raise_first",
     "run_plan",
-    "run_plan_sync",
-    "run_sync_steps",
-    "run_sync_steps_observed",
 ]
 
 logger = logging.getLogger("hypernodes")
@@ -230,92 +227,3 @@ async def run_step(step: Step, values: dict[str, Any], scope: Scope, slot: Any) 
             error = node_failed(step.name, exc)
             raise error from error.__cause__
         step.store(result, values)
-
-
-def run_sync_steps_cached(
-    steps: Iterable[Step], values: dict[str, Any], cache: Any, stop: Halt | InlineStop
-) -> None:
-    """``run_sync_steps`` with the cache and no callbacks, in the thread that owns the run
-    (the hit path of a cached run: kept free of anything the cache does not need).
-
-    Raises:
-        NodeError: A node failed.
-        Halted: ``stop`` said the run is over before a node started (or after the last).
-    """
-    lookup = cache.lookup_now
-    for step in steps:
-        if stop.over:
-            raise Halted
-        key = None
-        if step.node.cache:
-            key, hit = lookup(step, values)
-            if hit is not None:
-                step.store(hit[0], values)
-                continue
-        try:
-            try:
-                result = step.call(values)
-            except Exception as exc:
-                raise NodeError(step.name) from exc
-            step.store(result, values)
-        except BaseException:
-            cache.release(key)  # a run waiting for this key computes it instead
-            raise
-        if key is not None:
-            cache.save_now(step, key, result, values)
-    if stop.over:
-        raise Halted
-
-
-def run_sync_steps_observed(
-    steps: Iterable[Step],
-    values: dict[str, Any],
-    scope: Scope,
-    stop: Halt | InlineStop | None = None,
-) -> None:
-    """``run_sync_steps`` with the cache and node events, in the thread that owns the run.
-
-    Only for runs that may block their thread (inline on a loop HyperNodes owns, or with
-    no loop at all): store reads and writes happen right here.
-
-    Raises:
-        NodeError: A node failed.
-        Halted: ``stop`` (default: the run's halt) said the run is over before a node
-            started (or after the last).
-    """
-    d = scope.callbacks
-    cache = scope.cache
-    if stop is None:
-        stop = scope.halt
-    if d is None:
-        run_sync_steps_cached(steps, values, cache, stop)
-        return
-    for step in steps:
-        if stop.over:
-            raise Halted
-        key = None
-        if cache is not None and step.node.cache:
-            key, hit = cache.lookup_now(step, values)
-            if hit is not None:
-                step.store(hit[0], values)
-                emit_cached(scope, step, values)
-                continue
-        started = emit_start(d, scope, step, None, values) if d is not None else 0.0
-        try:
-            try:
-                result = step.call(values)
-            except Exception as exc:
-                raise NodeError(step.name) from exc
-            step.store(result, values)
-        except BaseException as err:
-            if cache is not None:
-                cache.release(key)  # a run waiting for this key computes it instead
-            if d is not None and isinstance(err, NodeError):
-                emit_error(d, scope, step, err, started)
-            raise
-        if key is not None and cache is not None:
-            cache.save_now(step, key, result, values)
-        if d is not None:
-            emit_end(d, scope, step, values, started)
-    if stop.over:
-        raise Halted

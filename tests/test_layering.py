@@ -51,6 +51,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("level", ("hypernodes.level",)),  # the frozen scope of one level of a run
     ("layers", ("hypernodes.layers",)),  # the layers a plan builds each step from
     ("plan", ("hypernodes.plan",)),
+    ("sync driver", ("hypernodes.inline",)),  # plain sync steps in the calling thread
     ("scheduler", ("hypernodes.scheduler",)),
     ("items", ("hypernodes.items",)),  # map items as a stream, on the loop
     ("mapping", ("hypernodes.mapping",)),

@@ -341,7 +341,7 @@ def test_backoff_follows_the_formula_without_jitter() -> None:
     assert Pipeline([flaky]).run(inputs={"x": 3}) == {"y": 3}
     gaps = [b - a for a, b in itertools.pairwise(times)]
     for got, want in zip(gaps, [0.05, 0.1, 0.15, 0.15], strict=True):
-        assert want <= got < want + 0.3, (gaps, want)  # (late under load, never early)
+        assert want <= got < want + 1.0, (gaps, want)  # (late under load, never early)
 
 
 def test_the_delay_formula_and_jitter() -> None:

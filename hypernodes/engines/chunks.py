@@ -29,7 +29,8 @@ from ..errors import NodeError, PathFrame, node_failed
 from ..executors.halting import check_enclosing, new_halt
 from ..executors.processes import mark_item, tracked
 from ..executors.remote import Parcel, RemoteFailure, failed, reply, stuck_output
-from ..mapping import Expansion, run_items, run_plain_items
+from ..inline import run_plain_items
+from ..mapping import Expansion, run_items
 from .worker import marked, worker_engine
 
 if TYPE_CHECKING:

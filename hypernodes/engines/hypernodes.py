@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging  # free: asyncio imports it
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
 from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
-from ..errors import ConfigError, InvalidInputError, NodeError, PathFrame
-from ..executors.halting import item_halt, new_halt
+from ..errors import ConfigError, NodeError, PathFrame
+from ..executors.halting import new_halt
 from ..executors.workers import (
     Lane,
     PoolSet,
@@ -22,23 +21,13 @@ from ..executors.workers import (
     resolve_lane,
     validate_executor,
 )
-from ..items import stream_items
+from ..inline import run_plan_sync, run_sync_steps_observed
 from ..level import Limiter, Scope
-from ..mapping import (
-    Expansion,
-    Failed,
-    expand,
-    iter_plain,
-    map_plain,
-    run_plain_items,
-    stream_plain,
-)
 from ..pipeline import Pipeline
-from ..resources import Registry, RunResources, handles_in, prime_handles
-from ..results import ItemFailure, MapResult, check_on_error
-from ..scheduler import Plan, run_plan, run_plan_sync, run_sync_steps_observed
-from .base import Engine, MapMode, OnError, OutputName, item_events, map_events, run_events
-from .shipping import map_remote, stream_remote
+from ..resources import Registry, RunResources, handles_in
+from ..scheduler import run_plan
+from . import maps
+from .base import Engine, MapMode, OnError, OutputName, run_events
 
 __all__ = ["HyperNodesEngine"]
 
@@ -345,30 +334,7 @@ class HyperNodesEngine(Engine):
         on_error: OnError = "raise",
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item from sync code; see :meth:`Pipeline.map`."""
-        failed = _collector(on_error)
-        if self._direct(pipeline, map_too=True):
-            exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
-            plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
-            if plan.simple and not exp.is_async:
-                base = {**plan.optional, **pipeline.bound, **exp.shared}
-                numbered = exp.numbered()
-                assert isinstance(numbered, Iterator)
-                try:
-                    if exp.count is not None:
-                        results: list[Any] = [None] * exp.count
-                        run_plain_items(
-                            plan, exp.names, base, numbered, results, exp.count,
-                            pipeline.name, None, failed and failed(exp),
-                        )  # fmt: skip
-                    else:
-                        results = [r for pairs in iter_plain(
-                            plan, exp.names, base, numbered, pipeline.name, None, _BATCH,
-                            failed and failed(exp),
-                        ) for _, r in pairs]  # fmt: skip
-                finally:
-                    numbered.close()  # type: ignore[attr-defined]
-                return MapResult(results) if failed else results
-        return super().map(pipeline, inputs, map_over, map_mode, output_name, on_error=on_error)
+        return maps.map(self, pipeline, inputs, map_over, map_mode, output_name, on_error=on_error)
 
     def map_iter(
         self,
@@ -383,46 +349,10 @@ class HyperNodesEngine(Engine):
         on_error: OnError = "raise",
     ) -> Iterator[tuple[int, Any]]:
         """Sync twin of :meth:`amap_iter`; see :meth:`Pipeline.map_iter`."""
-        failed = _collector(on_error)
-        _check_window(window)
-        if self._direct(pipeline, map_too=True):
-            exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
-            plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
-            if plan.simple and not exp.is_async:
-                return self._iter_direct(pipeline, plan, exp, window, failed)
-        return super().map_iter(
-            pipeline,
-            inputs,
-            map_over,
-            map_mode,
-            output_name,
-            ordered=ordered,
-            window=window,
-            on_error=on_error,
-        )
-
-    @staticmethod
-    def _iter_direct(
-        pipeline: Pipeline,
-        plan: Plan,
-        exp: Expansion,
-        window: int | None,
-        failed: Callable[[Expansion], Failed] | None,
-    ) -> Iterator[tuple[int, Any]]:
-        # The loop-free path: plain sync items in this thread, a batch at a time (items run
-        # in order, so ``ordered`` changes nothing).
-        base = {**plan.optional, **pipeline.bound, **exp.shared}
-        numbered = exp.numbered()
-        assert isinstance(numbered, Iterator)
-        batch = max(1, min(window or _BATCH, _BATCH))
-        try:
-            for pairs in iter_plain(
-                plan, exp.names, base, numbered, pipeline.name, None, batch,
-                failed and failed(exp),
-            ):  # fmt: skip
-                yield from pairs
-        finally:
-            numbered.close()  # type: ignore[attr-defined]
+        return maps.map_iter(
+            self, pipeline, inputs, map_over, map_mode, output_name,
+            ordered=ordered, window=window, on_error=on_error,
+        )  # fmt: skip
 
     async def arun(
         self,
@@ -451,7 +381,7 @@ class HyperNodesEngine(Engine):
                 done["outputs"] = plan.collect(values)
         except BaseException as exc:
             error = exc
-            _ended(scope, _parent, exc)
+            maps.ended(scope, _parent, exc)
             raise
         finally:
             if _parent is None:
@@ -472,20 +402,12 @@ class HyperNodesEngine(Engine):
         _parent: Scope | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``pipeline`` once per item; see :meth:`Pipeline.amap`."""
-        failed = _collector(on_error)
-        async with self._mapping(pipeline, inputs, map_over, map_mode, output_name, _parent) as (
-            plan,
-            exp,
-            base,
-            scope,
-        ):
-            if exp.count == 0:
-                results: list[Any] = []
-            else:
-                results = await self._collect(pipeline, plan, exp, base, scope, failed)
-        return MapResult(results) if failed else results
+        return await maps.amap(
+            self, pipeline, inputs, map_over, map_mode, output_name,
+            on_error=on_error, _parent=_parent,
+        )  # fmt: skip
 
-    async def amap_iter(
+    def amap_iter(  # (returns the async generator: no frame of its own per result)
         self,
         pipeline: Pipeline,
         inputs: Mapping[str, Any],
@@ -499,206 +421,7 @@ class HyperNodesEngine(Engine):
         _parent: Scope | None = None,
     ) -> AsyncGenerator[tuple[int, Any], None]:
         """``(index, result)`` pairs as items finish; see :meth:`Pipeline.amap_iter`."""
-        failed = _collector(on_error)
-        _check_window(window)
-        async with self._mapping(pipeline, inputs, map_over, map_mode, output_name, _parent) as (
-            plan,
-            exp,
-            base,
-            scope,
-        ):
-            if exp.count != 0:
-                stream = self._stream(
-                    pipeline, plan, exp, base, scope, failed, window=window, ordered=ordered
-                )
-                try:
-                    async for pair in stream:
-                        yield pair
-                finally:
-                    await stream.aclose()
-
-    @contextlib.asynccontextmanager
-    async def _mapping(
-        self,
-        pipeline: Pipeline,
-        inputs: Mapping[str, Any],
-        map_over: str | Sequence[str],
-        map_mode: MapMode,
-        output_name: OutputName,
-        parent: Scope | None,
-    ) -> AsyncIterator[tuple[Plan, Expansion, dict[str, Any], Scope]]:
-        """A map's plan, items, shared values and scope, inside its map events; a failure
-        or cancel ends the run (see ``_ended``)."""
-        await self._start_lanes()
-        exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
-        held = handles_in(exp.shared) if parent is not None else frozenset()
-        plan = pipeline.plan(output_name, (*exp.shared, *exp.names), held)
-        base = {**plan.optional, **pipeline.bound, **exp.shared}
-        cache, dispatcher, context = self._resolve(pipeline, parent, "map")
-        scope = self._scope(pipeline, parent, cache, dispatcher, context)
-        if plan.resources:
-            prime_handles(plan, base, scope.resources)  # (their versions, for remote items)
-        if cache is not None:
-            cache.prime(base, list(base))  # shared inputs: fingerprinted once, not per item
-        error: BaseException | None = None
-        try:
-            if dispatcher is None:
-                yield plan, exp, base, scope
-            else:
-                with map_events(dispatcher, context, pipeline, exp.count, exp.names):
-                    yield plan, exp, base, scope
-        except BaseException as exc:
-            error = exc
-            _ended(scope, parent, exc)
-            raise
-        finally:
-            if parent is None:
-                await scope.resources.aclose(error)  # the map's resources end with it
-
-    def _item_scope(self, plan: Plan, scope: Scope) -> tuple[Scope, int]:
-        """The scope of a map's items and how many run at once."""
-        lane = self.lanes[1]
-        if lane.kind == "sequential" or (scope.inline and holds(lane.executor)):
-            return scope, 1
-        width = lane.width
-        _, inline, body = self._placement(scope, items=True)
-        changes: dict[str, Any] = {"inline": inline, "body": body}
-        if plan.waits:
-            # Items waiting for a limit or a backoff hold nothing: more of them may be in
-            # flight than the lane is wide, and the lane's width bounds the attempts
-            # instead (a slot per attempt, given back while waiting).
-            changes["limiter"] = scope.limiter or Limiter(width)
-            width = max(4 * width, 32)
-        return scope.derive(**changes), width
-
-    def _remote(self, plan: Plan, exp: Expansion) -> Lane | None:
-        """The map executor's lane when items are shipped whole to it (never for a plan
-        with a Limit: this process grants its attempts, shipping each body instead)."""
-        lane = self.lanes[1]
-        return lane if lane.kind == "remote" and not plan.limited else None
-
-    async def _collect(
-        self,
-        pipeline: Pipeline,
-        plan: Plan,
-        exp: Expansion,
-        base: dict[str, Any],
-        scope: Scope,
-        failed: Callable[[Expansion], Failed] | None,
-    ) -> list[Any]:
-        """A map's results in item order: the stream collected, or, for sized inputs, the
-        batch forms of its plain and shipped strategies."""
-        sized = exp.count is not None and not exp.is_async
-        lane = self._remote(plan, exp)
-        if lane is not None and sized and failed is None:
-            return await map_remote(pipeline, plan, exp, base, scope, lane)
-        if lane is None and sized:
-            item_scope, width = self._item_scope(plan, scope)
-            if plan.simple and item_scope.plain and not item_scope.concurrent:
-                return await map_plain(plan, exp, base, item_scope, width, failed and failed(exp))
-        stream = self._stream(pipeline, plan, exp, base, scope, failed)
-        results: list[Any] = [None] * exp.count if exp.count is not None else []
-        async for index, result in stream:
-            if index >= len(results):
-                results.extend([None] * (index + 1 - len(results)))
-            results[index] = result
-        return results
-
-    def _stream(
-        self,
-        pipeline: Pipeline,
-        plan: Plan,
-        exp: Expansion,
-        base: dict[str, Any],
-        scope: Scope,
-        failed: Callable[[Expansion], Failed] | None,
-        *,
-        window: int | None = None,
-        ordered: bool = False,
-    ) -> AsyncGenerator[tuple[int, Any], None]:
-        """A map's ``(index, result)`` pairs as items finish: the one place a map's items
-        are run on the loop (per-item events included)."""
-        collect = failed(exp) if failed is not None else None
-        lane = self._remote(plan, exp)
-        if lane is not None:
-            return stream_remote(
-                pipeline, plan, exp, base, scope, lane, collect=collect, window=window,
-                ordered=ordered,
-            )  # fmt: skip
-        item_scope, width = self._item_scope(plan, scope)
-        window = window or 2 * width
-        if plan.simple and item_scope.plain and not item_scope.concurrent and not exp.is_async:
-            # (Plain items come back in input order: ``ordered`` changes nothing.)
-            return stream_plain(plan, exp, base, item_scope, width, failed=collect, window=window)
-        names = exp.names
-        d = scope.callbacks
-        context = scope.context
-
-        async def run_one(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
-            values = base.copy()
-            values.update(zip(names, item, strict=True))
-            level = item_scope
-            if collect is not None:  # a failed item ends itself, not the map
-                level = level.derive(halt=item_halt(scope.halt))
-            if d is None or context is None:
-                await run_plan(plan, values, level)
-                return plan.collect(values)
-            ctx = context.child("item", context.pipeline, index=index)
-            with item_events(d, ctx, index) as done:
-                await run_plan(plan, values, level.derive(context=ctx))
-                done["outputs"] = plan.collect(values)
-            return done["outputs"]  # type: ignore[no-any-return]
-
-        return stream_items(
-            exp.numbered(), width, run_one, halt=scope.halt, collect=collect, window=window,
-            ordered=ordered,
+        return maps.amap_iter(
+            self, pipeline, inputs, map_over, map_mode, output_name,
+            ordered=ordered, window=window, on_error=on_error, _parent=_parent,
         )  # fmt: skip
-
-
-_BATCH = 512
-"""Items per batch of the loop-free plain map stream."""
-
-
-def _collector(on_error: object) -> Callable[[Expansion], Failed] | None:
-    """For ``on_error="collect"``: makes, per map, what turns a failed item into its
-    ``ItemFailure``; ``None`` for ``"raise"``.
-
-    Raises:
-        InvalidInputError: ``on_error`` is neither.
-    """
-    if not check_on_error(on_error):
-        return None
-
-    def per_map(exp: Expansion) -> Failed:
-        def failed(index: int, item: tuple[Any, ...], error: NodeError) -> ItemFailure:
-            return ItemFailure(index, exp.mapped(item), error)
-
-        return failed
-
-    return per_map
-
-
-def _check_window(window: object) -> None:
-    if window is not None and (
-        not isinstance(window, int) or isinstance(window, bool) or window < 1
-    ):
-        raise InvalidInputError(f"window must be an int >= 1 or None, got {window!r}")
-
-
-def _ended(scope: Scope, parent: Scope | None, error: BaseException) -> None:
-    """A top-level run failed or was cancelled: nothing of it starts any more, and what it
-    left running in its workers is reported (a warning, and a note on its ``NodeError``).
-
-    A nested level leaves the halt to the level that failed (``run_plan``, ``run_items``):
-    its tasks wait for the cancellation that a failure brings to all of them, which a
-    cancellation inside one level (a child task ending as cancelled) does not.
-    """
-    if parent is not None:
-        return
-    halt = scope.halt
-    halt.set()
-    report = halt.report()
-    if report is not None:
-        logger.warning("run of pipeline %r %s", scope.pipeline, report)
-        if isinstance(error, NodeError):
-            error.add_note(report[:1].upper() + report[1:])

@@ -22,8 +22,8 @@ Running one node ("a step") is these layers, outermost first::
 applied by the drivers; the per-attempt layers depend only on the node and are composed
 once, when a plan is compiled (``chain.compose``). A plain step has no per-attempt layer:
 it compiles to its placement, a bare call. The two drivers walk a plan with these layers:
-``scheduler.run_step`` (async: every step) and ``plan.run_sync_steps`` with
-``sync.run_sync_steps_observed`` (the loop-free path: plain sync steps only).
+``scheduler.run_step`` (async: every step) and ``inline.run_sync_steps`` with
+``inline.run_sync_steps_observed`` (the loop-free path: plain sync steps only).
 
 Adding a per-step policy is one module here plus its option on ``@node`` and its line in
 ``chain.compose``.
