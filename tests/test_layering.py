@@ -38,14 +38,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hypernodes"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("hypernodes.errors", "hypernodes.lazy", "hypernodes.tracebacks")),
     ("results", ("hypernodes.results",)),  # MapResult and ItemFailure: plain data
+    # Whether one annotation fits another, and how a type reads: pure typing, no kernel.
+    ("type fit", ("hypernodes.typing_fit",)),
     # The per-node policies ``@node`` takes (``Limit``, ``Retry``).
     ("policies", ("hypernodes.layers.limit", "hypernodes.layers.retry")),
     ("node", ("hypernodes.node",)),
     ("graph", ("hypernodes.graph",)),
     ("cache", ("hypernodes.cache",)),  # stores, keys, fingerprints, code identity
     ("loops", ("hypernodes.bridge",)),  # run() <-> arun(): the only code making loops
-    # ``@resource``: handles, and the registries that build objects once per scope.
-    ("resources", ("hypernodes.resources",)),
+    # The registries that build a resource's object once per scope, and the keeper loop.
+    ("resource scopes", ("hypernodes.resource_scopes",)),
+    ("resources", ("hypernodes.resources",)),  # ``@resource``, its handles, plan wiring
     ("executors", ("hypernodes.executors",)),
     ("callbacks and configuration", ("hypernodes.callbacks", "hypernodes.config")),
     ("level", ("hypernodes.level",)),  # the frozen scope of one level of a run
