@@ -37,7 +37,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hypernodes"
 # module belongs to the layer of its longest matching name.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("hypernodes.errors", "hypernodes.lazy", "hypernodes.tracebacks")),
-    ("results", ("hypernodes.results",)),  # MapResult and ItemFailure: plain data
+    ("results", ("hypernodes.results", "hypernodes.arguments")),  # plain data and aliases
     # Whether one annotation fits another, and how a type reads: pure typing, no kernel.
     ("type fit", ("hypernodes.typing_fit",)),
     # The per-node policies ``@node`` takes (``Limit``, ``Retry``).
@@ -62,7 +62,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # (``streaming``: a run's chunk and output events, for ``Pipeline.astream``.)
     (
         "pipelines",
-        ("hypernodes.pipeline", "hypernodes.nested", "hypernodes.edges", "hypernodes.streaming"),
+        (
+            "hypernodes.pipeline",
+            "hypernodes.running",
+            "hypernodes.nested",
+            "hypernodes.edges",
+            "hypernodes.streaming",
+        ),
     ),
     ("engines", ("hypernodes.engines",)),
     # Nothing below this line is the core: the core never imports what follows.

@@ -10,6 +10,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from ..arguments import MapMode, OnError, OutputName
 from ..errors import NodeError, PathFrame
 from ..lazy import LazyModule
 
@@ -28,10 +29,6 @@ __all__ = [
     "run_events",
     "user_error",
 ]
-
-OutputName = str | Sequence[str] | None
-MapMode = Literal["zip", "product"]
-OnError = Literal["raise", "collect"]
 
 
 class Engine(ABC):
