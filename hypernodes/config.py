@@ -220,7 +220,7 @@ def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
         ConfigError: A layer is not a mapping, has an unknown key, or a bad value.
         InvalidExecutorError: An unknown executor alias.
     """
-    from .executors.workers import validate_executor  # deferred: asyncio, cloudpickle
+    from .executors.pools import validate_executor  # deferred: asyncio, multiprocessing
 
     merged: dict[str, Any] = {}
     for layer in layers:

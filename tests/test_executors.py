@@ -172,7 +172,8 @@ def test_nested_pipeline_inherits_the_engine(pipeline: Pipeline, engine: HyperNo
 
 def test_aliases_are_one_registry_row_each() -> None:
     from hypernodes.executors import ALIASES
-    from hypernodes.executors.workers import REGISTRY, PoolSet, resolve_lane
+    from hypernodes.executors.pools import REGISTRY, PoolSet
+    from hypernodes.executors.workers import resolve_lane
 
     assert tuple(row.name for row in REGISTRY) == ALIASES
     assert ALIASES == ("sequential", "async", "threaded", "parallel", "dask", "ray")

@@ -22,7 +22,7 @@ from .. import __version__
 from ..config import ENGINE_KEYS, effective_engine, merge_engine_config
 from ..config_files import load_config
 from ..errors import ConfigError, InvalidExecutorError, InvalidInputError
-from ..executors.workers import ALIASES
+from ..executors.pools import ALIASES
 from ..models import validate_inputs
 from .cache import cache_group
 from .encode import dumps

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .async_executor import AsyncExecutor
-from .workers import ALIASES
+from .pools import ALIASES
 
 if TYPE_CHECKING:
     from .dask import DaskExecutor

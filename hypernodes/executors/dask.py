@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .pools import cpu_count
 from .remote import Shipped
 from .tracking import TaskLost, TrackedExecutor
-from .workers import cpu_count
 
 __all__ = ["ENV_ADDRESS", "DaskExecutor", "make_dask_executor"]
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import cloudpickle
 
+from .pools import cpu_count
 from .tracking import TrackedExecutor
-from .workers import cpu_count
 
 __all__ = ["ENV_ADDRESS", "RayExecutor", "make_ray_executor"]
 
