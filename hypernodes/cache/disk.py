@@ -12,10 +12,7 @@ entries are refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
-import shutil
 import time
 import warnings
 from typing import Any, ClassVar, Literal
@@ -27,16 +24,16 @@ from ._entry import (
     CorruptEntry,
     OutdatedEntry,
     decode,
-    encode_header,
     read_file,
     read_file_nowait,
 )
 from ._files import SHARED_FILESYSTEMS, EntryFiles, filesystem_type
-from ._hashing import digest128
 from ._inventory import EntryInfo, list_entries, prune_entries
 from ._per_process import database_for
-from ._serialize import dumps_entry, loads_entry, peek_versions, type_name
+from ._records import NodeRecords
+from ._serialize import loads_entry, peek_versions
 from ._sqlite import DB_NAME, DatabaseProblem
+from ._writing import LARGE_ENTRY, DiskWrites, lost
 from .base import (
     MISSING,
     Cache,
@@ -51,18 +48,13 @@ from .base import (
 
 __all__ = ["FLUSH_DELAY", "LARGE_ENTRY", "STALE_TEMP_AGE", "TRIM_INTERVAL", "DiskCache"]
 
-LARGE_ENTRY = 256 << 10
-"""Pickles larger than this (bytes) are kept as files: SQLite writes and reads them two
-to four times slower than a file (measured from 256 KiB up, on ext4)."""
 TRIM_INTERVAL = 10.0
 """Entries as files: seconds between the scans that enforce ``ttl`` and ``max_bytes``."""
-_LOOP_FRAME_MAX = 64 << 10  # aput checksums or signs payloads up to this on the loop
 _LAYOUTS = ("auto", "sqlite", "files")
 _DATABASE = "\0database"  # the key under which database problems are warned about
-_RECORDS = "records"  # the subdirectory of node records (not a shard: never scanned)
 
 
-class DiskCache(Cache):
+class DiskCache(DiskWrites, Cache):
     """Results kept in a directory, shared by every process that opens it.
 
     Entries live in one SQLite database, ``<path>/cache.db`` (write-ahead log); values
@@ -166,6 +158,7 @@ class DiskCache(Cache):
         self.inline_reads = bool(inline_reads)
         self.layout = layout
         self._files = EntryFiles(self.path, signed=self._secret is not None)
+        self._records = NodeRecords(self._files)
         self._db_file = os.path.join(self.path, DB_NAME)
         self._sqlite: bool | None = None if layout == "auto" else layout == "sqlite"
         self._db: Database | None = None
@@ -360,149 +353,9 @@ class DiskCache(Cache):
             self._problem(key, file, str(exc), lookup=False)
             return None
 
-    # -- writing ----------------------------------------------------------------------------
-
-    def _write(self, key: str, payload: bytes, value_type: str, node: str | None = None) -> None:
-        """Write or stage one entry.
-
-        Raises:
-            CacheWriteError: It cannot be written (nothing is left behind), or entries
-                staged shortly before could not be committed.
-        """
-        header = encode_header(key, payload, self._secret)
-        db = self._database()
-        try:
-            if db is None:
-                self._files.write(key, header, payload)
-                self._written(key)
-                self._trim_files()
-                return
-            if not db.writable:
-                self._open(db, key)
-            if len(payload) > LARGE_ENTRY:
-                self._files.write(key, header, payload)
-                due = self._stage(db, key, None, value_type, node, len(header) + len(payload))
-            else:
-                due = self._stage(db, key, header + payload, value_type, node)
-            if due:
-                db.flush()
-        except CacheWriteError as exc:
-            exc.value_type = value_type
-            raise
-        except WriteFailed as exc:
-            raise CacheWriteError(key, value_type, _lost(exc)) from None
-
-    def _stage(
-        self,
-        db: Database,
-        key: str,
-        entry: bytes | None,
-        value_type: str,
-        node: str | None,
-        size: int = 0,
-    ) -> bool:
-        """Stage an entry (``size``: of a file entry); whether the caller must commit now.
-
-        Raises:
-            CacheWriteError: Entries staged before could not be committed.
-        """
-        try:
-            due = db.stage(key, entry, value_type, node, len(entry) if entry else size)
-        except WriteFailed as exc:
-            raise CacheWriteError(key, value_type, _lost(exc)) from None
-        self._written(key)
-        return due
-
-    def _written(self, key: str) -> None:
-        self._stats.add_write()
-        if key in self._warned:
-            with self._stats.lock:
-                self._warned.discard(key)
-
-    def _open(self, db: Database, key: str) -> None:
-        try:
-            self._files.make_root()
-            db.open_for_writing()
-        except (OSError, DatabaseProblem) as exc:
-            fix = ""
-            if isinstance(exc, DatabaseProblem) and exc.damaged:
-                fix = f"; DiskCache({self.path!r}).clear() replaces it"
-            reason = f"cannot open {self._db_file} ({exc}){fix}"
-            raise CacheWriteError(key, "bytes", reason) from exc
-
-    def _trim_files(self) -> None:
-        """Entries as files: enforce ``ttl`` and ``max_bytes`` by a scan, at most every
-        :data:`TRIM_INTERVAL` seconds."""
-        if self.ttl is None and self.max_bytes is None:
-            return
-        now = time.monotonic()
-        if now - self._trimmed < TRIM_INTERVAL:
-            return
-        self._trimmed = now
-        self._files.trim(clock(), self.ttl, self.max_bytes)
-
-    def put(self, key: str, value: Any, *, node: str | None = None) -> None:
-        """Store ``value`` under ``key``: staged for the next commit (a large value is
-        written to its file at once, atomically). ``node`` names the node whose result
-        it is (``hypernodes cache ls --node``; not kept in the ``"files"`` layout).
-
-        Raises:
-            CacheWriteError: The value cannot be pickled or written (nothing is left
-                behind), or entries written shortly before could not be committed.
-            TypeError: ``key`` is not a str.
-        """
-        self.put_entry(key, value, None, node=node)
-
-    def put_entry(
-        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
-    ) -> None:
-        """:meth:`put` with the versions of the node's outputs (kept in the entry, ahead
-        of the pickle, so :meth:`entry_versions` reads them without unpickling).
-
-        Raises:
-            CacheWriteError: As :meth:`put`.
-            TypeError: ``key`` is not a str.
-        """
-        if type(key) is not str:
-            raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        self._write(key, dumps_entry(key, value, versions), type_name(value), node)
-
-    async def aput(self, key: str, value: Any, *, node: str | None = None) -> None:
-        """Async ``put``: the value is pickled on the loop (so nothing can mutate it
-        half-way); a small entry is staged right there, anything that writes to the disk
-        happens in a worker thread.
-
-        Raises:
-            CacheWriteError: The value cannot be pickled or written, or entries written
-                shortly before could not be committed.
-            TypeError: ``key`` is not a str.
-        """
-        await self.aput_entry(key, value, None, node=node)
-
-    async def aput_entry(
-        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
-    ) -> None:
-        """Async :meth:`put_entry`, written like :meth:`aput`.
-
-        Raises:
-            CacheWriteError: As :meth:`aput`.
-            TypeError: ``key`` is not a str.
-        """
-        if type(key) is not str:
-            raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        payload, name = dumps_entry(key, value, versions), type_name(value)
-        db = self._database()
-        loop = asyncio.get_running_loop()
-        if db is None or not db.writable or len(payload) > _LOOP_FRAME_MAX:
-            await loop.run_in_executor(None, self._write, key, payload, name, node)
-        elif self._stage(db, key, encode_header(key, payload, self._secret) + payload, name, node):
-            await loop.run_in_executor(None, self.flush)
+    # -- writing: put, put_entry, aput, aput_entry and flush come from DiskWrites -----------
 
     # -- node records (what ``explain`` compares with) ---------------------------------------
-
-    def _record_file(self, node: str) -> str:
-        name = digest128(node.encode("utf-8", "surrogatepass")).hex()
-        return os.path.join(self.path, _RECORDS, name + ".json")
 
     def put_record(self, node: str, record: dict[str, Any]) -> None:
         """Keep ``record`` as ``node``'s last, in ``<path>/records/`` (JSON: nothing is
@@ -511,45 +364,11 @@ class DiskCache(Cache):
         Raises:
             OSError: It cannot be written.
         """
-        file = self._record_file(node)
-        folder = os.path.dirname(file)
-        if not os.path.isdir(folder):
-            self._files.make_root()
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-        temp = f"{file}.{os.getpid()}.{id(record)}.tmp"
-        try:
-            with open(temp, "w", encoding="utf-8") as out:
-                json.dump({"node": node, **record}, out, separators=(",", ":"))
-            os.replace(temp, file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        self._records.put(node, record)
 
     def get_record(self, node: str) -> dict[str, Any] | None:
         """``node``'s last record, or ``None`` (also when unreadable)."""
-        try:
-            with open(self._record_file(node), encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) and record.get("node") == node else None
-
-    def flush(self) -> None:
-        """Commit what this process has staged for this directory now (else it is
-        committed within :data:`FLUSH_DELAY` seconds, and at exit); a no-op for files.
-
-        Raises:
-            CacheWriteError: Staged entries could not be committed (now, or by the
-                writer thread since the last ``put``).
-        """
-        db = self._database()
-        if db is None:
-            return
-        try:
-            db.flush()
-        except WriteFailed as exc:
-            raise CacheWriteError(exc.key, exc.type_name, _lost(exc)) from None
+        return self._records.get(node)
 
     # -- housekeeping -----------------------------------------------------------------------
 
@@ -568,7 +387,7 @@ class DiskCache(Cache):
             except DatabaseProblem as exc:
                 raise OSError(f"cannot clear {self._db_file}: {exc}") from exc
         self._files.clear()
-        shutil.rmtree(os.path.join(self.path, _RECORDS), ignore_errors=True)
+        self._records.clear()
         with self._stats.lock:
             self._warned.clear()
         self._stats.reset()
@@ -606,9 +425,20 @@ class DiskCache(Cache):
         try:
             return prune_entries(db, self._files, before, node)
         except WriteFailed as exc:
-            raise CacheWriteError(exc.key, exc.type_name, _lost(exc)) from None
+            raise CacheWriteError(exc.key, exc.type_name, lost(exc)) from None
         except DatabaseProblem as exc:
             raise OSError(f"cannot prune {self._db_file}: {exc}") from exc
+
+    def _trim_files(self) -> None:
+        """Entries as files: enforce ``ttl`` and ``max_bytes`` by a scan, at most every
+        :data:`TRIM_INTERVAL` seconds."""
+        if self.ttl is None and self.max_bytes is None:
+            return
+        now = time.monotonic()
+        if now - self._trimmed < TRIM_INTERVAL:
+            return
+        self._trimmed = now
+        self._files.trim(clock(), self.ttl, self.max_bytes)
 
     def stats(self) -> CacheStats:
         """Hit / miss / write / error counters of this store object (not of the directory)."""
@@ -646,8 +476,3 @@ class DiskCache(Cache):
         if self.max_bytes is not None:
             signed += f", max_bytes={self.max_bytes}"
         return f"DiskCache({self.path!r}{signed}, hits={s.hits}, misses={s.misses})"
-
-
-def _lost(exc: WriteFailed) -> str:
-    entries = "entry" if exc.count == 1 else "entries"
-    return f"{exc.reason}; {exc.count} {entries} written shortly before could not be committed"
