@@ -24,7 +24,7 @@ Source = Iterator[tuple[int, Any]] | AsyncIterator[tuple[int, Any]]
 """Numbered items: ``(index, item)`` pairs, read lazily."""
 
 _DONE = object()
-_WAVE = 32  # workers started at once; each starts one more with its first item
+_WAVE = 8  # workers started at once; each starts one more with its first item
 
 
 class _Failed:
@@ -43,6 +43,7 @@ async def stream_items(
     collect: Callable[[int, Any, NodeError], Any] | None = None,
     window: int | None = None,
     ordered: bool = False,
+    stagger: bool = False,
 ) -> AsyncGenerator[tuple[int, Any], None]:
     """``(index, run_one(index, item))`` for every item of ``source``, as items finish.
 
@@ -56,6 +57,10 @@ async def stream_items(
         window: At most this many items are read but not yet consumed (default: no
             bound beyond ``width``).
         ordered: Yield in index order (still as soon as the next one is done).
+        stagger: Start the items in waves (a few per pass of the loop, timers and I/O
+            served in between), so a consumer of results as they come gets the first
+            ones before the last items of a wide map have started; a map collected whole
+            starts them all at once (fewer passes of the loop).
 
     Raises:
         NodeError: The first item that failed (without ``collect``), marked with its index.
@@ -105,7 +110,7 @@ async def stream_items(
                     if gate is not None:
                         gate.release()
                     break
-                if grow:
+                if grow and stagger:
                     # Workers start in waves, one more per item started, each wave in a
                     # later pass of the loop: a wide map starts its items a few dozen at
                     # a time, with timers and I/O served in between (its first results
@@ -133,7 +138,7 @@ async def stream_items(
             return
         queue.put_nowait(_DONE)
 
-    for _ in range(min(width, _WAVE)):
+    for _ in range(min(width, _WAVE) if stagger else width):
         spawn()
     waiting: dict[int, Any] = {}
     expected = 0

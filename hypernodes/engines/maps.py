@@ -176,8 +176,9 @@ async def amap_iter(
     ):
         if exp.count != 0:
             stream = _stream(
-                engine, pipeline, plan, exp, base, scope, failed, window=window, ordered=ordered
-            )
+                engine, pipeline, plan, exp, base, scope, failed,
+                window=window, ordered=ordered, stagger=True,
+            )  # fmt: skip
             try:
                 async for pair in stream:
                     yield pair
@@ -287,6 +288,7 @@ def _stream(
     *,
     window: int | None = None,
     ordered: bool = False,
+    stagger: bool = False,
 ) -> AsyncGenerator[tuple[int, Any], None]:
     """A map's ``(index, result)`` pairs as items finish: the one place a map's items
     are run on the loop (per-item events included)."""
@@ -323,7 +325,7 @@ def _stream(
 
     return stream_items(
         exp.numbered(), width, run_one, halt=scope.halt, collect=collect, window=window,
-        ordered=ordered,
+        ordered=ordered, stagger=stagger,
     )  # fmt: skip
 
 
