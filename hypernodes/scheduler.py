@@ -51,7 +51,12 @@ async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
         NodeError: The first node that failed, with this level's frame on its path.
     """
     try:
-        if scope.concurrent and len(plan.steps) > 1:
+        steps = plan.steps
+        if len(steps) == 1 and not plan.simple:
+            # One step that is not a plain sync call (a map item's async node, say): its
+            # layers directly, no segments (it awaits, so a cancel reaches it there).
+            await run_step(steps[0], values, scope, scope.limiter)
+        elif scope.concurrent and len(steps) > 1:
             await _run_concurrent(plan, values, scope)
         else:
             await _run_sequential(plan, values, scope)
