@@ -10,6 +10,7 @@ any other module of the package, pydantic or asyncio.
 from __future__ import annotations
 
 import collections.abc as cabc
+import inspect
 import types
 import typing
 from typing import Any
@@ -32,6 +33,7 @@ _PROTOCOL_NOISE = frozenset(
         "__doc__",
         "__init__",
         "__module__",
+        "__callable_proto_members_only__",
         "__non_callable_proto_members__",
         "__orig_bases__",
         "__parameters__",
@@ -134,7 +136,13 @@ def _has_members(cls: type, protocol: type) -> bool:
     for base in protocol.__mro__:
         if base in (typing.Protocol, typing.Generic, object):
             continue
-        members = set(vars(base)) | set(getattr(base, "__annotations__", {}))
+        # Its own members: attributes and methods, and dunder *methods* it defines (typing
+        # adds dunder bookkeeping of its own, which differs between Python versions).
+        members = {
+            name
+            for name, value in vars(base).items()
+            if not (name.startswith("__") and name.endswith("__")) or inspect.isfunction(value)
+        } | set(getattr(base, "__annotations__", {}))
         if any(m not in known for m in members - _PROTOCOL_NOISE if not m.startswith("_abc")):
             return False
     return True
