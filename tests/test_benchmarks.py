@@ -52,7 +52,10 @@ def test_hypernodes_workload_runs_once(wl: Any) -> None:
         allowed = {"ok", "na"} if wl.name in MAY_BE_PLACEHOLDER else {"ok"}
         assert cell.status in allowed, f"{row.title}: {cell.status} {cell.note}"
         if cell.ok:
-            assert cell.value is not None and cell.value > 0 and cell.reps >= 1
+            # (Memory growth may truly be nothing: a stream over a generator keeps no
+            # results; every other figure is a positive time or rate.)
+            least = 0.0 if row.unit == "MiB" else 1e-12
+            assert cell.value is not None and cell.value >= least and cell.reps >= 1
         if row.limit is not None:
             assert row.limit.status == "ok", f"limit of {row.title}: {row.limit.note}"
         assert row.peers == {}  # no peers venv in this test

@@ -3,6 +3,7 @@ several writer processes."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sqlite3
@@ -177,8 +178,8 @@ def test_reads_do_not_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert cache.get("k") == 1
     assert log.stat().st_size == before  # the use is recorded by the next commit
     cache.flush()
-    used = sqlite3.connect(tmp_path / "c" / "cache.db").execute("SELECT used FROM entries")
-    assert used.fetchone()[0] is not None
+    with contextlib.closing(sqlite3.connect(tmp_path / "c" / "cache.db")) as conn:
+        assert conn.execute("SELECT used FROM entries").fetchone()[0] is not None
 
 
 def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
@@ -225,5 +226,5 @@ def test_max_bytes_holds_with_several_writer_processes(tmp_path: Path) -> None:
     assert len(entries) >= limit // 2200 - 1  # evicted down to the bound, not far below
     for e in entries:  # every row left is readable
         assert len(DiskCache(path).get(e.key)) == 2000
-    with sqlite3.connect(Path(path) / "cache.db") as conn:
+    with contextlib.closing(sqlite3.connect(Path(path) / "cache.db")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
