@@ -105,7 +105,8 @@ async def stream_items(
                     await gate.acquire()
                 if halt.over:
                     await halt.halted()
-                got = await next_item()
+                # (A sync input is read inline: no coroutine per item.)
+                got = next(sync_source, None) if reading is None else await next_item()
                 if got is None:
                     if gate is not None:
                         gate.release()
