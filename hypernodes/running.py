@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 from .arguments import MapMode, OnError, OutputName
@@ -25,15 +26,25 @@ __all__ = ["Running"]
 
 
 def _engine_of(pipe: Pipeline) -> Engine:
-    from .config import effective_engine  # deferred: cycle (config names Pipeline)
-
-    return effective_engine(pipe)
+    engine: Engine = _config().effective_engine(pipe)
+    return engine
 
 
 def _callbacks_of(pipe: Pipeline) -> tuple[PipelineCallback, ...]:
-    from .config import effective_callbacks  # deferred: cycle (config names Pipeline)
+    return tuple(_config().effective_callbacks(pipe))
 
-    return tuple(effective_callbacks(pipe))
+
+def _config() -> ModuleType:
+    """``hypernodes.config``, imported on the first run and kept (not per call)."""
+    global _config_module
+    if _config_module is None:
+        from . import config  # deferred: cycle (config names Pipeline, which imports this)
+
+        _config_module = config
+    return _config_module
+
+
+_config_module: ModuleType | None = None
 
 
 def _pipeline(obj: Running) -> Pipeline:
