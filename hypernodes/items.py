@@ -24,7 +24,7 @@ Source = Iterator[tuple[int, Any]] | AsyncIterator[tuple[int, Any]]
 """Numbered items: ``(index, item)`` pairs, read lazily."""
 
 _DONE = object()
-_WAVE = 8  # workers started at once; each starts one more with its first item
+_WAVE = 4  # workers started at once; each starts one more with its first item
 
 
 class _Failed:
