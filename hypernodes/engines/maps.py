@@ -44,28 +44,27 @@ def map(
 ) -> list[dict[str, Any]]:
     """Run ``pipeline`` once per item from sync code; see :meth:`Pipeline.map`."""
     failed = _collector(on_error)
-    if engine._direct(pipeline, map_too=True):
-        exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
-        plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
-        if plan.simple and not exp.is_async:
-            base = {**plan.optional, **pipeline.bound, **exp.shared}
-            numbered = exp.numbered()
-            assert isinstance(numbered, Iterator)
-            try:
-                if exp.count is not None:
-                    results: list[Any] = [None] * exp.count
-                    run_plain_items(
-                        plan, exp.names, base, numbered, results, exp.count,
-                        pipeline.name, None, failed and failed(exp),
-                    )  # fmt: skip
-                else:
-                    results = [r for pairs in iter_plain(
-                        plan, exp.names, base, numbered, pipeline.name, None, _BATCH,
-                        failed and failed(exp),
-                    ) for _, r in pairs]  # fmt: skip
-            finally:
-                numbered.close()  # type: ignore[attr-defined]
-            return MapResult(results) if failed else results
+    direct = _direct_plain(engine, pipeline, inputs, map_over, map_mode, output_name)
+    if direct is not None:
+        plan, exp = direct
+        base = {**plan.optional, **pipeline.bound, **exp.shared}
+        numbered = exp.numbered()
+        assert isinstance(numbered, Iterator)
+        try:
+            if exp.count is not None:
+                results: list[Any] = [None] * exp.count
+                run_plain_items(
+                    plan, exp.names, base, numbered, results, exp.count,
+                    pipeline.name, None, failed and failed(exp),
+                )  # fmt: skip
+            else:
+                results = [r for pairs in iter_plain(
+                    plan, exp.names, base, numbered, pipeline.name, None, _BATCH,
+                    failed and failed(exp),
+                ) for _, r in pairs]  # fmt: skip
+        finally:
+            numbered.close()  # type: ignore[attr-defined]
+        return MapResult(results) if failed else results
     return Engine.map(engine, pipeline, inputs, map_over, map_mode, output_name, on_error=on_error)
 
 
@@ -84,11 +83,9 @@ def map_iter(
     """Sync twin of :meth:`amap_iter`; see :meth:`Pipeline.map_iter`."""
     failed = _collector(on_error)
     _check_window(window)
-    if engine._direct(pipeline, map_too=True):
-        exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
-        plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
-        if plan.simple and not exp.is_async:
-            return _iter_direct(engine, pipeline, plan, exp, window, failed)
+    direct = _direct_plain(engine, pipeline, inputs, map_over, map_mode, output_name)
+    if direct is not None:
+        return _iter_direct(engine, pipeline, *direct, window, failed)
     return Engine.map_iter(
         engine,
         pipeline,
@@ -100,6 +97,24 @@ def map_iter(
         window=window,
         on_error=on_error,
     )
+
+
+def _direct_plain(
+    engine: HyperNodesEngine,
+    pipeline: Pipeline,
+    inputs: Mapping[str, Any],
+    map_over: str | Sequence[str],
+    map_mode: MapMode,
+    output_name: OutputName,
+) -> tuple[Plan, Expansion] | None:
+    """The plan and items of a map that may run loop-free, in this thread (no loop
+    running, sequential, no cache or callbacks, plain sync nodes, sync inputs); else
+    ``None``."""
+    if not engine._direct(pipeline, map_too=True):
+        return None
+    exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
+    plan = pipeline.plan(output_name, (*exp.shared, *exp.names))
+    return (plan, exp) if plan.simple and not exp.is_async else None
 
 
 def _iter_direct(
