@@ -183,6 +183,11 @@ def test_long_homogeneous_lists_encode_like_element_by_element() -> None:
         ([1.5, 2.5], [(1.5, 2.5)]),
         (list(range(20)), [*range(19), [19]]),
         (["x"] * 20, ["x"] * 19 + ["xx"]),
+        # Runs of 16+ strs are joined by NULs unless one holds a NUL: never ambiguous.
+        (["a\0b"] + ["c"] * 19, ["a", "b\0c"] + ["c"] * 18),
+        (["a\0b"] + ["c"] * 19, ["a", "b"] + ["c"] * 18),
+        (["a", "b"] + ["c"] * 18, ["a", "b\0"] + ["c"] * 18),
+        ({f"k{i}": i for i in range(20)}, {f"k{i}": i for i in range(19)} | {"k1\0": 19}),
         ({"k": list(range(20))}, {"k": list(range(21))}),
     ],
 )
@@ -616,7 +621,13 @@ def resplit(joined: Any, cuts: list[int]) -> list[Any]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet=_TRICKY, max_size=4), max_size=6), st.data())
+@given(
+    st.one_of(
+        st.lists(st.text(alphabet=_TRICKY, max_size=4), max_size=6),
+        st.lists(st.text(alphabet=_TRICKY + "\0", max_size=3), min_size=15, max_size=20),
+    ),
+    st.data(),
+)
 def test_the_same_characters_split_differently_never_collide(parts: list[str], data: Any) -> None:
     joined = "".join(parts)
     cuts = data.draw(st.lists(st.integers(0, len(joined)), max_size=len(parts) + 1))
