@@ -21,6 +21,7 @@ What one task per item guaranteed still holds, per item:
 from __future__ import annotations
 
 import itertools
+import operator
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,10 @@ async def map_chunks(
 ) -> list[dict[str, Any]]:
     """Run a plain map's items in chunks on a remote lane; results in item order.
 
+    A chunk travels as columns (one list of values per mapped input, sliced straight
+    from list inputs) and comes back as columns (one list per output): no dict per item
+    is pickled either way, and the result dicts are made here, once.
+
     Raises:
         NodeError: The first item that failed (its index on its path), or a
             ``WorkerLostError`` for an item whose worker died.
@@ -87,17 +92,12 @@ async def map_chunks(
     assert exp.count is not None, "chunks need sized inputs"
     results: list[Any] = [None] * exp.count
     sizer = _Sizer(exp.count, lane.width)
-    numbered = enumerate(exp.items())
     steps = plan.steps
+    outputs = plan.outputs
 
-    def chunks() -> Iterator[tuple[Any, ...]]:
-        while chunk := list(itertools.islice(numbered, sizer.size)):
-            yield (chunk,)
-
-    async def run_chunk(_: int, packed: tuple[Any, ...]) -> None:
-        chunk: list[tuple[int, tuple[Any, ...]]] = packed[0]
-        start = chunk[0][0]
-        parcel = _sealed(chunk, pipeline, steps)
+    async def run_chunk(start: int, columns: tuple[list[Any], ...]) -> None:
+        parcel = _sealed(start, columns, pipeline, steps)
+        stop = start + len(columns[0]) - 1
         try:
             answer = await lane.ship(
                 run_shipped_chunk,
@@ -105,10 +105,10 @@ async def map_chunks(
                 exp.names,
                 start,
                 parcel,
-                plan.outputs,
+                outputs,
                 halt=scope.halt,
                 budget=scope.budget,
-                label=f"{pipeline.name}[items {start}-{chunk[-1][0]}]",
+                label=f"{pipeline.name}[items {start}-{stop}]",
             )
         except Exception as exc:  # the chunk never came back: its worker died, say
             item = getattr(exc.__cause__, "item", None)
@@ -118,32 +118,61 @@ async def map_chunks(
         value = answer.value
         if type(value) is RemoteFailure:
             value.reraise()  # (a NodeError carries its item index from the worker)
-        outputs, seconds = value
-        results[start : start + len(outputs)] = outputs
-        sizer.measured(len(outputs), seconds, len(parcel.blob or b""))
+        got, seconds = value
+        made = _dicts(outputs, got)
+        results[start : start + len(made)] = made
+        sizer.measured(len(made), seconds, len(parcel.blob or b""))
 
     # (A chunk index never reaches an error: every NodeError has its item's by then.)
-    await run_items(chunks(), exp.count, 2 * lane.width, run_chunk, halt=scope.halt)
+    chunks = _columns(exp, sizer)
+    await run_items(chunks, None, 2 * lane.width, run_chunk, halt=scope.halt, numbered=True)
     return results
 
 
+def _columns(exp: Expansion, sizer: _Sizer) -> Iterator[tuple[int, tuple[list[Any], ...]]]:
+    """``(first item index, columns)`` of each chunk, cut ``sizer.size`` items at a time
+    as the chunks are shipped: slices of list and tuple inputs (zip mode), else the items
+    read in turn and turned into columns."""
+    columns, count = exp.columns, exp.count
+    assert count is not None
+    if exp.mode == "zip" and all(type(c) in (list, tuple, range) for c in columns):
+        start = 0
+        while start < count:
+            stop = min(count, start + sizer.size)
+            yield start, tuple(c[start:stop] for c in columns)
+            start = stop
+        return
+    items, start = exp.items(), 0
+    while chunk := list(itertools.islice(items, sizer.size)):
+        yield start, tuple(map(list, zip(*chunk, strict=True)))
+        start += len(chunk)
+
+
+def _dicts(outputs: tuple[str, ...], columns: Sequence[list[Any]]) -> list[dict[str, Any]]:
+    """Each item's outputs dict, from the chunk's output columns."""
+    if len(outputs) == 1:
+        only = outputs[0]
+        return [{only: value} for value in columns[0]]
+    return [dict(zip(outputs, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
 def _sealed(
-    chunk: list[tuple[int, tuple[Any, ...]]], pipeline: Pipeline, steps: Sequence[Step]
+    start: int, columns: tuple[list[Any], ...], pipeline: Pipeline, steps: Sequence[Step]
 ) -> Parcel:
-    """The chunk's items, pickled here, so that an item that cannot be is named.
+    """The chunk's columns, pickled here, so that an item that cannot be is named.
 
     Raises:
         NodeError: An item cannot be pickled (marked with its index).
     """
     try:
-        return Parcel([item for _, item in chunk]).seal()
+        return Parcel(columns).seal()
     except Exception:
-        for index, item in chunk:
+        for offset, item in enumerate(zip(*columns, strict=True)):
             try:
                 Parcel(item).seal()
             except Exception as exc:
                 error = lost_in(exc, pipeline, steps)
-                error._mark_item(index)
+                error._mark_item(start + offset)
                 raise error from exc
         raise
 
@@ -163,18 +192,9 @@ def lost_in(lost: Exception, pipeline: Pipeline, running: Sequence[Step]) -> Nod
 # -- in the worker -----------------------------------------------------------------------
 
 
-class _Window(list[Any]):
-    """A chunk's results, indexed by the map's item indices (the chunk's from ``start``)."""
-
-    def __init__(self, start: int, size: int) -> None:
-        super().__init__([None] * size)
-        self.start = start
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        super().__setitem__(index - self.start, value)
-
-
-def _numbered(start: int, items: list[tuple[Any, ...]]) -> Iterator[tuple[int, tuple[Any, ...]]]:
+def _numbered(
+    start: int, items: Iterator[tuple[Any, ...]]
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
     """The items with their map indices, each marked on the pool's board as it starts."""
     for index, item in enumerate(items, start):
         mark_item(index)
@@ -185,40 +205,42 @@ def run_shipped_chunk(
     bundle: Any,
     names: tuple[str, ...],
     start: int,
-    items: Parcel,
+    columns: Parcel,
     outputs: tuple[str, ...],
 ) -> Parcel:
     """Run a chunk of a plain map's items, from item ``start``, in a worker.
 
-    ``bundle`` is the shipped (or stored) ``(pipeline, shared inputs)`` pair. Items run
-    in order; the run's mark is checked before every node (``Halted`` ends the chunk,
-    which the caller of this task sees as ``Skipped``), and the first failure ends it.
+    ``bundle`` is the shipped (or stored) ``(pipeline, shared inputs)`` pair; ``columns``
+    holds the chunk's values of each mapped input. Items run in order; the run's mark is
+    checked before every node (``Halted`` ends the chunk, which the caller of this task
+    sees as ``Skipped``), and the first failure ends it.
 
     Returns:
-        A parcel of ``(outputs of each item, seconds the items took)``, or of the
+        A parcel of ``(a list of values per output, seconds the items took)``, or of the
         ``RemoteFailure`` of the first failing item (a ``NodeError`` with its index).
     """
     pipe, shared = bundle.load()
     check_enclosing()  # loading may take long: the items start only now
-    chunk: list[tuple[Any, ...]] = items.value
+    given: tuple[Any, ...] = columns.value
+    count = len(given[0])
     plan = pipe.plan(list(outputs), (*shared, *names))
     board = tracked()
-    numbered = _numbered(start, chunk) if board else enumerate(chunk, start)
+    items = zip(*given, strict=True)
+    numbered = _numbered(start, items) if board else enumerate(items, start)
     began = time.perf_counter()
-    results: list[Any]
+    results: dict[int, Any] = {}
     try:
         if plan.simple and not (board and len(pipe.nodes) > 1):
             base = {**plan.optional, **pipe.bound, **shared}
-            results = _Window(start, len(chunk))
-            run_plain_items(plan, names, base, numbered, results, len(chunk), pipe.name, new_halt())
+            run_plain_items(plan, names, base, numbered, results, count, pipe.name, new_halt())
         else:  # item by item, with a Marker naming the node on the board if there is one
-            results = _run_each(
-                marked(bundle, pipe) if board else pipe, shared, names, numbered, outputs
-            )
+            each = marked(bundle, pipe) if board else pipe
+            _run_each(each, shared, names, numbered, outputs, results)
     except Exception as exc:
         return failed(exc)
     seconds = time.perf_counter() - began
-    return reply((list(results), seconds), lambda error: _stuck(pipe, start, results, error))
+    got = [list(map(operator.itemgetter(name), results.values())) for name in outputs]
+    return reply((got, seconds), lambda error: _stuck(pipe, results, error))
 
 
 def _run_each(
@@ -227,29 +249,28 @@ def _run_each(
     names: tuple[str, ...],
     numbered: Iterator[tuple[int, tuple[Any, ...]]],
     outputs: tuple[str, ...],
-) -> list[Any]:
+    results: dict[int, Any],
+) -> None:
     from ..bridge import run_sync  # deferred, as in run_shipped_item
 
     engine = worker_engine()
-    results: list[Any] = []
 
     async def run_all() -> None:
         for index, item in numbered:
             check_enclosing()
             inputs = {**shared, **dict(zip(names, item, strict=True))}
             try:
-                results.append(await engine.arun(pipe, inputs, list(outputs)))
+                results[index] = await engine.arun(pipe, inputs, list(outputs))
             except NodeError as err:
                 err._mark_item(index)
                 raise
 
     run_sync(run_all())
-    return results
 
 
-def _stuck(pipe: Any, start: int, results: list[Any], error: Exception) -> BaseException:
+def _stuck(pipe: Any, results: dict[int, Any], error: Exception) -> BaseException:
     """The ``NodeError`` of the first item whose outputs cannot travel back."""
-    for index, outputs in enumerate(results, start):
+    for index, outputs in results.items():
         stuck = stuck_output(pipe, outputs, error, index)
         if stuck is not error:
             return stuck
