@@ -25,7 +25,12 @@ from hypernodes.cache import MISSING, Cache, CacheStats
 distributed = pytest.importorskip("distributed")
 dask_config = pytest.importorskip("dask.config")
 
-from hypernodes.executors.dask import ENV_ADDRESS, DaskExecutor, make_dask_executor  # noqa: E402
+from hypernodes.executors.dask import (  # noqa: E402
+    ENV_ADDRESS,
+    INLINE_BYTES,
+    DaskExecutor,
+    make_dask_executor,
+)
 from hypernodes.executors.remote import Shipped  # noqa: E402
 from hypernodes.executors.tracking import TaskLost  # noqa: E402
 
@@ -392,6 +397,51 @@ def test_dask_executor_share_is_resolved_on_workers(client: Any) -> None:
     assert executor.submit(lambda d: d["big"][2], shared).result(timeout=30) == 3
 
 
+def test_a_small_shipped_object_travels_with_each_call(client: Any) -> None:
+    # Placed on one worker, it would draw every call of a map to that worker.
+    executor = DaskExecutor(client)
+    small = Shipped({"pipeline": list(range(10))})
+    assert executor.hypernodes_share(small) is small
+    assert executor.submit(lambda s: s.load()["pipeline"][3], small).result(timeout=30) == 3
+    executor.shutdown()
+
+
+@node(output_name="y")
+def held_until(x: int, folder: str) -> int:
+    deadline = time.monotonic() + 30
+    while not Path(folder, "go").exists():
+        assert time.monotonic() < deadline, "never released"
+        time.sleep(0.01)
+    return x
+
+
+def test_each_worker_thread_holds_its_next_call(
+    engine: HyperNodesEngine, client: Any, tmp_path: Path
+) -> None:
+    # 2 one-thread workers: 2 items run and 2 more wait on the workers (not on the
+    # engine), so a worker starts its next item without a round trip to the engine.
+    assert DaskExecutor(client).hypernodes_backlog() == 2
+    pipe = Pipeline([held_until], engine=engine)
+    done: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: done.append(
+            pipe.map({"x": list(range(6)), "folder": str(tmp_path)}, map_over="x")
+        )
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        seen = 0
+        while seen < 4 and time.monotonic() < deadline:
+            seen = sum(len(keys) for keys in client.processing().values())
+            time.sleep(0.01)
+    finally:
+        Path(tmp_path, "go").touch()
+        runner.join(timeout=60)
+    assert seen == 4
+    assert [r["y"] for r in done[0]] == list(range(6))
+
+
 # -- callbacks and caching with remote items (events and cache writes on the orchestrator) --
 
 
@@ -573,15 +623,16 @@ async def test_a_task_the_cluster_cancels_fails_its_item_in_amap(
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("threshold", ["10MB", "1kB"], ids=["made-by-a-task", "scattered"])
+@pytest.mark.parametrize("threshold", ["10MB", "100kB"], ids=["made-by-a-task", "scattered"])
 def test_shared_data_lost_with_its_workers_is_placed_again(client: Any, threshold: str) -> None:
     # A map's pipeline, shared with the cluster once, died with the workers holding it:
     # every item, and every later map, failed with a bare CancelledError.
     executor = DaskExecutor(client)
-    shared_obj = Shipped(list(range(1000)))  # ~3 kB pickled
+    shared_obj = Shipped(list(range(40_000)))  # ~120 kB pickled: too big to travel inline
+    assert len(shared_obj.blob) > INLINE_BYTES
     with dask_config.set({"distributed.admin.large-graph-warning-threshold": threshold}):
         shared = executor.hypernodes_share(shared_obj)
-        assert executor.submit(lambda s: len(s.load()), shared).result(timeout=30) == 1000
+        assert executor.submit(lambda s: len(s.load()), shared).result(timeout=30) == 40_000
         holders = client.who_has([shared])[shared.key]
         pids = client.run(os.getpid, workers=list(holders))
         for pid in pids.values():
@@ -592,10 +643,10 @@ def test_shared_data_lost_with_its_workers_is_placed_again(client: Any, threshol
             time.sleep(0.05)
         client.wait_for_workers(2, timeout=30)
         again = executor.submit(lambda s: sum(s.load()), shared)
-        assert again.result(timeout=30) == sum(range(1000))
+        assert again.result(timeout=30) == sum(range(40_000))
         # The next map shares the same object again: it gets the live placement.
         shared = executor.hypernodes_share(shared_obj)
-        assert executor.submit(lambda s: len(s.load()), shared).result(timeout=30) == 1000
+        assert executor.submit(lambda s: len(s.load()), shared).result(timeout=30) == 40_000
     executor.shutdown()
 
 

@@ -3,10 +3,12 @@
 ``DaskExecutor`` submits with ``pure=False`` (Dask would otherwise merge identical calls
 of an impure node into one), cancels the Dask task when its future is cancelled, turns
 every way Dask can drop a task into an exception (never a bare cancellation), reports its
-cluster's thread count (``hypernodes_width``) and places a map's shipped pipeline on the
-cluster once (``hypernodes_share``). ``make_dask_executor`` is what the engine calls for
-``"dask"``: it connects to a scheduler address, or starts a local cluster that closes with
-the engine. ``distributed`` is imported only here, and only when asked for.
+cluster's thread count (``hypernodes_width``), keeps the next call waiting on each worker
+thread (``hypernodes_backlog``) and sends a map's shipped pipeline with each call when it
+is small, else places it on the cluster once (``hypernodes_share``).
+``make_dask_executor`` is what the engine calls for ``"dask"``: it connects to a scheduler
+address, or starts a local cluster that closes with the engine. ``distributed`` is
+imported only here, and only when asked for.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from .pools import cpu_count
 from .remote import Shipped
 from .tracking import TaskLost, TrackedExecutor
 
-__all__ = ["ENV_ADDRESS", "DaskExecutor", "make_dask_executor"]
+__all__ = ["ENV_ADDRESS", "INLINE_BYTES", "DaskExecutor", "make_dask_executor"]
 
 ENV_ADDRESS = "HYPERNODES_DASK_ADDRESS"
 """Environment variable read for the scheduler address when none is configured."""
+
+INLINE_BYTES = 64 * 1024
+"""A shared ``Shipped`` up to this size travels with every call instead of being placed
+(see ``DaskExecutor.hypernodes_share``)."""
 
 _INSTALL = "pip install 'hypernodes[dask]'"
 
@@ -196,19 +202,40 @@ class DaskExecutor(TrackedExecutor):
         threads = self.client.nthreads()
         return max(1, sum(threads.values())) if threads else 1
 
-    def hypernodes_share(self, obj: object) -> Any:
-        """Place ``obj`` on the cluster once; the returned Dask future stands in for it.
+    def hypernodes_backlog(self) -> int:
+        """How many calls may wait on the workers beyond those running: one per thread.
 
-        Passed as a ``submit`` argument, the future is resolved to ``obj`` on the worker,
-        so a map sends its pipeline once instead of with every item. An object up to half
-        Dask's large-graph warning threshold (``distributed.admin.large-graph-warning-
-        threshold``) is placed as a task that makes it, which Dask makes again if the
+        A waiting task starts the moment its worker's thread frees up, instead of after a
+        round trip through the scheduler and the engine (20-40 ms on a local cluster,
+        against items of tens of milliseconds); it is still cancelled, if the run ends,
+        before it starts (unless its thread frees up first), and a task that starts after
+        the end finds its run over and is skipped.
+        """
+        return self.hypernodes_width()
+
+    def hypernodes_share(self, obj: object) -> Any:
+        """What a map's calls pass for ``obj``: a small ``Shipped`` itself, else a Dask
+        future for ``obj`` placed on the cluster once.
+
+        A ``Shipped`` of up to ``INLINE_BYTES`` travels with every call: a Dask task runs
+        where its inputs are, so calls that all read one placed object would all be sent
+        to the worker holding it (Dask's active memory manager drops the copies other
+        workers fetched once no task waits for them), and the other workers would stay
+        idle until Dask's work stealing moved calls to them, 100 ms or more into every
+        map. Unpickled once per worker process either way (``Shipped.load``).
+
+        A bigger object is placed: passed as a ``submit`` argument, the future is resolved
+        to ``obj`` on the worker, so a map sends it once instead of with every item. Up to
+        half Dask's large-graph warning threshold (``distributed.admin.large-graph-warning-
+        threshold``) it is placed as a task that makes it, which Dask makes again if the
         worker holding it dies; a bigger one is scattered to a worker, and is lost with it
         (the calls waiting for it fail with ``TaskLost``). Either way, a lost object is
         placed again at the next ``submit`` that passes its future. The most recent
         object stays shared (a repeated map reuses it); it is released when another one
         replaces it, or at shutdown.
         """
+        if isinstance(obj, Shipped) and len(obj.blob) <= INLINE_BYTES:
+            return obj
         digest = getattr(obj, "digest", None)
         with self._lock:
             shared = self._shared

@@ -180,10 +180,11 @@ def shipped_callable(fn: Callable[..., Any]) -> Shipped:
 
 
 # Calls handed to an executor and not finished, per executor and event loop, are capped at
-# the executor's width: work beyond it waits here, on the loop, where the first failure
-# cancels it at once, instead of in the pool's queue, where a worker would pick it up the
-# moment a slot frees (and a process pool pre-feeds its call queue). No body ever waits
-# for another body's slot, so the gate cannot deadlock.
+# the executor's width (plus a cluster's backlog, see ``_gate_size``): work beyond it waits
+# here, on the loop, where the first failure cancels it at once, instead of in the pool's
+# queue, where a worker would pick it up the moment a slot frees (and a process pool
+# pre-feeds its call queue). No body ever waits for another body's slot, so the gate
+# cannot deadlock.
 _gates: weakref.WeakKeyDictionary[
     concurrent.futures.Executor,
     weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore],
@@ -191,7 +192,9 @@ _gates: weakref.WeakKeyDictionary[
 _gates_lock = threading.Lock()
 
 
-def _gate(executor: concurrent.futures.Executor, width: int) -> asyncio.Semaphore:
+def _gate(lane: Lane) -> asyncio.Semaphore:
+    executor = lane.executor
+    assert executor is not None
     loop = asyncio.get_running_loop()
     per_loop = _gates.get(executor)
     if per_loop is None:
@@ -199,8 +202,24 @@ def _gate(executor: concurrent.futures.Executor, width: int) -> asyncio.Semaphor
             per_loop = _gates.setdefault(executor, weakref.WeakKeyDictionary())
     gate = per_loop.get(loop)
     if gate is None:
-        gate = per_loop.setdefault(loop, asyncio.Semaphore(width))
+        gate = per_loop.setdefault(loop, asyncio.Semaphore(_gate_size(lane)))
     return gate
+
+
+def _gate_size(lane: Lane) -> int:
+    """How many calls the lane's executor may hold: its width, plus what a cluster can keep
+    waiting on its workers and still cancel (``hypernodes_backlog()``: Dask, one call per
+    worker thread) when the lane is at least as wide as the cluster. A worker then starts
+    its next call the moment one ends, not a round trip to this loop later (20-40 ms on a
+    local Dask cluster), and no more calls run at once than the lane allows."""
+    executor = lane.executor
+    backlog = getattr(executor, "hypernodes_backlog", None)
+    if executor is None or lane.kind != "remote" or not callable(backlog):
+        return lane.width
+    threads = distributed_width(executor)
+    if threads is None or threads > lane.width:
+        return lane.width
+    return lane.width + max(0, int(backlog()))
 
 
 async def _gated(
@@ -223,8 +242,7 @@ async def _gated(
 async def _through_gate(
     lane: Lane, halt: Halt, start: Callable[[], Awaitable[Any]], label: str
 ) -> Any:
-    assert lane.executor is not None
-    async with _gate(lane.executor, lane.width):
+    async with _gate(lane):
         if halt.over:  # it may have waited long for its slot
             await halt.halted()
         try:
