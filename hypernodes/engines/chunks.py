@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NodeError, PathFrame, node_failed
-from ..executors.halting import check_enclosing, new_halt
-from ..executors.processes import mark_item, tracked
+from ..executors.halting import Halt, Halted, Ticket, check_enclosing, enclosing, new_halt
+from ..executors.processes import item_marks
 from ..executors.remote import Parcel, RemoteFailure, failed, reply, stuck_output
 from ..inline import run_plain_items
 from ..mapping import Expansion, run_items
@@ -125,7 +125,7 @@ async def map_chunks(
 
     # (A chunk index never reaches an error: every NodeError has its item's by then.)
     chunks = _columns(exp, sizer)
-    await run_items(chunks, None, 2 * lane.width, run_chunk, halt=scope.halt, numbered=True)
+    await run_items(chunks, None, lane.width, run_chunk, halt=scope.halt, numbered=True)
     return results
 
 
@@ -193,11 +193,21 @@ def lost_in(lost: Exception, pipeline: Pipeline, running: Sequence[Step]) -> Nod
 
 
 def _numbered(
-    start: int, items: Iterator[tuple[Any, ...]]
+    start: int,
+    items: Iterator[tuple[Any, ...]],
+    run: tuple[Sequence[int], int, int],
+    board: tuple[Any, int],
 ) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    """The items with their map indices, each marked on the pool's board as it starts."""
+    """The items with their map indices. Before each starts, the run's mark is read
+    (``run``: ``(view, slot, serial)``, over once ``view[slot] == serial``; ``Halted``
+    then) and the item is noted on the pool's board (``board``: ``(board, k)``), both
+    inlined here: a call per item for either would cost more than a trivial item."""
+    marks, slot, serial = run
+    notes, at = board
     for index, item in enumerate(items, start):
-        mark_item(index)
+        if marks[slot] == serial:
+            raise Halted
+        notes[at] = index + 1
         yield index, item
 
 
@@ -224,23 +234,47 @@ def run_shipped_chunk(
     given: tuple[Any, ...] = columns.value
     count = len(given[0])
     plan = pipe.plan(list(outputs), (*shared, *names))
-    board = tracked()
+    notes = item_marks()
     items = zip(*given, strict=True)
-    numbered = _numbered(start, items) if board else enumerate(items, start)
+    halt, run = _watch(len(plan.steps) == 1)
+    numbered: Iterator[tuple[int, tuple[Any, ...]]]
+    if notes is None and run is _NEVER:
+        numbered = enumerate(items, start)
+    else:
+        numbered = _numbered(start, items, run, notes or ([0], 0))
     began = time.perf_counter()
     results: dict[int, Any] = {}
     try:
-        if plan.simple and not (board and len(pipe.nodes) > 1):
+        if plan.simple and not (notes and len(pipe.nodes) > 1):
             base = {**plan.optional, **pipe.bound, **shared}
-            run_plain_items(plan, names, base, numbered, results, count, pipe.name, new_halt())
+            run_plain_items(plan, names, base, numbered, results, count, pipe.name, halt)
         else:  # item by item, with a Marker naming the node on the board if there is one
-            each = marked(bundle, pipe) if board else pipe
+            each = marked(bundle, pipe) if notes else pipe
             _run_each(each, shared, names, numbered, outputs, results)
     except Exception as exc:
         return failed(exc)
     seconds = time.perf_counter() - began
     got = [list(map(operator.itemgetter(name), results.values())) for name in outputs]
     return reply((got, seconds), lambda error: _stuck(pipe, results, error))
+
+
+_NEVER: tuple[Sequence[int], int, int] = ((0, 0), 1, -1)
+"""A run's mark that never says the run is over."""
+
+
+def _watch(one_step: bool) -> tuple[Halt, tuple[Sequence[int], int, int]]:
+    """The halt a chunk's items run under, and the run's mark ``_numbered`` reads.
+
+    With one step and the sending run's mark readable here, the mark is read before each
+    item (that is before each node) and the items' own halt is a plain one; otherwise
+    the halt follows the sending run (its mark read before every node, see ``halting``).
+    """
+    outer = enclosing()
+    marks = outer.marks() if one_step and isinstance(outer, Ticket) else None
+    if marks is None:
+        return new_halt(), _NEVER
+    assert isinstance(outer, Ticket)
+    return Halt(), (*marks, outer.serial)
 
 
 def _run_each(

@@ -41,6 +41,7 @@ __all__ = [
     "Skipped",
     "Ticket",
     "check_enclosing",
+    "enclosing",
     "following",
     "new_halt",
     "run_unless_over",
@@ -81,6 +82,13 @@ class Ticket:
         """Whether the run was marked over (``False`` where the board cannot be read)."""
         view = _view(self)
         return view is not None and view[1 + self.serial % SLOTS] == self.serial
+
+    def marks(self) -> tuple[memoryview, int] | None:
+        """Where the run's mark lands: ``(view, slot)``, the run being over once
+        ``view[slot] == serial`` (``over`` without its lookups, for a loop that checks
+        before every item); ``None`` where the board cannot be read."""
+        view = _view(self)
+        return None if view is None else (view, 1 + self.serial % SLOTS)
 
 
 class Halt:
@@ -247,6 +255,11 @@ def following(outer: Halt | Ticket | None, fn: Callable[..., Any], *args: Any) -
         return fn(*args)
     finally:
         _enclosing.reset(token)
+
+
+def enclosing() -> Halt | Ticket | None:
+    """The run whose body is running in this context (see ``following``), if any."""
+    return _enclosing.get()
 
 
 def check_enclosing() -> None:

@@ -46,7 +46,7 @@ __all__ = [
     "LossReason",
     "ProcessPool",
     "WorkerDied",
-    "mark_item",
+    "item_marks",
     "mark_position",
     "spawn_safe_context",
     "tracked",
@@ -427,11 +427,12 @@ def tracked() -> bool:
     return _board is not None
 
 
-def mark_item(index: int) -> None:
-    """Note which map item of a shipped chunk this worker is running."""
+def item_marks() -> tuple[Any, int] | None:
+    """Where this worker notes which map item of a shipped chunk it runs: ``(board, k)``,
+    ``board[k] = index + 1`` before item ``index`` starts (a chunk's loop writes it there
+    itself, no call per item); ``None`` outside a pool worker."""
     board = _board
-    if board is not None:
-        board[_base + 3] = index + 1
+    return None if board is None else (board, _base + 3)
 
 
 def mark_position(position: int) -> None:
