@@ -24,18 +24,41 @@ from .errors import ConfigError
 
 __all__ = [
     "ENGINE_KEYS",
+    "INLINE_BELOW",
     "UNSET",
     "DefaultConfig",
     "check_cache",
     "check_callbacks",
     "check_engine",
+    "check_inline_below",
     "get_default_config",
     "merge_engine_config",
     "reset_default_config",
     "set_default_config",
 ]
 
-ENGINE_KEYS: Final = ("node_executor", "map_executor", "max_workers", "max_concurrent", "address")
+ENGINE_KEYS: Final = (
+    "node_executor",
+    "map_executor",
+    "max_workers",
+    "max_concurrent",
+    "address",
+    "inline_below",
+)
+
+INLINE_BELOW: Final = 20e-6
+"""``inline_below``'s default (seconds): about what handing a sync body to a worker
+thread costs the event loop."""
+
+
+def check_inline_below(value: object) -> None:
+    """Raises:
+    ConfigError: ``value`` is not a number >= 0 (seconds).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(
+            f"inline_below must be a number of seconds >= 0 (0 turns inlining off), got {value!r}"
+        )
 
 
 class _Unset:
@@ -248,6 +271,8 @@ def merge_engine_config(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     address = merged.get("address")
     if address is not None and not isinstance(address, str):
         raise ConfigError(f"address must be a string or null, got {address!r}")
+    if merged.get("inline_below") is not None:
+        check_inline_below(merged["inline_below"])
     return merged
 
 

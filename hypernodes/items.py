@@ -17,8 +17,9 @@ from typing import Any, cast
 
 from .errors import NodeError
 from .executors.halting import Halt, Halted
+from .scheduler import cancel_requests, raise_first
 
-__all__ = ["Source", "close_source", "stream_items"]
+__all__ = ["Source", "close_source", "collect_items", "stream_items"]
 
 Source = Iterator[tuple[int, Any]] | AsyncIterator[tuple[int, Any]]
 """Numbered items: ``(index, item)`` pairs, read lazily."""
@@ -120,14 +121,7 @@ async def stream_items(
                     if len(workers) < width:
                         spawn()
                 index, item = got
-                try:
-                    outcome = await run_one(index, item)
-                except NodeError as err:
-                    err._mark_item(index)
-                    if collect is None:
-                        halt.set()  # nothing more of the run starts
-                        raise
-                    outcome = collect(index, item, err)
+                outcome = await _run_item(run_one, index, item, halt, collect)
                 queue.put_nowait((index, outcome))
         except Halted as exc:  # the enclosing run is over: this map ends with it
             queue.put_nowait(_Failed(exc))
@@ -192,17 +186,81 @@ async def _one_by_one(
                 if got is None:
                     return
                 index, item = got
-            try:
-                outcome = await run_one(index, item)
-            except NodeError as err:
-                err._mark_item(index)
-                if collect is None:
-                    halt.set()
-                    raise
-                outcome = collect(index, item, err)
-            yield index, outcome
+            yield index, await _run_item(run_one, index, item, halt, collect)
     finally:
         await close_source(source)
+
+
+async def collect_items(
+    source: Iterator[tuple[int, Any]],
+    count: int,
+    width: int,
+    run_one: Callable[[int, Any], Awaitable[Any]],
+    *,
+    halt: Halt,
+    collect: Callable[[int, Any, NodeError], Any] | None = None,
+) -> list[Any]:
+    """Every item's outcome, in input order: the items of a sized input collected whole
+    (``stream_items`` without the stream: each worker stores its outcomes in place).
+
+    ``width - 1`` worker tasks and the caller's own task read the input as they free,
+    so a map of one item (or ``width`` 1) makes no task at all.
+
+    Raises:
+        NodeError: The first item that failed (without ``collect``), marked with its index.
+    """
+    results: list[Any] = [None] * count
+
+    async def worker() -> None:
+        for index, item in source:
+            if halt.over:
+                await halt.halted()
+            results[index] = await _run_item(run_one, index, item, halt, collect)
+
+    try:
+        helpers = min(width, count) - 1
+        if helpers <= 0:
+            await worker()
+            return results
+        failures: list[BaseException] = []
+
+        async def helper() -> None:
+            try:
+                await worker()
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+
+        requests = cancel_requests()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(helpers):
+                    group.create_task(helper())
+                await helper()
+        except BaseExceptionGroup as group_error:
+            raise_first(group_error, failures, requests)
+        return results
+    finally:
+        await close_source(source)
+
+
+async def _run_item(
+    run_one: Callable[[int, Any], Awaitable[Any]],
+    index: int,
+    item: Any,
+    halt: Halt,
+    collect: Callable[[int, Any, NodeError], Any] | None,
+) -> Any:
+    """One item's outcome: its result, or (``collect``) what its failure is turned into;
+    without ``collect`` a failure ends the run (nothing more of it starts)."""
+    try:
+        return await run_one(index, item)
+    except NodeError as err:
+        err._mark_item(index)
+        if collect is None:
+            halt.set()
+            raise
+        return collect(index, item, err)
 
 
 async def close_source(source: object) -> None:

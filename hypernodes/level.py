@@ -53,6 +53,8 @@ class Scope:
         cache: The cache runtime of this level, or ``None``.
         callbacks: The dispatcher of this level, or ``None``.
         context: The callback context of this level (``None`` without callbacks).
+        inline_below: Sync bodies bound for worker threads that take less than this
+            (seconds, measured) run inline instead (``layers.place``); 0: never.
         resources: The registries the run's resources are resolved in, by scope (one
             ``RunResources`` per top-level run, shared by its levels), or ``None``.
         plain: Whether the level has neither cache nor callbacks (derived).
@@ -70,6 +72,7 @@ class Scope:
     callbacks: Dispatcher | None = None
     context: CallbackContext | None = None
     resources: Any = None
+    inline_below: float = 0.0
     plain: bool = field(init=False)
 
     def __post_init__(self) -> None:

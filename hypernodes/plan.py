@@ -15,6 +15,7 @@ from .cache.versions import VERSION
 from .errors import NodeError
 from .graph import Graph, Selection
 from .layers.chain import Attempt, compose
+from .layers.place import Gauge
 from .resources import wire_resources
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Step:
         "children",
         "fn",
         "gather",
+        "gauge",
         "identity",
         "is_async",
         "keep",
@@ -83,6 +85,9 @@ class Step:
         self.once = self.attempt is None
         self.simple = not self.is_async and self.nested is None and self.once
         self.gather = _gatherer(names)
+        # How long its sync body takes in a worker thread: cheap ones run inline
+        # (``layers.place``).
+        self.gauge = Gauge(node.name)
         self.call = _caller(self.fn, names)
         self.children: tuple[int, ...] = ()
         self.n_parents = 0
@@ -180,6 +185,8 @@ class Plan:
         simple: Whether every step is a plain sync call (no async, retries, timeout,
             limits, nesting), so a whole run can be one synchronous call.
         nested: Whether some step runs a nested pipeline.
+        linear: Whether the steps form one chain (one root, at most one child each):
+            nothing in it can run concurrently, so it runs in order in one task.
         resources: The steps of resources (each makes a handle, see
             ``hypernodes.resources``).
         limited: Whether some node, at any depth, holds a ``Limit`` (its attempts must be
@@ -191,6 +198,7 @@ class Plan:
 
     __slots__ = (
         "limited",
+        "linear",
         "nested",
         "optional",
         "outputs",
@@ -233,6 +241,7 @@ class Plan:
         self.optional = selection.optional
         self.roots = tuple(k for k, s in enumerate(steps) if s.n_parents == 0)
         self.simple = all(s.simple for s in steps)
+        self.linear = len(self.roots) <= 1 and all(len(s.children) <= 1 for s in steps)
         self.nested = any(s.nested is not None for s in steps)
         self.limited = any(s.node.limited for s in steps)
         self.waits = any(s.node.waits for s in steps)

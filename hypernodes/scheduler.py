@@ -57,7 +57,12 @@ async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
             # layers directly, no segments (it awaits, so a cancel reaches it there).
             await run_step(steps[0], values, scope, scope.limiter)
         elif scope.concurrent and len(steps) > 1:
-            await _run_concurrent(plan, values, scope)
+            if plan.linear:  # a chain: in order, in this task (no task group)
+                limiter = _slots(plan, scope)
+                for step in steps:
+                    await run_step(step, values, scope, limiter)
+            else:
+                await _run_concurrent(plan, values, scope)
         else:
             await _run_sequential(plan, values, scope)
     except NodeError as err:
@@ -68,7 +73,8 @@ async def run_plan(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
 
 async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> None:
     # Runs of plain sync steps go as one call: inline, or (without cache and callbacks,
-    # whose work must stay on this thread) one hop to a worker thread. A remote worker
+    # whose work must stay on this thread) one hop to a worker thread (a run of one
+    # step is placed like any other, so a cheap one may run inline). A remote worker
     # could not fill this values dict, so remote lanes take steps one by one.
     plain, inline = scope.plain, scope.inline
     hop = plain and not inline and scope.body.kind == "threads"
@@ -83,7 +89,7 @@ async def _run_sequential(plan: Plan, values: dict[str, Any], scope: Scope) -> N
                     else:
                         run_sync_steps_observed(steps, values, scope, stop)
                     continue
-                if hop:
+                if hop and len(steps) > 1:  # (one step: placed, so cheap ones inline)
                     label = " -> ".join(s.name for s in steps)
                     await scope.offload(run_sync_steps, (steps, values, stop), None, label)
                     continue
@@ -104,10 +110,7 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
     # (Not when a node may wait for a Limit or a backoff: a waiting node holds no slot,
     # so slots are taken per attempt instead.)
     cap = limiter.width if isinstance(limiter, Limiter) and not plan.waits else len(steps)
-    if limiter is not None and limiter.owner is scope and not plan.nested and not plan.waits:
-        # No other level can share this run's limit (no nested pipelines, not a map item
-        # or a nested level): the cap alone bounds the nodes, per-node slots are not needed.
-        limiter = None
+    limiter = _slots(plan, scope)
     backlog: deque[int] = deque()
     live = 0
     failures: list[BaseException] = []
@@ -158,6 +161,17 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
             await chain(first)
     except BaseExceptionGroup as group_error:
         raise_first(group_error, failures, requests)
+
+
+def _slots(plan: Plan, scope: Scope) -> Limiter | None:
+    """The ``max_concurrent`` slot each step of this level takes, or ``None`` when no
+    other level can share this run's limit (no nested pipelines, not a map item or a
+    nested level, no node waiting between attempts): a cap on this level's own chains
+    (``_run_concurrent``) then bounds its nodes without per-node slots."""
+    limiter = scope.limiter
+    if limiter is not None and limiter.owner is scope and not plan.nested and not plan.waits:
+        return None
+    return limiter
 
 
 def cancel_requests() -> tuple[asyncio.Task[Any] | None, int]:

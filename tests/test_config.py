@@ -549,6 +549,7 @@ DEFAULTS = {
     "max_workers": None,
     "max_concurrent": None,
     "address": None,
+    "inline_below": 20e-6,
 }
 
 
@@ -688,6 +689,7 @@ def test_to_config_round_trips_every_alias(alias: str) -> None:
         "max_workers": 3,
         "max_concurrent": 7,
         "address": None,
+        "inline_below": 20e-6,
     }
     assert HyperNodesEngine.from_config(config).to_config() == config
 
@@ -721,7 +723,7 @@ def test_to_config_of_an_async_executor_is_a_clear_error() -> None:
 def test_engine_repr_shows_its_settings() -> None:
     assert repr(HyperNodesEngine(node_executor="async", max_concurrent=4)) == (
         "HyperNodesEngine(node_executor='async', map_executor='sequential', max_workers=None, "
-        "max_concurrent=4, address=None)"
+        "max_concurrent=4, address=None, inline_below=2e-05)"
     )
 
 

@@ -10,7 +10,14 @@ from typing import Any
 
 from ..bridge import is_own_loop
 from ..callbacks import CallbackContext, Dispatcher
-from ..config import ENGINE_KEYS, effective_cache, effective_callbacks, merge_engine_config
+from ..config import (
+    ENGINE_KEYS,
+    INLINE_BELOW,
+    check_inline_below,
+    effective_cache,
+    effective_callbacks,
+    merge_engine_config,
+)
 from ..errors import ConfigError, NodeError, PathFrame
 from ..executors.halting import new_halt
 from ..executors.workers import (
@@ -22,6 +29,7 @@ from ..executors.workers import (
     validate_executor,
 )
 from ..inline import run_plan_sync, run_sync_steps_observed
+from ..layers.place import Gauge, starts_run
 from ..level import Limiter, Scope
 from ..pipeline import Pipeline
 from ..resources import Registry, RunResources, handles_in
@@ -46,10 +54,16 @@ class HyperNodesEngine(Engine):
         max_concurrent: How many nodes (or items) may be in flight for ``"async"``
             (default 10); an optional cap for the others.
         address: Scheduler address for ``"dask"`` / ``"ray"``.
+        inline_below: Seconds (default 20 microseconds, about what handing a body to a
+            thread costs the loop): a sync node bound for a worker thread whose body is
+            measured to take less runs inline on the loop instead (see ``inlined``). An
+            inline run over ten times this, or a third one over it, sends the node back to
+            threads for good. ``0`` turns this off: sync bodies never run on a loop you own.
 
     Raises:
         InvalidExecutorError: An executor alias is unknown or an object is not an executor.
-        ConfigError: ``max_workers`` / ``max_concurrent`` is not a positive int.
+        ConfigError: ``max_workers`` / ``max_concurrent`` is not a positive int, or
+            ``inline_below`` is not a number >= 0.
     """
 
     def __init__(
@@ -59,6 +73,7 @@ class HyperNodesEngine(Engine):
         max_workers: int | None = None,
         max_concurrent: int | None = None,
         address: str | None = None,
+        inline_below: float = INLINE_BELOW,
     ) -> None:
         validate_executor(node_executor, "node_executor")
         validate_executor(map_executor, "map_executor")
@@ -69,11 +84,14 @@ class HyperNodesEngine(Engine):
                 raise ConfigError(f"{key} must be an int >= 1 or None, got {value!r}")
         if address is not None and not isinstance(address, str):
             raise ConfigError(f"address must be a string or None, got {address!r}")
+        check_inline_below(inline_below)
         self.node_executor = node_executor
         self.map_executor = map_executor
         self.max_workers = max_workers
         self.max_concurrent = max_concurrent
         self.address = address
+        self.inline_below = float(inline_below)
+        self._inlined: dict[str, Gauge] = {}
         threaded = "threaded" in (node_executor, map_executor)
         self._threads_default = cpu_count() if threaded else min(32, cpu_count() + 4)
         self._pools = self._new_pools()
@@ -113,7 +131,7 @@ class HyperNodesEngine(Engine):
         config: dict[str, Any] = {}
         for key in ENGINE_KEYS:
             value = getattr(self, key)
-            if not isinstance(value, str | int | type(None)):
+            if not isinstance(value, str | int | float | type(None)):
                 raise ConfigError(
                     f"{key}={value!r} is an executor instance and cannot be written as "
                     "configuration; use one of the aliases to make it serializable"
@@ -128,6 +146,12 @@ class HyperNodesEngine(Engine):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pools do not travel; inside a worker a shipped pipeline runs sequentially.
         return (HyperNodesEngine, ())
+
+    @property
+    def inlined(self) -> dict[str, float]:
+        """The sync nodes this engine's runs now run inline as cheap (``inline_below``):
+        node name -> the longest of the measured runs that promoted it (seconds)."""
+        return {name: g.longest for name, g in self._inlined.items() if g.inline}
 
     # -- resources ----------------------------------------------------------------------
 
@@ -199,6 +223,8 @@ class HyperNodesEngine(Engine):
             return parent.derive(
                 pipeline=pipeline.name, cache=cache, callbacks=callbacks, context=context
             )
+        if parent is None:
+            starts_run()  # (a body timed for inlining that starts runs is never inlined)
         node = self.lanes[0]
         concurrent, inline, body = self._placement(parent, inline)
         width = node.width if node.kind == "async" else self.max_concurrent
@@ -213,6 +239,7 @@ class HyperNodesEngine(Engine):
             # A nested level of another engine is still part of the enclosing run.
             halt=parent.halt if parent is not None else new_halt(),
             budget=self._budget(),
+            inline_below=self.inline_below,
             cache=cache,
             callbacks=callbacks,
             context=context,
@@ -281,6 +308,7 @@ class HyperNodesEngine(Engine):
         nobody), minus the loop's ~100 µs per call. Maps take this path only without cache
         and callbacks.
         """
+        starts_run()  # (a body timed for inlining that starts runs is never inlined)
         if self.node_executor != "sequential" or (map_too and self.map_executor != "sequential"):
             return False
         try:

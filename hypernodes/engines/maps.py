@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, NodeError
 from ..executors.halting import item_halt
 from ..executors.workers import holds
 from ..inline import Failed, iter_plain, run_plain_items
-from ..items import stream_items
+from ..items import collect_items, stream_items
 from ..level import Limiter, Scope
 from ..mapping import Expansion, expand, map_plain, stream_plain
 from ..resources import handles_in, prime_handles
@@ -273,16 +281,23 @@ async def _collect(
     scope: Scope,
     failed: Callable[[Expansion], Failed] | None,
 ) -> list[Any]:
-    """A map's results in item order: the stream collected, or, for sized inputs, the
-    batch forms of its plain and shipped strategies."""
+    """A map's results in item order: for sized inputs, the batch forms of its plain,
+    shipped and loop-side strategies; else the stream collected."""
     sized = exp.count is not None and not exp.is_async
     lane = _remote(engine, plan, exp)
     if lane is not None and sized and failed is None:
         return await map_remote(pipeline, plan, exp, base, scope, lane)
     if lane is None and sized:
+        collect = failed and failed(exp)
         item_scope, width = _item_scope(engine, plan, scope)
         if plan.simple and item_scope.plain and not item_scope.concurrent:
-            return await map_plain(plan, exp, base, item_scope, width, failed and failed(exp))
+            return await map_plain(plan, exp, base, item_scope, width, collect)
+        run_one = _run_one(plan, exp, base, scope, item_scope, collect)
+        numbered = exp.numbered()
+        assert isinstance(numbered, Iterator) and exp.count is not None
+        return await collect_items(
+            numbered, exp.count, width, run_one, halt=scope.halt, collect=collect
+        )
     stream = _stream(engine, pipeline, plan, exp, base, scope, failed)
     results: list[Any] = [None] * exp.count if exp.count is not None else []
     async for index, result in stream:
@@ -305,8 +320,7 @@ def _stream(
     ordered: bool = False,
     stagger: bool = False,
 ) -> AsyncGenerator[tuple[int, Any], None]:
-    """A map's ``(index, result)`` pairs as items finish: the one place a map's items
-    are run on the loop (per-item events included)."""
+    """A map's ``(index, result)`` pairs as items finish."""
     collect = failed(exp) if failed is not None else None
     lane = _remote(engine, plan, exp)
     if lane is not None:
@@ -319,6 +333,23 @@ def _stream(
     if plan.simple and item_scope.plain and not item_scope.concurrent and not exp.is_async:
         # (Plain items come back in input order: ``ordered`` changes nothing.)
         return stream_plain(plan, exp, base, item_scope, width, failed=collect, window=window)
+    run_one = _run_one(plan, exp, base, scope, item_scope, collect)
+    return stream_items(
+        exp.numbered(), width, run_one, halt=scope.halt, collect=collect, window=window,
+        ordered=ordered, stagger=stagger,
+    )  # fmt: skip
+
+
+def _run_one(
+    plan: Plan,
+    exp: Expansion,
+    base: dict[str, Any],
+    scope: Scope,
+    item_scope: Scope,
+    collect: Failed | None,
+) -> Callable[[int, tuple[Any, ...]], Awaitable[dict[str, Any]]]:
+    """How one of a map's items runs on the loop (per-item events included): the one
+    place a map's items are run on the loop, collected whole or streamed."""
     names = exp.names
     d = scope.callbacks
     context = scope.context
@@ -338,10 +369,7 @@ def _stream(
             done["outputs"] = plan.collect(values)
         return done["outputs"]  # type: ignore[no-any-return]
 
-    return stream_items(
-        exp.numbered(), width, run_one, halt=scope.halt, collect=collect, window=window,
-        ordered=ordered, stagger=stagger,
-    )  # fmt: skip
+    return run_one
 
 
 _BATCH = 512

@@ -4,18 +4,39 @@ An async body is awaited on the loop. A sync body runs where its level says, dec
 once when the level is made (``Scope.inline`` and ``Scope.body``): inline on a loop
 HyperNodes owns, else handed to the level's lane (a worker thread, or shipped, pickled,
 to a process pool or cluster). Nothing else in the kernel decides where a body runs.
+
+**Cheap sync bodies run inline** (``HyperNodesEngine(inline_below=...)``, seconds): a
+sync node bound for a worker *thread* is timed there (its step's ``Gauge``); after
+``PROMOTE`` runs in a row each under the bound it runs inline on the loop instead, timed
+too. An inline run over ten times the bound, or a third run over it, sends the node back
+to threads for good, so the loop is held longer than the bound at most three times per
+node (and then by one run each). A body that starts a HyperNodes run itself (a nested
+``pipeline.run()``) is never inlined. Process pools and clusters never inline: a body
+shipped there was sent there on purpose.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..level import Scope
     from ..plan import Step
 
-__all__ = ["offload", "place"]
+__all__ = ["Gauge", "offload", "place", "starts_run"]
+
+logger = logging.getLogger("hypernodes")
+
+PROMOTE = 8
+"""Runs in a row under the bound, in a thread, before a node runs inline."""
+_STRIKES = 3
+_FAR = 10.0
+
+_sampling = threading.local()  # .gauge: the Gauge timing the body this thread runs
 
 
 def place(step: Step, args: tuple[Any, ...], scope: Scope, slot: Any = None) -> Awaitable[Any]:
@@ -24,6 +45,15 @@ def place(step: Step, args: tuple[Any, ...], scope: Scope, slot: Any = None) -> 
         return step.fn(*args)  # type: ignore[no-any-return]
     if scope.inline:
         return _ready(step.fn(*args))
+    bound = scope.inline_below
+    if bound and scope.body.kind == "threads":
+        gauge = step.gauge
+        if gauge.inline and bound >= gauge.bound:
+            if not gauge.shown:
+                gauge.show(scope.engine)
+            return _timed_inline(gauge, step.fn, args)
+        if not gauge.done:
+            return scope.offload(gauge.sample, (bound, step.fn, *args), None, step.name)
     return offload(step, args, scope)
 
 
@@ -34,3 +64,91 @@ def offload(step: Step, args: tuple[Any, ...], scope: Scope) -> Awaitable[Any]:
 
 async def _ready(value: Any) -> Any:
     return value
+
+
+async def _timed_inline(gauge: Gauge, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    start = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        took = time.perf_counter() - start
+        if took > gauge.bound:
+            gauge.strike(took)
+
+
+def starts_run() -> None:
+    """Called when a HyperNodes run starts: a body being timed in this thread that starts
+    runs of its own is never inlined (on the loop, its nested run would wait for it)."""
+    gauge = getattr(_sampling, "gauge", None)
+    if gauge is not None:
+        gauge.inline, gauge.done = False, True
+
+
+class Gauge:
+    """How long one sync node's body takes where it runs, and whether it runs inline.
+
+    Attributes:
+        name: The node's name.
+        inline: The body runs inline on the loop (promoted).
+        done: The body runs in threads for good (no more timing).
+        bound: The bound it was promoted under (seconds).
+        longest: The longest of the runs that promoted it (seconds).
+        shown: Its promotion was logged and shown on the engine.
+    """
+
+    __slots__ = ("bound", "done", "inline", "longest", "name", "shown", "streak", "strikes")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.inline = False
+        self.done = False
+        self.shown = False
+        self.bound = 0.0
+        self.longest = 0.0
+        self.streak = 0
+        self.strikes = 0
+
+    def sample(self, bound: float, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` (in a worker thread), timed; promote after ``PROMOTE`` runs in
+        a row under ``bound``. (Updates race benignly: a lost count delays a promotion.)"""
+        _sampling.gauge = self
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            took = time.perf_counter() - start
+            _sampling.gauge = None
+            if took > bound:
+                self.streak, self.longest = 0, 0.0
+            elif not self.done:
+                self.longest = max(self.longest, took)
+                self.streak += 1
+                if self.streak >= PROMOTE:
+                    self.bound, self.inline = bound, True
+
+    def strike(self, took: float) -> None:
+        """An inline run took ``took`` seconds, over the bound."""
+        self.strikes += 1
+        if took > _FAR * self.bound or self.strikes >= _STRIKES:
+            self.inline, self.done = False, True
+            logger.info(
+                "node %r, inlined as cheap, took %.3g ms (bound %.3g ms): it runs in worker "
+                "threads from now on",
+                self.name,
+                took * 1e3,
+                self.bound * 1e3,
+            )
+
+    def show(self, engine: Any) -> None:
+        """Log the promotion and list the node in ``engine.inlined``."""
+        self.shown = True
+        shown = getattr(engine, "_inlined", None)
+        if shown is not None:
+            shown[self.name] = self
+        logger.debug(
+            "node %r runs inline: %d runs in a row under %.3g ms (longest %.3g ms)",
+            self.name,
+            PROMOTE,
+            self.bound * 1e3,
+            self.longest * 1e3,
+        )

@@ -174,6 +174,7 @@ class _Level:
     halt = _Never()
     context = None
     inline = False
+    inline_below = 0.0  # (Daft's workers place bodies themselves)
     body = _Lane()
 
     def __init__(self) -> None:

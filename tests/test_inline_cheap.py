@@ -1,0 +1,227 @@
+"""Cheap sync bodies run inline (``HyperNodesEngine(inline_below=...)``, layers/place.py).
+
+Where a body ran is recorded by thread id: the loop's own thread means inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from hypernodes import HyperNodesEngine, Pipeline, node
+from hypernodes.config import INLINE_BELOW
+from hypernodes.errors import ConfigError
+from hypernodes.layers.place import PROMOTE
+
+
+def _recorder() -> tuple[list[int], Any]:
+    where: list[int] = []
+
+    @node(output_name="y")
+    def cheap(x: int) -> int:
+        where.append(threading.get_ident())
+        return x + 1
+
+    return where, cheap
+
+
+async def _calls(pipeline: Pipeline, n: int) -> int:
+    """Run ``n`` times from this loop; the loop's thread id."""
+    for i in range(n):
+        assert await pipeline.arun({"x": i}) == {"y": i + 1}
+    return threading.get_ident()
+
+
+@pytest.mark.asyncio
+async def test_a_cheap_node_runs_inline_after_it_was_measured_in_threads() -> None:
+    where, cheap = _recorder()
+    async with HyperNodesEngine(node_executor="async") as engine:
+        loop_thread = await _calls(Pipeline([cheap], engine=engine), PROMOTE + 20)
+        assert engine.inlined.keys() == {"cheap"}
+        assert 0 <= engine.inlined["cheap"] < INLINE_BELOW
+    assert loop_thread not in where[:PROMOTE]  # measured in worker threads first
+    assert where[PROMOTE + 2 :] == [loop_thread] * 18  # then inline (a lost count may lag)
+
+
+@pytest.mark.asyncio
+async def test_a_node_over_the_bound_never_runs_inline() -> None:
+    where: list[int] = []
+
+    @node(output_name="y")
+    def slowish(x: int) -> int:
+        where.append(threading.get_ident())
+        time.sleep(0.002)  # 100 times the default bound
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async") as engine:
+        loop_thread = await _calls(Pipeline([slowish], engine=engine), 30)
+        assert engine.inlined == {}
+    assert loop_thread not in where
+
+
+@pytest.mark.asyncio
+async def test_inline_below_zero_keeps_every_sync_body_off_the_loop() -> None:
+    where, cheap = _recorder()
+    async with HyperNodesEngine(node_executor="async", inline_below=0) as engine:
+        loop_thread = await _calls(Pipeline([cheap], engine=engine), 40)
+        assert engine.inlined == {}
+    assert len(where) == 40 and loop_thread not in where
+
+
+@pytest.mark.asyncio
+async def test_a_node_that_turns_slow_goes_back_to_threads_for_good(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    where: list[int] = []
+    slow = threading.Event()
+
+    @node(output_name="y")
+    def flaky(x: int) -> int:
+        where.append(threading.get_ident())
+        if slow.is_set():
+            time.sleep(0.01)  # over ten times the bound: one strike is enough
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
+        pipeline = Pipeline([flaky], engine=engine)
+        loop_thread = await _calls(pipeline, PROMOTE + 4)
+        assert where[-1] == loop_thread and "flaky" in engine.inlined
+        slow.set()
+        where.clear()
+        with caplog.at_level(logging.INFO, logger="hypernodes"):
+            await _calls(pipeline, 5)
+        assert engine.inlined == {}
+        slow.clear()
+        await _calls(pipeline, 2 * PROMOTE)  # fast again: still never inline
+    assert where[0] == loop_thread  # the one slow run that held the loop
+    assert loop_thread not in where[1:]
+    assert "node 'flaky', inlined as cheap, took" in caplog.text
+    assert "runs in worker threads from now on" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_the_loop_is_held_past_the_bound_at_most_once_per_node_gone_slow(
+    heartbeat: Any,
+) -> None:
+    slow = threading.Event()
+
+    @node(output_name="y")
+    def turns_slow(x: int) -> int:
+        if slow.is_set():
+            time.sleep(0.05)
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async", inline_below=0.001) as engine:
+        pipeline = Pipeline([turns_slow], engine=engine)
+        await _calls(pipeline, PROMOTE + 4)
+        slow.set()
+        async with heartbeat(0.002) as hb:
+            await _calls(pipeline, 10)
+    held = [g for g in hb.gaps if g >= 0.045]
+    assert len(held) == 1, hb.gaps  # the first slow run, inline; then threads
+
+
+@pytest.mark.asyncio
+async def test_a_body_that_starts_runs_itself_is_never_inlined() -> None:
+    inner = Pipeline([node(lambda a: a, name="echo", output_name="b")])
+    where: list[int] = []
+
+    @node(output_name="y")
+    def outer(x: int) -> int:
+        where.append(threading.get_ident())
+        return inner.run({"a": x})["b"] + 1  # fast (a few us), but a run of its own
+
+    async with HyperNodesEngine(node_executor="async") as engine:
+        loop_thread = await _calls(Pipeline([outer], engine=engine), 3 * PROMOTE)
+        assert engine.inlined == {}
+    assert loop_thread not in where
+
+
+@pytest.mark.asyncio
+async def test_async_nodes_and_timeouts_and_process_pools_are_not_gauged() -> None:
+    pids: list[int] = []
+
+    @node(output_name="y", timeout=5)
+    def timed(x: int) -> int:
+        pids.append(threading.get_ident())
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async") as engine:
+        loop_thread = await _calls(Pipeline([timed], engine=engine), 3 * PROMOTE)
+        assert engine.inlined == {}
+    assert loop_thread not in pids
+
+
+def _pid(x: int) -> int:
+    return os.getpid()
+
+
+def test_process_pools_never_inline() -> None:
+    with HyperNodesEngine(node_executor="parallel", max_workers=1) as engine:
+        pipeline = Pipeline([node(_pid, output_name="pid")], engine=engine)
+        pids = {pipeline.run({"x": i})["pid"] for i in range(3 * PROMOTE)}
+        assert engine.inlined == {}
+    assert os.getpid() not in pids
+
+
+def test_inlined_nodes_still_fail_as_node_errors() -> None:
+    from hypernodes import NodeError
+
+    fail = threading.Event()
+
+    @node(output_name="y")
+    def maybe(x: int) -> int:
+        if fail.is_set():
+            raise ValueError("bad x")
+        return x
+
+    with HyperNodesEngine(node_executor="async") as engine:
+        pipeline = Pipeline([maybe], engine=engine)
+        for i in range(PROMOTE + 4):
+            pipeline.run({"x": i})
+        assert "maybe" in engine.inlined
+        fail.set()
+        with pytest.raises(NodeError, match="bad x") as info:
+            pipeline.run({"x": 1})
+    assert info.value.node == "maybe" and isinstance(info.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("bad", [-1, "0.1", True, float("nan"), None])
+def test_a_bad_inline_below_is_a_config_error(bad: Any) -> None:
+    with pytest.raises(ConfigError, match=r"inline_below must be a number of seconds >= 0"):
+        HyperNodesEngine(inline_below=bad)
+
+
+def test_inline_below_round_trips_through_config() -> None:
+    engine = HyperNodesEngine.from_config({"inline_below": 0.001})
+    assert engine.inline_below == 0.001
+    assert HyperNodesEngine.from_config(engine.to_config()).inline_below == 0.001
+    with pytest.raises(ConfigError, match="inline_below"):
+        HyperNodesEngine.from_config({"inline_below": -0.5})
+
+
+def test_nested_maps_inline_their_cheap_items_too() -> None:
+    where, cheap = _recorder()
+    items = Pipeline([cheap], name="items").as_node(
+        map_over="x", input_mapping={"xs": "x"}, output_mapping={"y": "ys"}
+    )
+    with HyperNodesEngine(node_executor="async", map_executor="async") as engine:
+        pipeline = Pipeline([items], engine=engine)
+        for _ in range(4):
+            assert pipeline.run({"xs": list(range(10))}) == {"ys": list(range(1, 11))}
+        assert "cheap" in engine.inlined
+    assert len(set(where[-10:])) == 1  # the last map's items: all on the loop's thread
+
+
+def test_asyncio_runs_the_loop_where_inlined_bodies_run() -> None:
+    # (Guards the premise of the thread-id checks above.)
+    async def ident() -> int:
+        return threading.get_ident()
+
+    assert asyncio.run(ident()) == threading.get_ident()
