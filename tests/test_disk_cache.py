@@ -161,6 +161,39 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 # -- batched, atomic commits ------------------------------------------------------------
 
 
+def test_the_writer_checkpoints_the_log_every_few_mib_and_when_nothing_is_left(
+    tmp_path: Path, no_timer: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_module, "CHECKPOINT_BYTES", 10_000)
+    cache = DiskCache(tmp_path / "c")
+    cache.put(key(0), b"x" * 4000)
+    db = cache._database()
+    assert db is not None
+    checkpoints: list[int] = []
+    real_checkpoint = db._checkpoint
+    monkeypatch.setattr(db, "_checkpoint", lambda: checkpoints.append(1) or real_checkpoint())
+    real_commit = database_module.commit_rows
+    staged = [3, 2, 1]
+
+    def commit_rows(*args: Any, **kwargs: Any) -> Any:
+        if staged:  # another entry is staged while this one commits
+            cache.put(key(staged.pop()), b"x" * 4000)
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(database_module, "commit_rows", commit_rows)
+    turns = []
+    while True:  # the writer thread's turns, here and now
+        turns.append(db._turn())
+        turns.append(len(checkpoints))
+        if not turns[-2]:
+            break
+    # 4 kB, 8 kB: not yet; 12 kB: a checkpoint; the last commit leaves nothing staged.
+    assert turns == [True, 0, True, 0, True, 1, False, 2]
+    file_size = os.path.getsize(tmp_path / "c" / "cache.db")
+    assert file_size > 16_000  # the entries are in the database file, not only the log
+    assert [cache.get(key(i)) for i in range(4)] == [b"x" * 4000] * 4
+
+
 def test_small_entries_are_rows_of_one_database_committed_many_per_transaction(
     tmp_path: Path, no_timer: None, commits: list[tuple[int, int]]
 ) -> None:
@@ -1209,7 +1242,8 @@ def test_the_end_of_a_process_commits_what_it_staged(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_a_forked_child_opens_the_database_anew(tmp_path: Path) -> None:
+def test_a_forked_child_opens_the_database_anew(tmp_path: Path, no_timer: None) -> None:
+    # (no_timer: the parent's writer thread must not commit key(1) while the child looks)
     cache = DiskCache(tmp_path / "c")
     cache.put(KEY, "parent")
     cache.flush()

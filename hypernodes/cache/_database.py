@@ -4,8 +4,9 @@ There is one :class:`Database` per database file and process, shared by every
 ``DiskCache`` object on that directory, so a new store object sees what another one has
 staged. A put is staged in memory (where lookups of this process find it at once); a
 writer thread commits everything staged in one transaction every :data:`FLUSH_DELAY`
-seconds and then checkpoints the log, so a run of puts costs a commit per 50 ms, not one
-per entry. The putting thread commits itself when more than :data:`PENDING_LIMIT` bytes
+seconds, so a run of puts costs a commit per 50 ms, not one per entry, and checkpoints
+the log (copies it into the database file) every :data:`CHECKPOINT_BYTES` and once
+nothing is staged. The putting thread commits itself when more than :data:`PENDING_LIMIT` bytes
 wait; ``flush()``, pickling a store and the end of the process commit at once. A process
 killed before its entries are committed loses them: misses, never wrong values.
 
@@ -38,6 +39,7 @@ from ._sqlite import (
 )
 
 __all__ = [
+    "CHECKPOINT_BYTES",
     "FLUSH_DELAY",
     "NOT_FOUND",
     "PENDING_LIMIT",
@@ -50,6 +52,9 @@ FLUSH_DELAY = 0.05
 """Seconds the first of a group of staged entries waits for others to share its commit."""
 PENDING_LIMIT = 16 << 20
 """Staged bytes beyond which the putting thread commits at once."""
+CHECKPOINT_BYTES = 4 << 20
+"""Bytes committed to the log after which the writer thread checkpoints it (else it does
+once nothing is staged): a checkpoint per commit cost a third of a busy writer's time."""
 NOT_FOUND: Final[Any] = object()
 UNKNOWN: Final[Any] = object()
 
@@ -103,7 +108,7 @@ class Database:
         self._epoch = 0  # bumped when the file is replaced: the reader reconnects
         self._reader_epoch = 0
         self._known = KnownKeys(path)  # under _read_lock
-        self._dirty = False  # committed since the last checkpoint
+        self._unchecked = 0  # bytes committed since the last checkpoint (>0: dirty)
         self._connections: list[sqlite3.Connection] = []  # closed with this object
         weakref.finalize(self, _close_all, self._connections).atexit = False
 
@@ -295,28 +300,37 @@ class Database:
         return over
 
     def _tick(self) -> None:
-        """The writer thread: commit what is staged every FLUSH_DELAY, checkpoint the
-        log, and end once nothing is staged."""
+        """The writer thread: a turn every FLUSH_DELAY until nothing is staged."""
         try:
             while True:
                 time.sleep(FLUSH_DELAY)
-                self.commit()
-                if self._dirty:
-                    self._checkpoint()
-                with self._lock:
-                    if not self._pending and not self._touched:
-                        self._timer = False
-                        return
+                if not self._turn():
+                    return
         except BaseException:
             with self._lock:
                 self._timer = False
             raise
 
+    def _turn(self) -> bool:
+        """One turn of the writer thread: commit what is staged, then checkpoint the log
+        if CHECKPOINT_BYTES were committed since the last checkpoint, or anything was and
+        nothing is staged now. Whether the thread goes on (``False``: it ends)."""
+        self.commit()
+        with self._lock:
+            idle = not self._pending and not self._touched
+        if self._unchecked >= (1 if idle else CHECKPOINT_BYTES):
+            self._checkpoint()
+        with self._lock:
+            if self._pending or self._touched:
+                return True
+            self._timer = False
+            return False
+
     def _checkpoint(self) -> None:
         """Copy committed pages from the log into the database file, without waiting
         for readers (best effort: a later checkpoint, or SQLite at close, catches up)."""
         with self._write_lock, contextlib.suppress(sqlite3.Error):
-            self._dirty = False
+            self._unchecked = 0
             if self._writer is not None:
                 self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
@@ -348,7 +362,7 @@ class Database:
                 files = commit_rows(
                     conn, rows, touched, clock(), ttl=self.ttl, max_bytes=self.max_bytes
                 )
-                self._dirty = True
+                self._unchecked += 1 + sum(len(e) for _, e, _, _ in rows if e is not None)
                 with self._read_lock:  # before they leave _flushing
                     self._known.committed([row[0] for row in rows])
                 self.remove_files(files)
@@ -406,7 +420,7 @@ class Database:
                     raise
             except sqlite3.Error as exc:
                 raise problem(self.path, exc) from exc
-            self._dirty = True
+            self._unchecked += 1
         self.remove_files(files)
         return count
 
