@@ -218,9 +218,9 @@ def test_a_plain_map_of_many_items_sends_few_tasks(
     pipeline = Pipeline([tagged], engine=engine)
     out = pipeline.map({"x": list(range(2000))}, "x")
     assert [r["y"][1] for r in out] == [2 * x for x in range(2000)]
-    # First chunks of 2000 // 128 = 15 items, then a quarter of a worker's share (250).
-    assert len(submitted) <= 4 + 2000 // 250 + 1
-    assert chunks._Sizer(2000, 2).cap == 250
+    # First chunks of 2000 // 32 = 62 items, then at most half a worker's share (500).
+    assert len(submitted) <= 2 + 2000 // 500 + 1
+    assert chunks._Sizer(2000, 2).cap == 500
 
 
 def test_a_small_map_still_sends_one_item_per_task_at_first(
@@ -328,10 +328,12 @@ def test_an_output_that_cannot_travel_back_names_its_item(engine: HyperNodesEngi
 
 def test_a_chunk_is_sized_from_measured_durations() -> None:
     sizer = chunks._Sizer(100_000, 2)
-    assert (sizer.size, sizer.cap) == (781, 12_500)
+    assert (sizer.size, sizer.cap) == (3125, 25_000)
     # 1 us an item: all that fit, growing at most GROWTH-fold.
-    sizer.measured(781, 781 * 1e-6, 781 * 10)
-    assert sizer.size == min(12_500, chunks.GROWTH * 781)
+    sizer.measured(100, 100 * 1e-6, 100 * 10)
+    assert sizer.size == min(25_000, chunks.GROWTH * 100)
+    sizer.measured(3125, 3125 * 1e-6, 3125 * 10)
+    assert sizer.size == 25_000  # half a worker's share at most
     slow = chunks._Sizer(100_000, 2)
     slow.measured(781, 781 * 0.01, 100)  # 10 ms an item: TARGET_SECONDS' worth
     assert slow.size == int(chunks.TARGET_SECONDS / 0.01)
