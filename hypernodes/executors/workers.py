@@ -51,6 +51,7 @@ __all__ = [
     "PoolSet",
     "REGISTRY",
     "cpu_count",
+    "in_flight",
     "resolve_lane",
     "run_remote",
     "shipped_callable",
@@ -180,7 +181,7 @@ def shipped_callable(fn: Callable[..., Any]) -> Shipped:
 
 
 # Calls handed to an executor and not finished, per executor and event loop, are capped at
-# the executor's width (plus a cluster's backlog, see ``_gate_size``): work beyond it waits
+# the executor's width (plus a cluster's backlog, see ``in_flight``): work beyond it waits
 # here, on the loop, where the first failure cancels it at once, instead of in the pool's
 # queue, where a worker would pick it up the moment a slot frees (and a process pool
 # pre-feeds its call queue). No body ever waits for another body's slot, so the gate
@@ -190,6 +191,10 @@ _gates: weakref.WeakKeyDictionary[
     weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore],
 ] = weakref.WeakKeyDictionary()
 _gates_lock = threading.Lock()
+# Gate sizes of executors with a backlog, by lane width (see ``in_flight``).
+_sizes: weakref.WeakKeyDictionary[concurrent.futures.Executor, dict[int, int]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _gate(lane: Lane) -> asyncio.Semaphore:
@@ -202,24 +207,35 @@ def _gate(lane: Lane) -> asyncio.Semaphore:
             per_loop = _gates.setdefault(executor, weakref.WeakKeyDictionary())
     gate = per_loop.get(loop)
     if gate is None:
-        gate = per_loop.setdefault(loop, asyncio.Semaphore(_gate_size(lane)))
+        gate = per_loop.setdefault(loop, asyncio.Semaphore(in_flight(lane)))
     return gate
 
 
-def _gate_size(lane: Lane) -> int:
-    """How many calls the lane's executor may hold: its width, plus what a cluster can keep
-    waiting on its workers and still cancel (``hypernodes_backlog()``: Dask, one call per
-    worker thread) when the lane is at least as wide as the cluster. A worker then starts
-    its next call the moment one ends, not a round trip to this loop later (20-40 ms on a
-    local Dask cluster), and no more calls run at once than the lane allows."""
+def in_flight(lane: Lane) -> int:
+    """How many calls ``lane`` may have handed to its executor at once (what its gate lets
+    through): a map keeps that many items, or chunks, going.
+
+    The lane's width, plus what a cluster can keep waiting on its workers and still cancel
+    (``hypernodes_backlog()``; Dask: one call per worker thread) when the lane is at least
+    as wide as the cluster. A worker then starts its next call the moment one ends, not a
+    round trip to this loop later (20-40 ms on a local Dask cluster), and no more calls
+    run at once than the lane allows. Asked once per executor and width (a cluster's
+    size is a call to its scheduler).
+    """
     executor = lane.executor
     backlog = getattr(executor, "hypernodes_backlog", None)
     if executor is None or lane.kind != "remote" or not callable(backlog):
         return lane.width
-    threads = distributed_width(executor)
-    if threads is None or threads > lane.width:
-        return lane.width
-    return lane.width + max(0, int(backlog()))
+    sizes = _sizes.get(executor)
+    if sizes is None:
+        with _gates_lock:
+            sizes = _sizes.setdefault(executor, {})
+    size = sizes.get(lane.width)
+    if size is None:
+        threads = distributed_width(executor)
+        extra = max(0, int(backlog())) if threads is not None and threads <= lane.width else 0
+        size = sizes.setdefault(lane.width, lane.width + extra)
+    return size
 
 
 async def _gated(
