@@ -3,10 +3,11 @@ items per task.
 
 One task per item costs a round trip per item (pickling, the pool's queues, a sub-run
 set up in the worker), far more than a trivial item. Here the items go in chunks, sized
-as the map runs (``_Sizer``): the first tasks hold one item each and time it in the
-worker (a 64th of a worker's share, one item in small maps), later ones as many as fit
-in ``TARGET_SECONDS``, at most a quarter of each worker's share (so the workers end
-together) and ``MAX_BYTES`` of pickled items.
+as the map runs (``_Sizer``): the first tasks hold a 16th of a worker's share (one item
+in small maps) and are timed in the worker, later ones as many as fit in
+``TARGET_SECONDS``, at most half a worker's share (so the workers end close together)
+and ``MAX_BYTES`` of pickled items. Each worker has one chunk at a time: a chunk is cut
+when a worker frees, from the latest measurements.
 
 What one task per item guaranteed still holds, per item:
 
@@ -56,10 +57,12 @@ class _Sizer:
     __slots__ = ("biggest", "cap", "per_item", "size")
 
     def __init__(self, count: int, workers: int) -> None:
-        self.cap = max(1, -(-count // (4 * workers)))
-        # Untimed, a chunk holds 1/64 of a worker's share: one item in maps of up to
-        # 64 items a worker, few enough to time in any map (GROWTH reaches the cap).
-        self.size = max(1, count // (64 * workers))
+        # Each chunk costs a round trip to the loop, during which its worker waits (one
+        # chunk at a time each): a few chunks a worker, and the last ones end close enough.
+        self.cap = max(1, -(-count // (2 * workers)))
+        # Untimed, a chunk holds 1/16 of a worker's share: one item in maps of up to
+        # 16 items a worker, few enough to time in any map (GROWTH reaches the cap).
+        self.size = max(1, count // (16 * workers))
         self.biggest = 0
         self.per_item: float | None = None
 
@@ -132,8 +135,8 @@ async def map_chunks(
 
 
 def _columns(exp: Expansion, sizer: _Sizer) -> Iterator[tuple[int, tuple[list[Any], ...]]]:
-    """``(first item index, columns)`` of each chunk, cut ``sizer.size`` items at a time
-    as the chunks are shipped: slices of list and tuple inputs (zip mode), else the items
+    """``(first item index, columns)`` of each chunk, cut as the chunks are shipped
+    (``sizer.size`` items): slices of list and tuple inputs (zip mode), else the items
     read in turn and turned into columns."""
     columns, count = exp.columns, exp.count
     assert count is not None
