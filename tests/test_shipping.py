@@ -232,6 +232,39 @@ def test_a_small_map_still_sends_one_item_per_task_at_first(
     assert len(submitted) == 4
 
 
+@node(output_name=("total", "label"))
+def combine(a: int, b: str, k: int) -> tuple[int, str]:
+    return a * k, f"{b}{a}"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "mode"),
+    [
+        ({"a": list(range(700)), "b": ["p", "q"] * 350}, "zip"),
+        ({"a": tuple(range(700)), "b": tuple("pq" * 350)}, "zip"),
+        ({"a": range(700), "b": ["p", "q"] * 350}, "zip"),
+        ({"a": list(range(70)), "b": list("pqrstuvwxy")}, "product"),
+    ],
+    ids=["lists", "tuples", "range", "product"],
+)
+def test_chunks_travel_as_columns_and_keep_every_item_in_place(
+    engine: HyperNodesEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    inputs: dict[str, Any],
+    mode: str,
+) -> None:
+    # Several mapped inputs and two outputs, in chunks (sliced lists, tuples and ranges;
+    # the items of a product turned into columns): the results of a sequential map.
+    submitted = _counting_submits(monkeypatch)
+    pipeline = Pipeline([combine], engine=engine)
+    args = {**inputs, "k": 3}
+    got = pipeline.map(args, ["a", "b"], map_mode=mode)  # type: ignore[arg-type]
+    want = Pipeline([combine]).map(args, ["a", "b"], map_mode=mode)  # type: ignore[arg-type]
+    assert got == want and len(got) == 700
+    assert list(got[0]) == ["total", "label"]
+    assert len(submitted) < 700 // 10  # in chunks, not one task an item
+
+
 @pytest.mark.parametrize("nodes", [1, 2], ids=["one-node", "two-nodes"])
 def test_a_failing_item_in_a_chunk_fails_with_its_own_index(
     engine: HyperNodesEngine, tmp_path: Path, nodes: int
