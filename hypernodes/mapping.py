@@ -21,7 +21,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import InvalidInputError, NodeError
@@ -62,11 +62,12 @@ class Expansion:
     count: int | None
     shared: dict[str, Any]
     mode: str
+    is_async: bool = field(init=False)
+    """Whether an input is an async iterable (items can only be read on a loop)."""
 
-    @property
-    def is_async(self) -> bool:
-        """Whether an input is an async iterable (items can only be read on a loop)."""
-        return any(hasattr(c, "__aiter__") for c in self.columns)
+    def __post_init__(self) -> None:
+        is_async = any(hasattr(c, "__aiter__") for c in self.columns)
+        object.__setattr__(self, "is_async", is_async)
 
     def items(self) -> Iterator[tuple[Any, ...]]:
         """Each item's mapped values, in order (lazily; sync inputs only)."""

@@ -74,57 +74,111 @@ async def test_inline_below_zero_keeps_every_sync_body_off_the_loop() -> None:
     assert len(where) == 40 and loop_thread not in where
 
 
+def _compute(seconds: float) -> None:
+    """Busy for ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 @pytest.mark.asyncio
-async def test_a_node_that_turns_slow_goes_back_to_threads_for_good(
+async def test_a_node_that_turns_costly_goes_back_to_threads(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     where: list[int] = []
-    slow = threading.Event()
+    costly = threading.Event()
 
     @node(output_name="y")
-    def flaky(x: int) -> int:
+    def turns(x: int) -> int:
         where.append(threading.get_ident())
-        if slow.is_set():
-            time.sleep(0.01)  # over ten times the bound: one strike is enough
+        if costly.is_set():
+            _compute(0.03)  # over 50 times the bound, computing
         return x + 1
 
     async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
-        pipeline = Pipeline([flaky], engine=engine)
+        pipeline = Pipeline([turns], engine=engine)
         loop_thread = await _calls(pipeline, PROMOTE + 4)
-        assert where[-1] == loop_thread and "flaky" in engine.inlined
-        slow.set()
+        assert where[-1] == loop_thread and "turns" in engine.inlined
+        costly.set()
         where.clear()
         with caplog.at_level(logging.INFO, logger="hypernodes"):
-            await _calls(pipeline, 5)
+            await _calls(pipeline, 4)
         assert engine.inlined == {}
-        slow.clear()
-        await _calls(pipeline, 2 * PROMOTE)  # fast again: still never inline
-    assert where[0] == loop_thread  # the one slow run that held the loop
-    assert loop_thread not in where[1:]
-    assert "node 'flaky', inlined as cheap, took" in caplog.text
+        costly.clear()
+        await _calls(pipeline, 2 * PROMOTE)  # cheap again: still never inline
+    # The costly run held the loop once (up to three times when the OS preempted it on
+    # a busy machine: its coarse CPU count is then only a strike); threads from then on.
+    held = where.index(next(w for w in where if w != loop_thread))
+    assert 1 <= held <= 3 and where[:held] == [loop_thread] * held
+    assert loop_thread not in where[held:]
+    assert "node 'turns', inlined as cheap, took" in caplog.text
     assert "runs in worker threads from now on" in caplog.text
 
 
 @pytest.mark.asyncio
-async def test_the_loop_is_held_past_the_bound_at_most_once_per_node_gone_slow(
-    heartbeat: Any,
-) -> None:
-    slow = threading.Event()
+async def test_a_node_that_starts_waiting_goes_back_after_three_waits() -> None:
+    where: list[int] = []
+    waits = threading.Event()
 
     @node(output_name="y")
-    def turns_slow(x: int) -> int:
-        if slow.is_set():
-            time.sleep(0.05)
+    def turns(x: int) -> int:
+        where.append(threading.get_ident())
+        if waits.is_set():
+            time.sleep(0.005)  # waiting (no CPU): a strike per run, not at once
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
+        pipeline = Pipeline([turns], engine=engine)
+        loop_thread = await _calls(pipeline, PROMOTE + 4)
+        waits.set()
+        where.clear()
+        await _calls(pipeline, 6)
+        assert engine.inlined == {}
+    assert where[:3] == [loop_thread] * 3
+    assert loop_thread not in where[3:]
+
+
+@pytest.mark.asyncio
+async def test_a_single_wait_now_and_then_is_forgiven() -> None:
+    # (One run over the bound is usually the OS or another thread taking the CPU.)
+    where: list[int] = []
+    count = 0
+
+    @node(output_name="y")
+    def cheap(x: int) -> int:
+        nonlocal count
+        count += 1
+        where.append(threading.get_ident())
+        if count > PROMOTE + 4 and count % 40 == 0:
+            time.sleep(0.002)
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
+        loop_thread = await _calls(Pipeline([cheap], engine=engine), 200)
+        assert "cheap" in engine.inlined
+    assert where[-1] == loop_thread
+
+
+@pytest.mark.asyncio
+async def test_the_loop_is_held_past_the_bound_by_at_most_three_runs_of_a_node(
+    heartbeat: Any,
+) -> None:
+    costly = threading.Event()
+
+    @node(output_name="y")
+    def turns(x: int) -> int:
+        if costly.is_set():
+            _compute(0.06)  # 60 times the bound
         return x + 1
 
     async with HyperNodesEngine(node_executor="async", inline_below=0.001) as engine:
-        pipeline = Pipeline([turns_slow], engine=engine)
+        pipeline = Pipeline([turns], engine=engine)
         await _calls(pipeline, PROMOTE + 4)
-        slow.set()
+        costly.set()
         async with heartbeat(0.002) as hb:
             await _calls(pipeline, 10)
-    held = [g for g in hb.gaps if g >= 0.045]
-    assert len(held) == 1, hb.gaps  # the first slow run, inline; then threads
+    held = [g for g in hb.gaps if g >= 0.055]
+    assert 1 <= len(held) <= 3, hb.gaps  # the first costly runs, inline; then threads
 
 
 @pytest.mark.asyncio

@@ -57,8 +57,10 @@ class HyperNodesEngine(Engine):
         inline_below: Seconds (default 20 microseconds, about what handing a body to a
             thread costs the loop): a sync node bound for a worker thread whose body is
             measured to take less runs inline on the loop instead (see ``inlined``). An
-            inline run over ten times this, or a third one over it, sends the node back to
-            threads for good. ``0`` turns this off: sync bodies never run on a loop you own.
+            inline run computing for over 50 times this sends the node back to threads
+            for good, as do three close together that block or compute over it (see
+            ``hypernodes.layers.place``).
+            ``0`` turns this off: sync bodies never run on a loop you own.
 
     Raises:
         InvalidExecutorError: An executor alias is unknown or an object is not an executor.

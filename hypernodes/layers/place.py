@@ -8,9 +8,12 @@ to a process pool or cluster). Nothing else in the kernel decides where a body r
 **Cheap sync bodies run inline** (``HyperNodesEngine(inline_below=...)``, seconds): a
 sync node bound for a worker *thread* is timed there (its step's ``Gauge``); after
 ``PROMOTE`` runs in a row each under the bound it runs inline on the loop instead, timed
-too. An inline run over ten times the bound, or a third run over it, sends the node back
-to threads for good, so the loop is held longer than the bound at most three times per
-node (and then by one run each). A body that starts a HyperNodes run itself (a nested
+too. An inline run that computes undisturbed for over 50 times the bound sends the node
+back to threads for good at once; a run that blocks (I/O, a sleep) or computes over the
+bound is a strike, and the third strike in a short while does the same (strikes fade,
+one per 32 runs under the bound; a run only preempted by the OS is no strike unless it
+computed for over 50 times the bound). So the loop is held past the bound by at most
+three runs of a node, in a row. A body that starts a HyperNodes run itself (a nested
 ``pipeline.run()``) is never inlined. Process pools and clusters never inline: a body
 shipped there was sent there on purpose.
 """
@@ -23,6 +26,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+try:
+    import resource
+except ImportError:  # (Windows)
+    resource = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from ..level import Scope
     from ..plan import Step
@@ -34,7 +42,10 @@ logger = logging.getLogger("hypernodes")
 PROMOTE = 8
 """Runs in a row under the bound, in a thread, before a node runs inline."""
 _STRIKES = 3
-_FAR = 10.0
+_FADE = 32
+_FAR = 50.0
+
+_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None) if resource else None
 
 _sampling = threading.local()  # .gauge: the Gauge timing the body this thread runs
 
@@ -67,13 +78,34 @@ async def _ready(value: Any) -> Any:
 
 
 async def _timed_inline(gauge: Gauge, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    start = time.perf_counter()
+    start, before = time.perf_counter(), _usage()
     try:
         return fn(*args)
     finally:
         took = time.perf_counter() - start
         if took > gauge.bound:
-            gauge.strike(took)
+            gauge.over(took, *_spent(before, _usage()))
+        elif gauge.strikes:
+            gauge.passed()
+
+
+_Usage = tuple[float, int, int]
+
+
+def _usage() -> _Usage:
+    """This thread's CPU seconds and its voluntary and involuntary context switches
+    (where the OS tells them apart)."""
+    if _THREAD is None:
+        return time.thread_time(), 1, 0  # (unknown: as if it always blocked)
+    u = resource.getrusage(_THREAD)
+    return u.ru_utime + u.ru_stime, u.ru_nvcsw, u.ru_nivcsw
+
+
+def _spent(before: _Usage, after: _Usage) -> tuple[float, bool, bool]:
+    """CPU seconds spent between two readings, whether the thread blocked (a voluntary
+    switch: I/O, a sleep, a lock, the GIL), whether the OS preempted it."""
+    blocked = after[1] > before[1] or _THREAD is None
+    return after[0] - before[0], blocked, after[2] > before[2]
 
 
 def starts_run() -> None:
@@ -96,7 +128,17 @@ class Gauge:
         shown: Its promotion was logged and shown on the engine.
     """
 
-    __slots__ = ("bound", "done", "inline", "longest", "name", "shown", "streak", "strikes")
+    __slots__ = (
+        "bound",
+        "done",
+        "inline",
+        "longest",
+        "name",
+        "passes",
+        "shown",
+        "streak",
+        "strikes",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -107,6 +149,7 @@ class Gauge:
         self.longest = 0.0
         self.streak = 0
         self.strikes = 0
+        self.passes = 0
 
     def sample(self, bound: float, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` (in a worker thread), timed; promote after ``PROMOTE`` runs in
@@ -126,10 +169,21 @@ class Gauge:
                 if self.streak >= PROMOTE:
                     self.bound, self.inline = bound, True
 
-    def strike(self, took: float) -> None:
-        """An inline run took ``took`` seconds, over the bound."""
+    def over(self, took: float, cpu: float, blocked: bool, preempted: bool) -> None:
+        """An inline run took ``took`` seconds, over the bound (``cpu`` of them computing,
+        coarsely; whether it ``blocked`` or was ``preempted`` by the OS on the way).
+
+        Computing undisturbed for over 50 times the bound ends inlining at once. Blocking
+        (I/O, a sleep, a lock, the GIL) or computing over the bound is a strike: three
+        close together end it. Preempted by the OS, it is a strike only when it computed
+        for over 50 times the bound (the OS's count of CPU time is coarse; a body that
+        heavy is preempted every time on a busy machine)."""
+        far = _FAR * self.bound
+        if preempted and not blocked and cpu <= far:
+            return  # the OS's doing, not the body's
         self.strikes += 1
-        if took > _FAR * self.bound or self.strikes >= _STRIKES:
+        self.passes = 0
+        if (not blocked and not preempted and took > far) or self.strikes >= _STRIKES:
             self.inline, self.done = False, True
             logger.info(
                 "node %r, inlined as cheap, took %.3g ms (bound %.3g ms): it runs in worker "
@@ -138,6 +192,12 @@ class Gauge:
                 took * 1e3,
                 self.bound * 1e3,
             )
+
+    def passed(self) -> None:
+        """An inline run under the bound: strikes fade, one per ``_FADE`` such runs."""
+        self.passes += 1
+        if self.passes >= _FADE:
+            self.strikes, self.passes = self.strikes - 1, 0
 
     def show(self, engine: Any) -> None:
         """Log the promotion and list the node in ``engine.inlined``."""
