@@ -326,6 +326,36 @@ def test_an_unwritable_location_raises_cache_write_error(tmp_path: Path, layout:
     assert cache.get(KEY) is MISSING
 
 
+class Word(str):
+    """A str subclass: lists holding one are pickled the usual way."""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [f"w{i % 7}" for i in range(100)],
+        ["same"] * 100,
+        tuple(range(100)),
+        [i / 3 for i in range(100)],
+        [*["a"] * 99, Word("b")],
+        [*range(99), True],
+        [*range(99), 2**70],
+        [["nested"]] * 100,  # shared lists stay shared
+    ],
+    ids=["strs", "one str", "int tuple", "floats", "str subclass", "bool", "big int", "shared"],
+)
+def test_long_lists_of_atoms_round_trip_exactly(tmp_path: Path, value: Any) -> None:
+    # Lists and tuples of exact strs, ints or floats are pickled without pickle's memo.
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, value)
+    cache.flush()
+    got = DiskCache(tmp_path / "c").get(KEY)
+    assert got == value and type(got) is type(value)
+    assert [type(x) for x in got] == [type(x) for x in value]
+    if isinstance(value[0], list):
+        assert all(x is got[0] for x in got)
+
+
 # -- corrupt entries ------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import struct
 import types
 from array import array
 from collections.abc import Callable, Iterable
+from operator import countOf
 from typing import Any
 
 from ._hashing import Hasher, digest128, new_hasher
@@ -155,9 +156,8 @@ def items(v: Any, w: Writer) -> None:
     written how many elements follow); anything else goes element by element.
     """
     if len(v) >= 16:
-        kinds = set(map(type, v))
-        if len(kinds) == 1:
-            t = kinds.pop()
+        t = type(next(iter(v)))
+        if (t is str or t is int or t is float) and countOf(map(type, v), t) == len(v):
             if t is int:
                 try:
                     packed = array("q", v)

@@ -5,8 +5,10 @@ Also decides which values are immutable enough to be kept as they are in memory.
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
+from operator import countOf
 from typing import Any
 
 from .base import CacheWriteError
@@ -53,6 +55,33 @@ def is_immutable(value: object) -> bool:
     return False
 
 
+_FLAT_MIN = 64  # lists and tuples shorter than this are pickled the usual way
+
+
+def _atoms(value: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether ``value`` is long and holds exact strs, ints or floats of one type only."""
+    if len(value) < _FLAT_MIN:
+        return False
+    first = type(value[0])
+    if first is str or first is int or first is float:
+        return countOf(map(type, value), first) == len(value)
+    return False
+
+
+def _dumps_flat(value: list[Any] | tuple[Any, ...]) -> bytes:
+    """Pickle a list or tuple of exact strs, ints or floats without pickle's memo (twice
+    as fast for 1,000 words; one str object held twice is written twice). Sharing among
+    such elements means nothing (they are immutable); the container cannot hold itself."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, PROTOCOL)
+    try:
+        pickler.fast = True  # (documented as deprecated, yet without a warning)
+    except AttributeError:  # pragma: no cover - a Python without it
+        return pickle.dumps(value, protocol=PROTOCOL)
+    pickler.dump(value)
+    return out.getvalue()
+
+
 def dumps(key: str, value: object) -> bytes:
     """Pickle ``value`` (protocol 5), falling back to cloudpickle for lambdas, local
     classes and functions defined in ``__main__``.
@@ -60,6 +89,8 @@ def dumps(key: str, value: object) -> bytes:
     Raises:
         CacheWriteError: Neither pickle nor cloudpickle can serialize the value.
     """
+    if (type(value) is list or type(value) is tuple) and _atoms(value):
+        return _dumps_flat(value)
     try:
         return pickle.dumps(value, protocol=PROTOCOL)
     except Exception as first:  # any failure means "try cloudpickle"

@@ -299,7 +299,17 @@ class CacheRuntime:
         self, step: Step, key: str, result: Any, values: dict[Any, Any] | None
     ) -> tuple[str, ...]:
         """The versions of a result's outputs (recorded in ``values`` too)."""
-        parts = (result,) if len(step.outputs) == 1 and step.nested is None else tuple(result)
+        outputs = step.outputs
+        if len(outputs) == 1 and step.nested is None:  # the common case, inlined
+            try:
+                version = fingerprint(result)
+            except UnfingerprintableError:
+                version = key + _OPAQUE + outputs[0]
+            slots = step.output_slots  # (empty when the caller supplied the output)
+            if values is not None and slots and not _derived(values.get(slots[0])):
+                values[slots[0]] = version
+            return (version,)
+        parts = tuple(result)
         versions = []
         for name, value in zip(step.outputs, parts, strict=False):
             try:
