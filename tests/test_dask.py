@@ -442,6 +442,25 @@ def test_each_worker_thread_holds_its_next_call(
     assert [r["y"] for r in done[0]] == list(range(6))
 
 
+def test_plain_map_chunks_run_as_long_as_the_executor_asks(
+    engine: HyperNodesEngine, client: Any
+) -> None:
+    # A Dask call costs milliseconds: its chunks are sized to hypernodes_chunk_seconds
+    # (here 0 s: one item a call, then far more than any item: a chunk reaches its cap).
+    executor = engine.lanes[1].executor
+    assert isinstance(executor, DaskExecutor) and executor.hypernodes_chunk_seconds >= 0.1
+    pipe = Pipeline([double], engine=engine)
+    calls = {}
+    for seconds in (0.0, 1000.0):
+        executor.hypernodes_chunk_seconds = seconds
+        with distributed.get_task_stream(client=client) as stream:
+            results = pipe.map({"x": list(range(32))}, map_over="x")
+        assert [r["doubled"] for r in results] == [2 * x for x in range(32)]
+        calls[seconds] = len([t for t in stream.data if "run_unless_over" in str(t["key"])])
+    # 4 one-item chunks go before any is timed; then at most half a worker's share (8).
+    assert calls == {0.0: 32, 1000.0: 8}
+
+
 # -- callbacks and caching with remote items (events and cache writes on the orchestrator) --
 
 

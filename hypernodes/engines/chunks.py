@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["MAX_BYTES", "TARGET_SECONDS", "lost_in", "map_chunks", "run_shipped_chunk"]
 
 TARGET_SECONDS = 0.05
-"""How long a chunk should take in its worker, once items have been timed."""
+"""How long a chunk should take in its worker, once items have been timed (an executor
+whose calls cost more says how long instead: ``hypernodes_chunk_seconds``)."""
 MAX_BYTES = 8 * 1024 * 1024
 """How many bytes of pickled items a chunk may hold (at least one item)."""
 GROWTH = 16
@@ -54,9 +55,10 @@ GROWTH = 16
 class _Sizer:
     """How many items the next chunk holds, from what the chunks so far measured."""
 
-    __slots__ = ("biggest", "cap", "per_item", "size")
+    __slots__ = ("biggest", "cap", "per_item", "size", "target")
 
-    def __init__(self, count: int, workers: int) -> None:
+    def __init__(self, count: int, workers: int, target: float = TARGET_SECONDS) -> None:
+        self.target = target
         # Each chunk costs a round trip to the loop, during which its worker waits (one
         # chunk at a time each): a few chunks a worker, and the last ones end close enough.
         self.cap = max(1, -(-count // (2 * workers)))
@@ -70,7 +72,7 @@ class _Sizer:
         self.biggest = max(self.biggest, items)
         per = seconds / items
         self.per_item = per if self.per_item is None else (self.per_item + per) / 2
-        by_time = int(TARGET_SECONDS / max(self.per_item, 1e-7))
+        by_time = int(self.target / max(self.per_item, 1e-7))
         by_bytes = MAX_BYTES * items // max(nbytes, 1)
         self.size = max(1, min(self.cap, by_time, by_bytes, GROWTH * self.biggest))
 
@@ -95,7 +97,8 @@ async def map_chunks(
     """
     assert exp.count is not None, "chunks need sized inputs"
     results: list[Any] = [None] * exp.count
-    sizer = _Sizer(exp.count, lane.width)
+    target = getattr(lane.executor, "hypernodes_chunk_seconds", TARGET_SECONDS)
+    sizer = _Sizer(exp.count, lane.width, target)
     steps = plan.steps
     outputs = plan.outputs
 
