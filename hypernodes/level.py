@@ -79,8 +79,17 @@ class Scope:
         object.__setattr__(self, "plain", self.cache is None and self.callbacks is None)
 
     def derive(self, **changes: Any) -> Scope:
-        """A copy with some settings changed (for map items and nested levels)."""
-        return replace(self, **changes)
+        """A copy with some settings changed (for map items and nested levels); this
+        scope itself when none changes (a copy costs a few microseconds), unless it owns
+        its limiter (a derived level never does: it must take slots, see the scheduler).
+        """
+        limiter = self.limiter
+        if limiter is not None and limiter.owner is self:
+            return replace(self, **changes)
+        for name, value in changes.items():
+            if getattr(self, name) is not value:
+                return replace(self, **changes)
+        return self
 
     def offload(
         self,
