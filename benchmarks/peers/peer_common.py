@@ -7,9 +7,11 @@ Stdlib only: this module runs both in the project's venv (imported as
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib.util
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,6 +28,7 @@ __all__ = [
     "deep",
     "fanin_source",
     "load_module",
+    "scratch_dir",
     "map_source",
     "peak_rss_growth",
     "sleep_sources",
@@ -49,6 +52,13 @@ class NotAvailable(Exception):
 _MODULE_DIR: Path | None = None
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary directory, removed when this process exits."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def load_module(name: str, source: str) -> ModuleType:
     """Write ``source`` to a temporary ``name.py``, import it and register it.
 
@@ -57,7 +67,7 @@ def load_module(name: str, source: str) -> ModuleType:
     """
     global _MODULE_DIR
     if _MODULE_DIR is None:
-        _MODULE_DIR = Path(tempfile.mkdtemp(prefix="hn-bench-mod-"))
+        _MODULE_DIR = scratch_dir("hn-bench-mod-")
     path = _MODULE_DIR / f"{name}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(name, path)

@@ -10,13 +10,11 @@ import hashlib
 import importlib
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..harness import Context, Metric, NotAvailable, Workload, at_least, at_most
-from ..peers.peer_common import chain_source, time_reps
+from ..peers.peer_common import chain_source, scratch_dir, time_reps
 from .common import Step, direct_steps, hn_pipeline
 
 __all__ = ["WORKLOADS"]
@@ -37,7 +35,7 @@ def _store(kind: str) -> Any:
 
     cls = getattr(hypernodes, kind)
     try:
-        return cls(tempfile.mkdtemp(prefix="hn-bench-cache-")) if kind == "DiskCache" else cls()
+        return cls(scratch_dir("hn-bench-cache-")) if kind == "DiskCache" else cls()
     except TypeError as exc:
         raise NotAvailable(f"{kind} cannot be built yet ({exc})") from exc
 
@@ -81,7 +79,7 @@ _MISS = object()
 def pickle_file_cache(ctx: Context, *, n: int, sleep: float, reps: int) -> dict[str, Any]:
     """The hand-written limit: one pickle file per key, atomic writes (temp + os.replace)."""
     steps = direct_steps(f"cache{n}", chain_source(n, sleep=sleep))
-    root = Path(tempfile.mkdtemp(prefix="hn-bench-pickle-"))
+    root = scratch_dir("hn-bench-pickle-")
 
     def get(key: str) -> Any:
         try:
