@@ -194,6 +194,22 @@ def test_the_writer_checkpoints_the_log_every_few_mib_and_when_nothing_is_left(
     assert [cache.get(key(i)) for i in range(4)] == [b"x" * 4000] * 4
 
 
+def test_the_writer_thread_turns_grow_apart_while_entries_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each turn hands the GIL to and from the putting thread: fewer turns in a long run.
+    db = database_module.Database(str(tmp_path / "cache.db"))
+    more = [True] * 5 + [False]  # what each turn finds staged after its commit
+    monkeypatch.setattr(db, "_turn", lambda: more.pop(0))
+    slept: list[float] = []
+    monkeypatch.setattr(database_module, "_sleep", slept.append)
+    db._tick()
+    step = database_module.FLUSH_DELAY
+    assert slept == pytest.approx([step, 2 * step, 3 * step, 4 * step, 4 * step, 4 * step])
+    assert pytest.approx(4 * step) == database_module.BUSY_FLUSH_DELAY
+    assert more == []
+
+
 def test_small_entries_are_rows_of_one_database_committed_many_per_transaction(
     tmp_path: Path, no_timer: None, commits: list[tuple[int, int]]
 ) -> None:

@@ -169,7 +169,8 @@ class DiskWrites:
 
     def flush(self) -> None:
         """Commit what this process has staged for this directory now (else it is
-        committed within :data:`FLUSH_DELAY` seconds, and at exit); a no-op for files.
+        committed within :data:`FLUSH_DELAY` seconds, 0.2 s while puts keep coming, and
+        at exit); a no-op for files.
 
         Raises:
             CacheWriteError: Staged entries could not be committed (now, or by the

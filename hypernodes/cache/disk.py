@@ -63,8 +63,9 @@ class DiskCache(DiskWrites, Cache):
     the value pickled with protocol 5 (cloudpickle for lambdas and the like).
 
     ``put`` stages an entry in memory, where this process sees it at once; a writer
-    thread commits what is staged in one transaction every :data:`FLUSH_DELAY` seconds
-    (the putting thread does when over 16 MiB wait), and so do :meth:`flush`, pickling
+    thread commits what is staged in one transaction :data:`FLUSH_DELAY` seconds after
+    the first put, then at most every 0.2 s while puts keep coming (the putting thread
+    does when over 16 MiB wait), and so do :meth:`flush`, pickling
     the store and the end of the process; then other processes see it (removing the
     directory drops what was staged for it; a later ``put`` makes it anew). A commit is
     atomic, concurrent writers (threads or processes) leave one valid entry per key, and
