@@ -288,6 +288,41 @@ def test_queued_sync_node_never_starts_after_a_failure(
     assert not os.path.exists(marker), "the queued node started after the failure"
 
 
+@pytest.mark.parametrize("executor", ["threaded", "async"])
+def test_calls_queued_behind_busy_threads_never_start_after_a_failure(
+    executor: str, engine_factory: Callable[..., HyperNodesEngine]
+) -> None:
+    # A thread pool holds a call per thread beyond its width (the next call starts as a
+    # thread frees): the failing body's thread, and the other thread freeing a moment
+    # later, must not start the queued calls before the loop has taken the failure in.
+    events: list[tuple[str, float]] = []
+    both = threading.Barrier(2, timeout=WAIT)
+
+    def make(name: str, fails: bool) -> Any:
+        def body(x: int) -> int:
+            events.append((f"{name} start", time.perf_counter()))
+            if name in ("fails", "busy"):
+                both.wait()  # both threads busy: the queued calls wait in the pool
+                time.sleep(0.1)
+            if fails:
+                events.append(("failed", time.perf_counter()))
+                raise UserError("boom")
+            return x
+
+        return node(body, name=name, output_name=name)
+
+    queued = [make(f"queued{i}", False) for i in range(4)]
+    engine = engine_factory(node_executor=executor, max_workers=2, max_concurrent=8)
+    pipeline = Pipeline([make("fails", True), make("busy", False), *queued], engine=engine)
+    with pytest.raises(NodeError) as info:
+        pipeline.run({"x": 0})
+    engine.close()  # waits for anything that did start
+    assert info.value.node == "fails"
+    failed_at = dict(events)["failed"]
+    late = [name for name, at in events if name.startswith("queued") and at > failed_at]
+    assert late == []
+
+
 def test_a_failure_cancels_the_pool_work_that_has_not_started(
     engine_factory: Callable[..., HyperNodesEngine],
 ) -> None:

@@ -98,13 +98,17 @@ class Halt:
         over: Whether the run is over (any thread may read it).
         abandoned: What the run had handed to workers when the calls waiting for it were
             cancelled (see ``abandon``).
+        unheard: Bodies of the run that failed in a worker thread and whose failure the
+            loop has not taken in yet: meanwhile the run's calls waiting in a thread pool's
+            queue do not start (the failure may end the run, see ``workers``).
     """
 
-    __slots__ = ("_ticket", "abandoned", "over")
+    __slots__ = ("_ticket", "abandoned", "over", "unheard")
 
     def __init__(self) -> None:
         self.over = False
         self.abandoned: list[str] = []
+        self.unheard = 0
         self._ticket: Ticket | None = None
 
     def __repr__(self) -> str:

@@ -126,8 +126,9 @@ class Lane:
 
         def start() -> Awaitable[Any]:
             ctx = contextvars.copy_context()
-            call = functools.partial(ctx.run, _holding, executor, halt, fn, *args)
-            return asyncio.get_running_loop().run_in_executor(executor, call)
+            loop = asyncio.get_running_loop()
+            call = functools.partial(ctx.run, _holding, executor, halt, loop, fn, *args)
+            return loop.run_in_executor(executor, call)
 
         return _gated(self, halt, budget, start, label)
 
@@ -181,7 +182,8 @@ def shipped_callable(fn: Callable[..., Any]) -> Shipped:
 
 
 # Calls handed to an executor and not finished, per executor and event loop, are capped at
-# the executor's width (plus a cluster's backlog, see ``in_flight``): work beyond it waits
+# the executor's width (plus a backlog for thread pools and clusters, see ``in_flight``,
+# each guarded against starting after a failure): work beyond it waits
 # here, on the loop, where the first failure cancels it at once, instead of in the pool's
 # queue, where a worker would pick it up the moment a slot frees (and a process pool
 # pre-feeds its call queue). No body ever waits for another body's slot, so the gate
@@ -215,14 +217,18 @@ def in_flight(lane: Lane) -> int:
     """How many calls ``lane`` may have handed to its executor at once (what its gate lets
     through): a map keeps that many items, or chunks, going.
 
-    The lane's width, plus what a cluster can keep waiting on its workers and still cancel
-    (``hypernodes_backlog()``; Dask: one call per worker thread) when the lane is at least
-    as wide as the cluster. A worker then starts its next call the moment one ends, not a
+    A thread pool: twice its width (each thread takes its next call as it frees, not a
+    trip through the loop later; see ``_holding`` for why none starts after a failure).
+    Else the lane's width, plus what a cluster can keep waiting on its workers and still
+    cancel (``hypernodes_backlog()``; Dask: one call per worker thread) when the lane is
+    at least as wide as the cluster. A worker then starts its next call the moment one ends, not a
     round trip to this loop later (20-40 ms on a local Dask cluster), and no more calls
     run at once than the lane allows. Asked once per executor and width (a cluster's
     size is a call to its scheduler).
     """
     executor = lane.executor
+    if lane.kind == "threads":
+        return 2 * lane.width  # each thread holds its next call (see ``_holding``)
     backlog = getattr(executor, "hypernodes_backlog", None)
     if executor is None or lane.kind != "remote" or not callable(backlog):
         return lane.width
@@ -263,6 +269,10 @@ async def _through_gate(
             await halt.halted()
         try:
             result = await start()
+            while result is _DEFERRED:  # a body of its run failed: started once that is heard
+                if halt.over:
+                    await halt.halted()
+                result = await start()
         except asyncio.CancelledError:
             halt.abandon(label)  # no longer awaited, in a worker already
             raise
@@ -283,14 +293,43 @@ flights.worker_thread = lambda: bool(_held.get())
 
 
 def _holding(
-    executor: concurrent.futures.Executor, halt: Halt, fn: Callable[..., Any], *args: Any
+    executor: concurrent.futures.Executor,
+    halt: Halt,
+    loop: asyncio.AbstractEventLoop,
+    fn: Callable[..., Any],
+    *args: Any,
 ) -> Any:
+    # A thread pool holds a call for each thread beyond its width (``in_flight``), which a
+    # thread takes the moment it frees. A failure in one thread reaches the loop a moment
+    # later (the loop then ends the run, or retries, or collects it): until the loop has
+    # taken it in, the run's calls a thread picks up are handed back to wait for that
+    # (``_DEFERRED``), so none starts after a failure that ends its run.
+    if halt.unheard:
+        return _DEFERRED
     token = _held.set((*_held.get(), executor))
     try:
         # (Handed to the pool before the run ended, it may reach a thread after.)
         return run_unless_over(halt, fn, *args)
+    except BaseException:
+        halt.unheard += 1
+        with contextlib.suppress(RuntimeError):  # (a closed loop: nothing waits any more)
+            loop.call_soon_threadsafe(_heard, loop, halt)
+        raise
     finally:
         _held.reset(token)
+
+
+_DEFERRED = object()
+
+
+def _heard(loop: asyncio.AbstractEventLoop, halt: Halt) -> None:
+    # Scheduled after the failure's own delivery (the future's callback); one more turn
+    # of the loop, so the task it woke has taken it in (ended the run, or not) first.
+    loop.call_soon(_forget, halt)
+
+
+def _forget(halt: Halt) -> None:
+    halt.unheard -= 1
 
 
 def holds(executor: concurrent.futures.Executor | None) -> bool:
