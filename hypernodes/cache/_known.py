@@ -21,8 +21,9 @@ BUILD_AFTER = 64
 """Database misses of a process before it loads the keys."""
 LIMIT = 250_000
 """Keys beyond which a process does not keep them (~100 bytes each)."""
-RECHECK = 0.005
-"""Seconds between looks at the log for commits of other processes."""
+RECHECK = 0.02
+"""Seconds between looks at the log for commits of other processes (a ``stat``, which
+hands the GIL to any thread waiting for it; other processes commit every 50-200 ms)."""
 
 _SINCE = "SELECT id, key FROM entries WHERE id > ? ORDER BY id LIMIT ?"
 
