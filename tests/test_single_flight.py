@@ -223,7 +223,7 @@ def test_a_pool_worker_never_blocks_on_another_runs_flight() -> None:
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             outside = pool.submit(lambda: flights.worker_thread())
-            inside = pool.submit(_holding, pool, None, flights.wait_now, flight)
+            inside = pool.submit(_holding, pool, None, None, flights.wait_now, flight)
             assert outside.result(5) is False
             assert inside.result(5) is False  # at once, not after the flight lands
     finally:

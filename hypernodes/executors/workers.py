@@ -294,8 +294,8 @@ flights.worker_thread = lambda: bool(_held.get())
 
 def _holding(
     executor: concurrent.futures.Executor,
-    halt: Halt,
-    loop: asyncio.AbstractEventLoop,
+    halt: Halt | None,
+    loop: asyncio.AbstractEventLoop | None,
     fn: Callable[..., Any],
     *args: Any,
 ) -> Any:
@@ -304,16 +304,18 @@ def _holding(
     # later (the loop then ends the run, or retries, or collects it): until the loop has
     # taken it in, the run's calls a thread picks up are handed back to wait for that
     # (``_DEFERRED``), so none starts after a failure that ends its run.
-    if halt.unheard:
+    # (``halt`` None: no run can stop the call; ``loop`` None: no loop waits for it.)
+    if halt is not None and halt.unheard:
         return _DEFERRED
     token = _held.set((*_held.get(), executor))
     try:
         # (Handed to the pool before the run ended, it may reach a thread after.)
         return run_unless_over(halt, fn, *args)
     except BaseException:
-        halt.unheard += 1
-        with contextlib.suppress(RuntimeError):  # (a closed loop: nothing waits any more)
-            loop.call_soon_threadsafe(_heard, loop, halt)
+        if halt is not None and loop is not None:
+            halt.unheard += 1
+            with contextlib.suppress(RuntimeError):  # (a closed loop: nothing waits now)
+                loop.call_soon_threadsafe(_heard, loop, halt)
         raise
     finally:
         _held.reset(token)
