@@ -11,6 +11,8 @@ engine that runs it: there is no other record of "what the enclosing level was".
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,13 +25,50 @@ from .executors.workers import Lane
 __all__ = ["Limiter", "Scope"]
 
 
-class Limiter(asyncio.Semaphore):
-    """``max_concurrent``: a semaphore that knows its width and the scope that made it."""
+class Limiter:
+    """``max_concurrent``: ``width`` slots (``async with limiter``), first come first
+    served, and the scope that made it.
+
+    A slot given back goes straight to the longest waiter; a waiter cancelled once its
+    slot was given passes it on. Taking a free slot is a counter (every step of a nested
+    level takes one: ``asyncio.Semaphore`` cost ~1 us more per step).
+    """
+
+    __slots__ = ("_free", "_waiters", "owner", "width")
 
     def __init__(self, width: int) -> None:
-        super().__init__(width)
         self.width = width
         self.owner: Scope | None = None
+        self._free = width
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> None:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # given the slot as the cancel came: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # (a release may have dropped it)
+                    self._waiters.remove(waiter)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to it: never free meanwhile
+                return
+        self._free += 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
