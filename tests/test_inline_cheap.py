@@ -66,6 +66,29 @@ async def test_a_node_over_the_bound_never_runs_inline() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(("every", "inlined"), [(3, False), (5, True)])
+async def test_a_body_slow_in_threads_now_and_then_is_inlined_only_if_rarely(
+    every: int, inlined: bool
+) -> None:
+    # (In a busy pool a cheap body may wait for the GIL mid-run: one run in five over
+    # the bound still promotes it; one in three does not.)
+    count = 0
+    loop_thread = threading.get_ident()
+
+    @node(output_name="y")
+    def sometimes(x: int) -> int:
+        nonlocal count
+        count += 1
+        if count % every == 0 and threading.get_ident() != loop_thread:
+            time.sleep(0.002)
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
+        await _calls(Pipeline([sometimes], engine=engine), 10 * PROMOTE)
+        assert ("sometimes" in engine.inlined) is inlined
+
+
+@pytest.mark.asyncio
 async def test_inline_below_zero_keeps_every_sync_body_off_the_loop() -> None:
     where, cheap = _recorder()
     async with HyperNodesEngine(node_executor="async", inline_below=0) as engine:

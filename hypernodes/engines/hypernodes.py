@@ -393,7 +393,8 @@ class HyperNodesEngine(Engine):
         _parent: Scope | None = None,
     ) -> dict[str, Any]:
         """Run ``pipeline`` once; see :meth:`Pipeline.arun`."""
-        await self._start_lanes()
+        if self._lanes is None:
+            await self._start_lanes()
         inputs = {} if inputs is None else inputs
         # (Nested, its inputs may carry the enclosing run's resource handles.)
         held = handles_in(inputs) if _parent is not None else frozenset()

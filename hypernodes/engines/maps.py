@@ -221,7 +221,8 @@ async def _mapping(
 ) -> AsyncIterator[tuple[Plan, Expansion, dict[str, Any], Scope]]:
     """A map's plan, items, shared values and scope, inside its map events; a failure
     or cancel ends the run (see ``ended``)."""
-    await engine._start_lanes()
+    if engine._lanes is None:
+        await engine._start_lanes()
     exp = expand(inputs, map_over, map_mode, pipeline=pipeline)
     held = handles_in(exp.shared) if parent is not None else frozenset()
     plan = pipeline.plan(output_name, (*exp.shared, *exp.names), held)

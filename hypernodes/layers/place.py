@@ -6,9 +6,9 @@ HyperNodes owns, else handed to the level's lane (a worker thread, or shipped, p
 to a process pool or cluster). Nothing else in the kernel decides where a body runs.
 
 **Cheap sync bodies run inline** (``HyperNodesEngine(inline_below=...)``, seconds): a
-sync node bound for a worker *thread* is timed there (its step's ``Gauge``); after
-``PROMOTE`` runs in a row each under the bound it runs inline on the loop instead, timed
-too. An inline run that computes undisturbed for over 50 times the bound sends the node
+sync node bound for a worker *thread* is timed there (its step's ``Gauge``); once its runs
+under the bound outnumber twice those over it by ``PROMOTE`` (8) it runs inline on the
+loop instead, timed too. An inline run that computes undisturbed for over 50 times the bound sends the node
 back to threads for good at once; a run that blocks (I/O, a sleep) or computes over the
 bound is a strike, and the third strike in a short while does the same (strikes fade,
 one per 32 runs under the bound; a run only preempted by the OS is no strike unless it
@@ -40,7 +40,8 @@ __all__ = ["Gauge", "offload", "place", "starts_run"]
 logger = logging.getLogger("hypernodes")
 
 PROMOTE = 8
-"""Runs in a row under the bound, in a thread, before a node runs inline."""
+"""Runs under the bound, in a thread, before a node runs inline (less two per run over
+it)."""
 _STRIKES = 3
 _FADE = 32
 _FAR = 50.0
@@ -152,8 +153,9 @@ class Gauge:
         self.passes = 0
 
     def sample(self, bound: float, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` (in a worker thread), timed; promote after ``PROMOTE`` runs in
-        a row under ``bound``. (Updates race benignly: a lost count delays a promotion.)"""
+        """Run ``fn(*args)`` (in a worker thread), timed; promote once runs under ``bound``
+        outnumber twice those over it by ``PROMOTE`` (a body over it one run in three
+        never is). (Updates race benignly: a lost count delays a promotion.)"""
         _sampling.gauge = self
         start = time.perf_counter()
         try:
@@ -161,8 +163,8 @@ class Gauge:
         finally:
             took = time.perf_counter() - start
             _sampling.gauge = None
-            if took > bound:
-                self.streak, self.longest = 0, 0.0
+            if took > bound:  # (in a busy pool, a cheap body may wait for the GIL)
+                self.streak = max(0, self.streak - 2)
             elif not self.done:
                 self.longest = max(self.longest, took)
                 self.streak += 1
@@ -206,9 +208,8 @@ class Gauge:
         if shown is not None:
             shown[self.name] = self
         logger.debug(
-            "node %r runs inline: %d runs in a row under %.3g ms (longest %.3g ms)",
+            "node %r runs inline: measured under %.3g ms (longest %.3g ms)",
             self.name,
-            PROMOTE,
             self.bound * 1e3,
             self.longest * 1e3,
         )
