@@ -498,3 +498,30 @@ def test_workers_exit_when_the_process_running_the_map_is_killed(tmp_path: Path)
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+
+
+def _exit_now(x: int) -> int:
+    os._exit(3)
+
+
+def test_a_broken_pool_is_kept_until_its_owner_shuts_down() -> None:
+    # Dropping the last reference to a broken ProcessPoolExecutor while its manager
+    # thread still terminates it can hang interpreter exit (CPython 3.13.0): the broken
+    # generation stays referenced until the pool shuts down, which then waits for it.
+    import weakref
+
+    from hypernodes.executors.processes import ProcessPool
+
+    pool = ProcessPool(1)
+    with pytest.raises(Exception):  # noqa: B017 - whatever a dead worker's call raises
+        pool.submit(_exit_now, 1).result(WAIT)
+    first = weakref.ref(pool._current[0].pool)
+    assert pool.submit(abs, -2).result(WAIT) == 2  # a fresh pool took over
+    import gc
+
+    gc.collect()
+    assert first() is not None  # the broken one is still held
+    pool.shutdown(wait=True)
+    del pool
+    gc.collect()
+    assert first() is None

@@ -119,10 +119,18 @@ class ProcessPool(concurrent.futures.Executor):
         # The current generation, in a list the finalizer shares: a pool dropped without
         # shutdown() must not leave its workers (or its watcher thread) behind.
         self._current: list[_Generation] = []
+        # Broken generations, kept until this pool shuts down: dropping the last reference
+        # to a broken ProcessPoolExecutor while its manager thread is still terminating it
+        # can hang that thread, and so interpreter exit (seen on CPython 3.13.0: the
+        # executor's weakref callback, run in that thread, writes to the thread's own
+        # full wake-up pipe).
+        self._retired: list[_Generation] = []
         self._tokens = itertools.count(1)
         self._shutdown = False
         self.depot = Depot()
-        self._finalizer = weakref.finalize(self, _close_all, self._current, self.depot)
+        self._finalizer = weakref.finalize(
+            self, _close_all, self._current, self._retired, self.depot
+        )
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
@@ -142,7 +150,9 @@ class ProcessPool(concurrent.futures.Executor):
                     raise RuntimeError("cannot schedule new futures after shutdown")
                 if not self._current or self._current[0].broken:
                     if self._current:
-                        self._current.pop().close(wait=False)  # its workers are gone
+                        old = self._current.pop()
+                        old.close(wait=False)  # its workers are gone
+                        self._retired.append(old)
                     self._current.append(_Generation(self.max_workers, self.context))
                 generation = self._current[0]
                 token = next(self._tokens)
@@ -156,8 +166,9 @@ class ProcessPool(concurrent.futures.Executor):
         """Stop accepting work, like the standard library's executors."""
         with self._lock:
             self._shutdown = True
-            generations = list(self._current)
+            generations = [*self._current, *self._retired]
             self._current.clear()
+            self._retired.clear()
         for generation in generations:
             generation.close(wait=wait, cancel_futures=cancel_futures)
         self.depot.close()
@@ -182,8 +193,8 @@ class ProcessPool(concurrent.futures.Executor):
             self.depot.release(handle)
 
 
-def _close_all(generations: list[_Generation], depot: Depot) -> None:
-    for generation in generations:
+def _close_all(generations: list[_Generation], retired: list[_Generation], depot: Depot) -> None:
+    for generation in (*generations, *retired):
         generation.close(wait=False, cancel_futures=True)
     depot.close()
 
