@@ -118,6 +118,14 @@ def _domain(store: Cache) -> Hashable:
     return ("path", path) if isinstance(path, str) else id(store)
 
 
+def _output_version(value: Any, key: str, name: str) -> str:
+    """An output's version: its fingerprint, or (it has none) one derived from its key."""
+    try:
+        return fingerprint(value)
+    except UnfingerprintableError:
+        return key + _OPAQUE + name
+
+
 class CacheRuntime:
     """One store as used by runs: computes keys, reads hits, writes results.
 
@@ -300,23 +308,16 @@ class CacheRuntime:
     ) -> tuple[str, ...]:
         """The versions of a result's outputs (recorded in ``values`` too)."""
         outputs = step.outputs
-        if len(outputs) == 1 and step.nested is None:  # the common case, inlined
-            try:
-                version = fingerprint(result)
-            except UnfingerprintableError:
-                version = key + _OPAQUE + outputs[0]
+        if len(outputs) == 1 and step.nested is None:  # the common case, no loops
+            version = _output_version(result, key, outputs[0])
             slots = step.output_slots  # (empty when the caller supplied the output)
             if values is not None and slots and not _derived(values.get(slots[0])):
                 values[slots[0]] = version
             return (version,)
-        parts = tuple(result)
-        versions = []
-        for name, value in zip(step.outputs, parts, strict=False):
-            try:
-                version = fingerprint(value)
-            except UnfingerprintableError:
-                version = key + _OPAQUE + name
-            versions.append(version)
+        versions = [
+            _output_version(value, key, name)
+            for name, value in zip(outputs, tuple(result), strict=False)
+        ]
         if values is not None:
             keep = step.keep
             for name, version in zip(step.outputs, versions, strict=False):

@@ -221,9 +221,9 @@ def in_flight(lane: Lane) -> int:
     trip through the loop later; see ``_holding`` for why none starts after a failure).
     Else the lane's width, plus what a cluster can keep waiting on its workers and still
     cancel (``hypernodes_backlog()``; Dask: one call per worker thread) when the lane is
-    at least as wide as the cluster. A worker then starts its next call the moment one ends, not a
-    round trip to this loop later (20-40 ms on a local Dask cluster), and no more calls
-    run at once than the lane allows. Asked once per executor and width (a cluster's
+    at least as wide as the cluster. A worker then starts its next call the moment one
+    ends, not a round trip to this loop later (20-40 ms on a local Dask cluster), and no
+    more calls run at once than the lane allows. Asked once per executor and width (a cluster's
     size is a call to its scheduler).
     """
     executor = lane.executor

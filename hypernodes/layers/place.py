@@ -97,7 +97,7 @@ def _usage() -> _Usage:
     """This thread's CPU seconds and its voluntary and involuntary context switches
     (where the OS tells them apart)."""
     if _THREAD is None:
-        return time.thread_time(), 1, 0  # (unknown: as if it always blocked)
+        return time.thread_time(), 0, 0  # (switches unknown: see ``_spent``)
     u = resource.getrusage(_THREAD)
     return u.ru_utime + u.ru_stime, u.ru_nvcsw, u.ru_nivcsw
 
@@ -105,7 +105,7 @@ def _usage() -> _Usage:
 def _spent(before: _Usage, after: _Usage) -> tuple[float, bool, bool]:
     """CPU seconds spent between two readings, whether the thread blocked (a voluntary
     switch: I/O, a sleep, a lock, the GIL), whether the OS preempted it."""
-    blocked = after[1] > before[1] or _THREAD is None
+    blocked = _THREAD is None or after[1] > before[1]  # (unknown: as if it blocked)
     return after[0] - before[0], blocked, after[2] > before[2]
 
 
