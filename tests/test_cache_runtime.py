@@ -546,3 +546,54 @@ def test_a_remote_item_back_is_stored_by_value_too(tmp_path: Path) -> None:
     local = Pipeline([make_a, make_b], cache=store, callbacks=[seen])
     assert local.run({"x": 2}) == {"a": 3, "b": 30}
     assert seen.cached == ["make_a", "make_b"] and seen.ran == []
+
+
+@node(output_name="words")
+def split_words(text: str) -> list[str]:
+    count("split_words")
+    return text.split()
+
+
+@pytest.mark.parametrize("mode", ["run", "arun"])
+def test_a_list_of_strs_is_joined_once_for_its_fingerprint_and_its_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # The runtime hands the text its fingerprint made to the store, which writes it
+    # instead of scanning and joining the list again (it would, through joined_strs).
+    from hypernodes.cache import _serialize
+
+    text = " ".join(f"w{i}" for i in range(100))
+    rejoined: list[object] = []
+    real = _serialize.joined_strs
+    monkeypatch.setattr(_serialize, "joined_strs", lambda v: rejoined.append(v) or real(v))
+    pipeline = Pipeline([split_words], cache=DiskCache(tmp_path / "c"))
+    got = (
+        pipeline.run({"text": text})
+        if mode == "run"
+        else asyncio.run(pipeline.arun({"text": text}))
+    )
+    assert got == {"words": text.split()} and rejoined == []
+    pipeline.cache.flush()  # type: ignore[union-attr]
+    again = Pipeline([split_words], cache=DiskCache(tmp_path / "c"))
+    assert again.run({"text": text}) == {"words": text.split()}
+    assert calls["split_words"] == 1
+
+
+class PlainPuts(DiskCache):
+    """A user's store overriding put_entry without ``text``: it is called without it."""
+
+    seen: list[str] = []
+
+    def put_entry(self, key: str, value: Any, versions: Any, *, node: str | None = None) -> None:
+        self.seen.append(key)
+        super().put_entry(key, value, versions, node=node)
+
+
+def test_a_store_whose_put_entry_takes_no_text_is_called_without_it(tmp_path: Path) -> None:
+    store = PlainPuts(tmp_path / "c")
+    text = " ".join(f"w{i}" for i in range(100))
+    assert Pipeline([split_words], cache=store).run({"text": text}) == {"words": text.split()}
+    assert len(store.seen) == 1
+    store.flush()
+    assert Pipeline([split_words], cache=DiskCache(tmp_path / "c")).run({"text": text})
+    assert calls["split_words"] == 1

@@ -36,6 +36,7 @@ from hypernodes.cache import _files as files_module
 from hypernodes.cache import _hashing as hashing
 from hypernodes.cache import _known as known_module
 from hypernodes.cache import _per_process as per_process
+from hypernodes.cache import _serialize as serialize
 from hypernodes.cache import disk as disk_module
 from hypernodes.cache._entry import encode_header
 
@@ -370,6 +371,59 @@ def test_long_lists_of_atoms_round_trip_exactly(tmp_path: Path, value: Any) -> N
     assert [type(x) for x in got] == [type(x) for x in value]
     if isinstance(value[0], list):
         assert all(x is got[0] for x in got)
+
+
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        [f"w{i % 7}" for i in range(16)],
+        ["", "é", "x\ud800y", "日本", *[""] * 12],  # empty strs, non-ASCII, a lone surrogate
+        [f"line {i}\n\t" for i in range(40_000)],  # over LARGE_ENTRY: a file in any layout
+    ],
+    ids=["16 words", "odd strs", "large"],
+)
+def test_a_list_of_strs_is_stored_as_text_and_read_back_exactly(
+    tmp_path: Path, layout: str, value: list[str]
+) -> None:
+    # Such lists are kept as their UTF-8 joined by NULs (splitting is faster than
+    # unpickling), in a row or a file alike.
+    cache = DiskCache(tmp_path / "c", layout=layout)
+    cache.put(KEY, value)
+    cache.flush()
+    stored = rows(cache).get(KEY) if layout == "sqlite" else None
+    if stored is None:
+        stored = entry_file(cache, KEY).read_bytes()
+    assert b"\x00S" + "\0".join(value).encode("utf-8", "surrogatepass") in stored
+    got = DiskCache(tmp_path / "c", layout=layout).get(KEY)
+    assert got == value and type(got) is list and all(type(x) is str for x in got)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [["a\0b"] * 20, [*["a"] * 19, Word("b")], ("a",) * 20, ["a"] * 15],
+    ids=["a NUL", "str subclass", "tuple", "15 strs"],
+)
+def test_str_lists_that_text_cannot_hold_are_pickled(tmp_path: Path, value: Any) -> None:
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, value)
+    cache.flush()
+    got = DiskCache(tmp_path / "c").get(KEY)
+    assert got == value and type(got) is type(value)
+    assert [type(x) for x in got] == [type(x) for x in value]
+
+
+def test_a_str_list_pickled_by_an_older_version_still_loads(tmp_path: Path) -> None:
+    value = [f"w{i}" for i in range(100)]
+    payload = serialize.dumps(KEY, value)  # what put wrote before lists became text
+    assert payload.startswith(pickle.PROTO)
+    cache = DiskCache(tmp_path / "c")
+    cache.put(KEY, "placeholder")
+    cache.flush()
+    with sqlite3.connect(tmp_path / "c" / "cache.db") as conn:
+        data = encode_header(KEY, payload, None) + payload
+        conn.execute("UPDATE entries SET entry = ? WHERE key = ?", (data, KEY))
+    assert DiskCache(tmp_path / "c").get(KEY) == value
 
 
 # -- corrupt entries ------------------------------------------------------------------------

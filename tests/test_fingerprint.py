@@ -642,3 +642,27 @@ def test_the_same_characters_split_differently_never_collide(parts: list[str], d
     if parts != other:  # the same items nested differently
         assert fingerprint({"k": parts}) != fingerprint({"k": other})
         assert fingerprint([parts]) != fingerprint([other])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.lists(st.text(alphabet=_TRICKY + "\0", max_size=3), min_size=10, max_size=40),
+        values,
+    )
+)
+def test_fingerprint_text_agrees_with_fingerprint_and_gives_the_joined_strs(value: Any) -> None:
+    # The disk cache stores a list of strs as the text its fingerprint carried: the two
+    # must never drift apart, and the text must split back into the list.
+    from hypernodes.cache.fingerprint import fingerprint_text
+
+    version, text = fingerprint_text(value)
+    assert version == fingerprint(value)
+    is_text = (
+        type(value) is list
+        and len(value) >= 16
+        and all(type(x) is str and "\0" not in x for x in value)
+    )
+    assert (text is not None) == is_text
+    if text is not None:
+        assert text.decode("utf-8", "surrogatepass").split("\0") == value

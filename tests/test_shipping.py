@@ -21,7 +21,7 @@ from hypernodes.engines import chunks
 from hypernodes.executors import depot as depot_module
 from hypernodes.executors.depot import Depot, Stored
 from hypernodes.executors.processes import ProcessPool
-from hypernodes.executors.remote import Shipped
+from hypernodes.executors.remote import Parcel, Shipped
 
 BIG = 2 * depot_module.STORE_AT_LEAST  # a shared input big enough to be stored
 
@@ -223,13 +223,96 @@ def test_a_plain_map_of_many_items_sends_few_tasks(
     assert chunks._Sizer(2000, 2).cap == 500
 
 
+@node(output_name="y")
+def slow_tagged(x: int) -> tuple[int, int]:
+    """``tagged``, taking 20 ms: two items are more than a tenth of a chunk's target."""
+    time.sleep(0.02)
+    return os.getpid(), 2 * x
+
+
 def test_a_small_map_still_sends_one_item_per_task_at_first(
     engine: HyperNodesEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     submitted = _counting_submits(monkeypatch)
-    out = Pipeline([tagged], engine=engine).map({"x": [0, 1, 2, 3]}, "x")
+    out = Pipeline([slow_tagged], engine=engine).map({"x": [0, 1, 2, 3]}, "x")
     assert [r["y"][1] for r in out] == [0, 2, 4, 6]
     assert len(submitted) == 4
+
+
+def test_quick_items_go_in_one_chunk_a_worker_once_timed() -> None:
+    # 0.1 us an item: a worker's share (5,000 items, 0.5 ms) is far under a tenth of
+    # the target, so the next chunk is the whole share, not half of it.
+    sizer = chunks._Sizer(10_000, 2)
+    assert (sizer.size, sizer.cap) == (312, 2500)
+    sizer.measured(312, 312 * 1e-7, 312 * 5)
+    assert (sizer.size, sizer.cap) == (min(5000, chunks.GROWTH * 312), 5000)
+    # 10 us an item: the share takes 50 ms, so chunks stay at half a share at most.
+    slower = chunks._Sizer(10_000, 2)
+    slower.measured(312, 312 * 1e-5, 312 * 5)
+    assert (slower.size, slower.cap) == (2500, 2500)
+
+
+def test_result_dicts_are_made_once_every_chunk_is_back(
+    engine: HyperNodesEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Made as chunks arrive, they would hold the GIL while the pool's threads wait to
+    # send the next chunk to a worker.
+    made: list[int] = []
+    dicts = chunks._dicts
+
+    def counting(outputs: tuple[str, ...], pieces: Any) -> list[dict[str, Any]]:
+        made.append(len(pieces))
+        return dicts(outputs, pieces)
+
+    monkeypatch.setattr(chunks, "_dicts", counting)
+    submitted = _counting_submits(monkeypatch)
+    out = Pipeline([tagged], engine=engine).map({"x": list(range(2000))}, "x")
+    assert [r["y"][1] for r in out] == [2 * x for x in range(2000)]
+    assert made == [len(submitted)] and len(submitted) > 2
+
+
+def _chunk(pipeline: Pipeline, shared: dict[str, Any], columns: dict[str, list[Any]]) -> Any:
+    """``run_shipped_chunk`` of items 5.. in this process; what its parcel holds."""
+    bundle = Shipped((pipeline.stripped(), shared))
+    names = tuple(columns)
+    parcel = Parcel(tuple(columns.values())).seal()
+    outputs = tuple(pipeline.plan(None, (*shared, *names)).outputs)
+    answer = chunks.run_shipped_chunk(bundle, names, 5, parcel, outputs)
+    return answer.value
+
+
+@node(output_name="z")
+def scaled(x: int, k: int, *, offset: int = 1) -> int:
+    if x < 0:
+        raise ValueError(f"negative {x}")
+    return k * x + offset
+
+
+def test_a_chunk_of_one_plain_node_calls_it_without_the_step_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The step loop builds an inputs dict and an outputs dict per item (~0.5 us an item
+    # in all, against ~0.1 us for the call and the run's checks): not for one node.
+    def step_loop(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the step loop ran")
+
+    monkeypatch.setattr(chunks, "run_plain_items", step_loop)
+    one = Pipeline([scaled], name="one")
+    got, seconds = _chunk(one, {"k": 3}, {"x": [1, 2, 3]})
+    assert got == [[4, 7, 10]] and seconds >= 0
+    # Mapped inputs win over shared ones; keyword-only and optional inputs are passed.
+    got, _ = _chunk(one.bind(offset=0), {"k": 3}, {"x": [1, 2], "k": [10, 20]})
+    assert got == [[10, 40]]
+    # A failing item: its own NodeError, with its index and the pipeline's name.
+    failure = _chunk(one, {"k": 3}, {"x": [1, -2, 3]})
+    with pytest.raises(NodeError) as info:
+        failure.reraise()
+    assert (info.value.node, info.value.item_index, info.value.pipeline_path) == (
+        "scaled",
+        6,
+        ("one",),
+    )
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 @node(output_name=("total", "label"))

@@ -11,6 +11,7 @@ import struct
 from operator import countOf
 from typing import Any
 
+from ._encoding import joined_strs
 from .base import CacheWriteError
 
 __all__ = [
@@ -114,21 +115,30 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
 
 
 # An entry's payload may start with the versions of the node's outputs: ``\x00V``, their
-# length (4 bytes, little-endian) and the versions joined by ``\x1f`` (UTF-8), then the
-# pickle. A pickle (protocol 2 and up) starts with ``\x80``, so a payload without
-# versions (written before they existed, or by ``put``) is read as it always was.
+# length (4 bytes, little-endian) and the versions joined by ``\x1f`` (UTF-8). Then the
+# value: a pickle, or (``\x00S``) a list of strs as their UTF-8 joined by NULs (see
+# ``_encoding.joined_strs``). A pickle (protocol 2 and up) starts with ``\x80``, so a
+# payload without versions (written before they existed, or by ``put``) is read as it
+# always was.
 _VERSIONS = b"\x00V"
+_TEXT = b"\x00S"
 _LENGTH = struct.Struct("<I")
 _START = len(_VERSIONS) + _LENGTH.size
 
 
-def dumps_entry(key: str, value: object, versions: tuple[str, ...] | None) -> bytes:
-    """:func:`dumps`, preceded by ``versions`` when given.
+def dumps_entry(
+    key: str, value: object, versions: tuple[str, ...] | None, text: bytes | None = None
+) -> bytes:
+    """:func:`dumps`, preceded by ``versions`` when given; a list of 16 or more strs
+    without NULs is written as their joined text instead (``text``: that text, when the
+    caller has it already, e.g. from :func:`~hypernodes.cache.fingerprint.fingerprint_text`).
 
     Raises:
         CacheWriteError: As :func:`dumps`.
     """
-    data = dumps(key, value)
+    if text is None:
+        text = joined_strs(value)
+    data = dumps(key, value) if text is None else _TEXT + text
     if versions is None:
         return data
     head = "\x1f".join(versions).encode("utf-8", "surrogatepass")
@@ -136,7 +146,7 @@ def dumps_entry(key: str, value: object, versions: tuple[str, ...] | None) -> by
 
 
 def peek_versions(data: bytes | bytearray | memoryview) -> tuple[tuple[str, ...] | None, int]:
-    """The versions at the start of a payload (``None``: none) and where the pickle starts."""
+    """The versions at the start of a payload (``None``: none) and where the value starts."""
     if data[:2] != _VERSIONS:
         return None, 0
     end = _START + _LENGTH.unpack_from(data, 2)[0]
@@ -146,7 +156,12 @@ def peek_versions(data: bytes | bytearray | memoryview) -> tuple[tuple[str, ...]
 
 def loads_entry(data: bytes | bytearray | memoryview) -> tuple[Any, tuple[str, ...] | None]:
     """``(value, versions)`` of a payload written by :func:`dumps_entry` (or :func:`dumps`)."""
-    if data[:2] != _VERSIONS:
-        return pickle.loads(data), None
     versions, start = peek_versions(data)
-    return pickle.loads(data[start:]), versions
+    if data[start : start + 2] != _TEXT:
+        return pickle.loads(data[start:] if start else data), versions
+    body = data[start + 2 :]
+    try:
+        text = str(body, "utf-8")  # (strict is much faster; lone surrogates need the pass)
+    except UnicodeDecodeError:
+        text = str(body, "utf-8", "surrogatepass")
+    return text.split("\0"), versions

@@ -123,10 +123,21 @@ class DiskWrites:
         self.put_entry(key, value, None, node=node)
 
     def put_entry(
-        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+        self,
+        key: str,
+        value: Any,
+        versions: tuple[str, ...] | None,
+        *,
+        node: str | None = None,
+        text: bytes | None = None,
     ) -> None:
         """:meth:`put` with the versions of the node's outputs (kept in the entry, ahead
         of the pickle, so :meth:`entry_versions` reads them without unpickling).
+
+        A list of 16 or more strs (none holding a NUL) is kept as their UTF-8 joined by
+        NULs rather than pickled; ``text`` is that text when the caller has it already
+        (the cache runtime gets it from the value's fingerprint,
+        :func:`~hypernodes.cache.fingerprint.fingerprint_text`), and must be.
 
         Raises:
             CacheWriteError: As :meth:`put`.
@@ -134,7 +145,7 @@ class DiskWrites:
         """
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        self._write(key, dumps_entry(key, value, versions), type_name(value), node)
+        self._write(key, dumps_entry(key, value, versions, text), type_name(value), node)
 
     async def aput(self, key: str, value: Any, *, node: str | None = None) -> None:
         """Async ``put``: the value is pickled on the loop (so nothing can mutate it
@@ -149,7 +160,13 @@ class DiskWrites:
         await self.aput_entry(key, value, None, node=node)
 
     async def aput_entry(
-        self, key: str, value: Any, versions: tuple[str, ...] | None, *, node: str | None = None
+        self,
+        key: str,
+        value: Any,
+        versions: tuple[str, ...] | None,
+        *,
+        node: str | None = None,
+        text: bytes | None = None,
     ) -> None:
         """Async :meth:`put_entry`, written like :meth:`aput`.
 
@@ -159,7 +176,7 @@ class DiskWrites:
         """
         if type(key) is not str:
             raise TypeError(f"cache keys are str, got {type(key).__name__}")
-        payload, name = dumps_entry(key, value, versions), type_name(value)
+        payload, name = dumps_entry(key, value, versions, text), type_name(value)
         db = self._database()
         loop = asyncio.get_running_loop()
         if db is None or not db.writable or len(payload) > _LOOP_FRAME_MAX:

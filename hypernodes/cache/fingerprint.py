@@ -25,10 +25,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from . import _libraries, _objects  # noqa: F401 - they register the object and library handlers
-from ._encoding import Writer, feed, feed_ref, handler, type_name
+from ._encoding import Writer, feed, feed_ref, feed_str_list, handler, type_name
 from .base import UnfingerprintableError
 
-__all__ = ["UnfingerprintableError", "fingerprint", "fingerprint_digest", "register_fingerprint"]
+__all__ = [
+    "UnfingerprintableError",
+    "fingerprint",
+    "fingerprint_digest",
+    "fingerprint_text",
+    "register_fingerprint",
+]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -165,3 +171,19 @@ def fingerprint(value: object) -> str:
             nested deeper than the recursion limit.
     """
     return fingerprint_digest(value).hex()
+
+
+def fingerprint_text(value: object) -> tuple[str, bytes | None]:
+    """:func:`fingerprint` of ``value``, and, for a list of strs (see
+    ``_encoding.joined_strs``), the text its encoding carried, else ``None``: a cache
+    that stores such a list writes that text instead of joining and scanning it again.
+
+    Raises:
+        UnfingerprintableError: As :func:`fingerprint`.
+    """
+    if type(value) is list:
+        w = Writer()
+        text = feed_str_list(value, w)
+        if text is not None:
+            return w.digest().hex(), text
+    return fingerprint(value), None

@@ -34,7 +34,7 @@ from . import flights
 from ._hashing import digest128
 from .base import MISSING, Cache, CacheWarning, UnfingerprintableError
 from .code import code_functions, code_identity
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, fingerprint_text
 from .versions import VERSION
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def _structure(code: str, node: Any) -> str:
 class _Kind:
     """What a store type supports beyond get / put, decided once per type."""
 
-    __slots__ = ("named", "recording", "versioned")
+    __slots__ = ("named", "recording", "texts", "versioned")
 
     def __init__(self, store: Cache) -> None:
         cls = type(store)
@@ -98,6 +98,12 @@ class _Kind:
         self.named = _takes_node(store)
         # Stores keeping output versions with their entries, and node records.
         self.versioned = cls.put_entry is not Cache.put_entry
+        # Stores writing a list of strs as its text, handed over by the fingerprint.
+        self.texts = (
+            self.versioned
+            and _takes(store.put_entry, "text", named=True)
+            and _takes(store.aput_entry, "text", named=True)
+        )
         self.recording = cls.put_record is not Cache.put_record
 
 
@@ -126,6 +132,16 @@ def _output_version(value: Any, key: str, name: str) -> str:
         return key + _OPAQUE + name
 
 
+def _output_text(value: Any, key: str, name: str) -> tuple[str, bytes | None]:
+    """:func:`_output_version`, and the text of a list of strs (see ``fingerprint_text``)."""
+    if type(value) is not list:
+        return _output_version(value, key, name), None
+    try:
+        return fingerprint_text(value)
+    except UnfingerprintableError:
+        return key + _OPAQUE + name, None
+
+
 class CacheRuntime:
     """One store as used by runs: computes keys, reads hits, writes results.
 
@@ -149,6 +165,7 @@ class CacheRuntime:
         "named",
         "recording",
         "store",
+        "texts",
         "versioned",
     )
 
@@ -165,6 +182,7 @@ class CacheRuntime:
         self.named = kind.named
         self.versioned = kind.versioned
         self.recording = kind.recording
+        self.texts = kind.texts
         self._domain: Hashable = None
         self._get_entry = store.get_entry
         # Node identities for the life of this runtime (one top-level run): code cannot
@@ -305,15 +323,20 @@ class CacheRuntime:
 
     def _outputs(
         self, step: Step, key: str, result: Any, values: dict[Any, Any] | None
-    ) -> tuple[str, ...]:
-        """The versions of a result's outputs (recorded in ``values`` too)."""
+    ) -> tuple[tuple[str, ...], bytes | None]:
+        """The versions of a result's outputs (recorded in ``values`` too), and the text
+        the store writes for a one-output result that is a list of strs (``None``: none,
+        or the store does not take it)."""
         outputs = step.outputs
         if len(outputs) == 1 and step.nested is None:  # the common case, no loops
-            version = _output_version(result, key, outputs[0])
+            if self.texts:
+                version, text = _output_text(result, key, outputs[0])
+            else:
+                version, text = _output_version(result, key, outputs[0]), None
             slots = step.output_slots  # (empty when the caller supplied the output)
             if values is not None and slots and not _derived(values.get(slots[0])):
                 values[slots[0]] = version
-            return (version,)
+            return (version,), text
         versions = [
             _output_version(value, key, name)
             for name, value in zip(outputs, tuple(result), strict=False)
@@ -325,7 +348,7 @@ class CacheRuntime:
                 # whose keys downstream were resolved that way, see ``_value_key``.)
                 if name not in keep and not _derived(values.get((VERSION, name))):
                     values[(VERSION, name)] = version
-        return tuple(versions)
+        return tuple(versions), None
 
     def _value_key(self, step: Step, values: dict[Any, Any]) -> str | None:
         """The value-addressed key of a step whose key was resolved before its inputs
@@ -394,8 +417,10 @@ class CacheRuntime:
         """``save`` in the calling thread, for runs that own their thread (inline)."""
         flight, key = _unpack(token)
         try:
-            versions = self._outputs(step, key, result, values) if self.versioned else None
-            self._put(step, key, result, versions)
+            versions, text = (
+                self._outputs(step, key, result, values) if self.versioned else (None, None)
+            )
+            self._put(step, key, result, versions, text)
             if self.recording and step.name not in self._recorded:
                 self._record(step, key, values)
         finally:
@@ -408,10 +433,19 @@ class CacheRuntime:
         if type(token) is flights.Flight:
             flights.land(token)
 
-    def _put(self, step: Step, key: str, result: Any, versions: tuple[str, ...] | None) -> None:
+    def _put(
+        self,
+        step: Step,
+        key: str,
+        result: Any,
+        versions: tuple[str, ...] | None,
+        text: bytes | None = None,
+    ) -> None:
         store = self.store
         try:
-            if self.versioned:
+            if text is not None:
+                store.put_entry(key, result, versions, node=step.name, text=text)  # type: ignore[call-arg]
+            elif self.versioned:
                 store.put_entry(key, result, versions, node=step.name)
             elif self.named:
                 store.put(key, result, node=step.name)
@@ -502,10 +536,14 @@ class CacheRuntime:
             return
         flight, key = _unpack(token)
         try:
-            versions = self._outputs(step, key, result, values) if self.versioned else None
+            versions, text = (
+                self._outputs(step, key, result, values) if self.versioned else (None, None)
+            )
             store = self.store
             try:
-                if self.versioned:
+                if text is not None:
+                    await store.aput_entry(key, result, versions, node=step.name, text=text)  # type: ignore[call-arg]
+                elif self.versioned:
                     await store.aput_entry(key, result, versions, node=step.name)
                 elif self.named:
                     await store.aput(key, result, node=step.name)
@@ -529,8 +567,10 @@ class CacheRuntime:
             return
         key = self._value_key(step, values)
         if key is not None:
-            versions = self._outputs(step, key, result, None) if self.versioned else None
-            self._put(step, key, result, versions)
+            versions, text = (
+                self._outputs(step, key, result, None) if self.versioned else (None, None)
+            )
+            self._put(step, key, result, versions, text)
 
 
 def _derived(version: object) -> bool:
@@ -551,11 +591,19 @@ def _unpack(token: flights.Flight | str) -> tuple[flights.Flight | None, str]:
 
 def _takes_node(store: Cache) -> bool:
     """Whether ``store.put`` (and ``aput``) take ``node=``."""
+    return _takes(store.put, "node")
+
+
+def _takes(method: Any, name: str, *, named: bool = False) -> bool:
+    """Whether ``method`` takes the keyword argument ``name`` (``named``: by that name,
+    not through ``**kwargs``)."""
     try:
-        params = inspect.signature(store.put).parameters
+        params = inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
-    return "node" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if name in params:
+        return True
+    return not named and any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _warn_uncached(node: str, why: str, hint: str | None = None) -> None:

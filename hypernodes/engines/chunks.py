@@ -5,14 +5,19 @@ One task per item costs a round trip per item (pickling, the pool's queues, a su
 set up in the worker), far more than a trivial item. Here the items go in chunks, sized
 as the map runs (``_Sizer``): the first tasks hold a 16th of a worker's share (one item
 in small maps) and are timed in the worker, later ones as many as fit in
-``TARGET_SECONDS``, at most half a worker's share (so the workers end close together)
-and ``MAX_BYTES`` of pickled items. Each worker has one chunk at a time: a chunk is cut
+``TARGET_SECONDS``, at most half a worker's share (so the workers end close together;
+a whole share when it takes a tenth of that target or less, ``WHOLE_SHARE``) and
+``MAX_BYTES`` of pickled items. Each worker has one chunk at a time: a chunk is cut
 when a worker frees, from the latest measurements.
 
-What one task per item guaranteed still holds, per item:
+In the worker, a map whose items are calls of one plain node loops over the chunk's
+columns and calls the node (``run_direct``); any other goes through the plain step loop
+(``run_plain_items``) or a sub-run per item. What one task per item guaranteed still
+holds, per item:
 
 - nothing starts after the run is over: the worker checks the run's mark before every
-  node of every item (``run_plain_items`` with the run's halt) and stops the chunk;
+  node of every item (read inline by the item loop, or the run's halt) and stops the
+  chunk;
 - a failing item stops its chunk, fails the map with its own ``NodeError`` and item
   index, and cancels the other chunks;
 - a worker that dies names the item it was running (marked on the pool's board) and,
@@ -34,7 +39,7 @@ from ..executors.remote import Parcel, RemoteFailure, failed, reply, stuck_outpu
 from ..executors.workers import in_flight
 from ..inline import run_plain_items
 from ..mapping import Expansion, run_items
-from .worker import marked, worker_engine
+from .worker import direct_call, marked, run_direct, worker_engine
 
 if TYPE_CHECKING:
     from ..executors.workers import Lane
@@ -50,15 +55,19 @@ MAX_BYTES = 8 * 1024 * 1024
 """How many bytes of pickled items a chunk may hold (at least one item)."""
 GROWTH = 16
 """How much bigger than the biggest chunk timed so far the next one may be."""
+WHOLE_SHARE = 0.1
+"""A worker's share of the items that takes at most this fraction of a chunk's target
+goes in one chunk (see ``_Sizer``)."""
 
 
 class _Sizer:
     """How many items the next chunk holds, from what the chunks so far measured."""
 
-    __slots__ = ("biggest", "cap", "per_item", "size", "target")
+    __slots__ = ("biggest", "cap", "per_item", "share", "size", "target")
 
     def __init__(self, count: int, workers: int, target: float = TARGET_SECONDS) -> None:
         self.target = target
+        self.share = max(1, -(-count // workers))
         # Each chunk costs a round trip to the loop, during which its worker waits (one
         # chunk at a time each): a few chunks a worker, and the last ones end close enough.
         self.cap = max(1, -(-count // (2 * workers)))
@@ -72,6 +81,12 @@ class _Sizer:
         self.biggest = max(self.biggest, items)
         per = seconds / items
         self.per_item = per if self.per_item is None else (self.per_item + per) / 2
+        share = self.share
+        if self.per_item * share <= WHOLE_SHARE * self.target:
+            # Items this quick: the round trip a second chunk a worker costs (~1 ms on a
+            # local pool, tens on a cluster, during which that worker idles) is more than
+            # the time by which whole shares can end apart.
+            self.cap = share
         by_time = int(self.target / max(self.per_item, 1e-7))
         by_bytes = MAX_BYTES * items // max(nbytes, 1)
         self.size = max(1, min(self.cap, by_time, by_bytes, GROWTH * self.biggest))
@@ -89,14 +104,17 @@ async def map_chunks(
 
     A chunk travels as columns (one list of values per mapped input, sliced straight
     from list inputs) and comes back as columns (one list per output): no dict per item
-    is pickled either way, and the result dicts are made here, once.
+    is pickled either way, and the result dicts are made here, once, after the last
+    chunk is back: made as chunks arrive, they would hold this process's GIL while the
+    pool's threads wait for it to send the next chunk to a worker (~1 ms a chunk of
+    5,000 items, during which that worker idles).
 
     Raises:
         NodeError: The first item that failed (its index on its path), or a
             ``WorkerLostError`` for an item whose worker died.
     """
     assert exp.count is not None, "chunks need sized inputs"
-    results: list[Any] = [None] * exp.count
+    pieces: list[tuple[int, Sequence[list[Any]]]] = []
     target = getattr(lane.executor, "hypernodes_chunk_seconds", TARGET_SECONDS)
     sizer = _Sizer(exp.count, lane.width, target)
     steps = plan.steps
@@ -126,15 +144,14 @@ async def map_chunks(
         if type(value) is RemoteFailure:
             value.reraise()  # (a NodeError carries its item index from the worker)
         got, seconds = value
-        made = _dicts(outputs, got)
-        results[start : start + len(made)] = made
-        sizer.measured(len(made), seconds, len(parcel.blob or b""))
+        pieces.append((start, got))
+        sizer.measured(len(got[0]), seconds, len(parcel.blob or b""))
 
     # (A chunk index never reaches an error: every NodeError has its item's by then.)
     chunks = _columns(exp, sizer)
     # (Each worker's next chunk waits on it where the executor allows: ``in_flight``.)
     await run_items(chunks, None, in_flight(lane), run_chunk, halt=scope.halt, numbered=True)
-    return results
+    return _dicts(outputs, pieces)
 
 
 def _columns(exp: Expansion, sizer: _Sizer) -> Iterator[tuple[int, tuple[list[Any], ...]]]:
@@ -156,12 +173,20 @@ def _columns(exp: Expansion, sizer: _Sizer) -> Iterator[tuple[int, tuple[list[An
         start += len(chunk)
 
 
-def _dicts(outputs: tuple[str, ...], columns: Sequence[list[Any]]) -> list[dict[str, Any]]:
-    """Each item's outputs dict, from the chunk's output columns."""
+def _dicts(
+    outputs: tuple[str, ...], pieces: list[tuple[int, Sequence[list[Any]]]]
+) -> list[dict[str, Any]]:
+    """Each item's outputs dict, in item order, from the chunks' ``(first item index,
+    output columns)`` (which cover the items once each, in any order)."""
+    pieces.sort(key=operator.itemgetter(0))
     if len(outputs) == 1:
         only = outputs[0]
-        return [{only: value} for value in columns[0]]
-    return [dict(zip(outputs, row, strict=True)) for row in zip(*columns, strict=True)]
+        return [{only: value} for _, columns in pieces for value in columns[0]]
+    return [
+        dict(zip(outputs, row, strict=True))
+        for _, columns in pieces
+        for row in zip(*columns, strict=True)
+    ]
 
 
 def _sealed(
@@ -253,8 +278,16 @@ def run_shipped_chunk(
     began = time.perf_counter()
     results: dict[int, Any] = {}
     try:
+        base = {**plan.optional, **pipe.bound, **shared}
+        direct = direct_call(plan, names, base, given) if type(halt) is Halt else None
+        if direct is not None and not (notes and len(pipe.nodes) > 1):
+            step, args = direct
+            column = run_direct(step, args, start, run, notes or ([0], 0), pipe.name)
+            seconds = time.perf_counter() - began
+            return reply(
+                ([column], seconds), lambda error: _stuck_column(pipe, step, start, column, error)
+            )
         if plan.simple and not (notes and len(pipe.nodes) > 1):
-            base = {**plan.optional, **pipe.bound, **shared}
             run_plain_items(plan, names, base, numbered, results, count, pipe.name, halt)
         else:  # item by item, with a Marker naming the node on the board if there is one
             each = marked(bundle, pipe) if notes else pipe
@@ -308,6 +341,15 @@ def _run_each(
                 raise
 
     run_sync(run_all())
+
+
+def _stuck_column(
+    pipe: Any, step: Step, start: int, column: list[Any], error: Exception
+) -> BaseException:
+    """``_stuck`` for the output column of ``run_direct``."""
+    out = step.out
+    assert out is not None
+    return _stuck(pipe, {start + k: {out: v} for k, v in enumerate(column)}, error)
 
 
 def _stuck(pipe: Any, results: dict[int, Any], error: Exception) -> BaseException:
