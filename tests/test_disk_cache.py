@@ -399,6 +399,66 @@ def test_a_list_of_strs_is_stored_as_text_and_read_back_exactly(
     assert got == value and type(got) is list and all(type(x) is str for x in got)
 
 
+def _arrays() -> list[Any]:
+    import numpy as np
+
+    return [
+        np.linspace(0, 1, 64, dtype=np.float32),
+        np.arange(6, dtype=">i8").reshape(2, 3),  # big-endian
+        np.array(3.5),  # 0-d
+        np.zeros((0, 3)),
+        np.array([True, False]),
+        np.array([1 + 2j, -0.0]),
+        np.ones(3, np.float16),
+        np.arange(80_000, dtype=np.float64),  # over LARGE_ENTRY: a file
+    ]
+
+
+@pytest.mark.parametrize("layout", ["sqlite", "files"])
+@pytest.mark.parametrize("index", range(8))
+def test_numpy_arrays_are_stored_as_shape_and_bytes_and_read_back_owning_their_memory(
+    tmp_path: Path, layout: str, index: int
+) -> None:
+    from hypernodes.cache import fingerprint
+
+    value = _arrays()[index]
+    cache = DiskCache(tmp_path / "c", layout=layout)
+    cache.put(KEY, value)
+    cache.flush()
+    stored = rows(cache).get(KEY) if layout == "sqlite" else None
+    if stored is None:
+        stored = entry_file(cache, KEY).read_bytes()
+    assert b"\x00A" + bytes([len(value.dtype.str), value.ndim]) in stored
+    got = DiskCache(tmp_path / "c", layout=layout).get(KEY)
+    assert type(got) is type(value) and got.dtype == value.dtype and got.shape == value.shape
+    assert got.tobytes() == value.tobytes() and fingerprint(got) == fingerprint(value)
+    assert got.base is None and got.flags.owndata and got.flags.writeable
+
+
+def test_other_arrays_are_pickled_and_read_back_exactly(tmp_path: Path) -> None:
+    import numpy as np
+
+    values = {
+        "strided": np.arange(10)[::2],
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "str": np.array(["a", "bc"]),
+        "object": np.array([1, None], dtype=object),
+        "structured": np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+        "datetime": np.array(["2026-12-05"], dtype="datetime64[D]"),
+        "masked": np.ma.masked_array([1, 2], mask=[False, True]),
+    }
+    cache = DiskCache(tmp_path / "c")
+    for name, value in values.items():
+        cache.put(name * 4, value)
+    cache.flush()
+    again = DiskCache(tmp_path / "c")
+    for name, value in values.items():
+        got = again.get(name * 4)
+        assert type(got) is type(value) and got.dtype == value.dtype, name
+        assert got.shape == value.shape and got.tobytes() == value.tobytes(), name
+    assert list(again.get("masked" * 4).mask) == [False, True]
+
+
 @pytest.mark.parametrize(
     "value",
     [["a\0b"] * 20, [*["a"] * 19, Word("b")], ("a",) * 20, ["a"] * 15],
