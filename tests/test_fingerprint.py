@@ -666,3 +666,25 @@ def test_fingerprint_text_agrees_with_fingerprint_and_gives_the_joined_strs(valu
     assert (text is not None) == is_text
     if text is not None:
         assert text.decode("utf-8", "surrogatepass").split("\0") == value
+
+
+def test_an_arrays_bytes_are_the_same_through_a_buffer_cast_or_a_uint8_view() -> None:
+    # The numpy handler hashes a cast of the array's buffer when numpy exports one, else a
+    # flat uint8 view: fingerprints must not depend on which.
+    np = pytest.importorskip("numpy")
+    from hypernodes.cache._libraries import _raw
+
+    arrays = [
+        np.linspace(0, 1, 64, dtype=np.float32),
+        np.arange(6, dtype=">i8").reshape(2, 3),
+        np.array(3.5),
+        np.zeros((0, 3)),
+        np.array([True, False]),
+        np.array([1 + 2j, -0.0]),
+        np.ones(3, np.float16),
+        np.array(["2026-12-05"], dtype="datetime64[D]"),
+        np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+        np.array(["ab", "c"]),
+    ]
+    for a in arrays:
+        assert _raw(np, a).tobytes() == a.reshape(-1).view(np.uint8).tobytes(), a.dtype

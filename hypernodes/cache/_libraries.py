@@ -81,6 +81,18 @@ def _register_collections(collections: Any) -> None:
     EXACT[collections.Counter] = counter
 
 
+def _raw(np: Any, a: Any) -> memoryview:
+    """The bytes of a C-contiguous array's memory: a cast of its buffer (one object; the
+    common case), else a flat uint8 view (dtypes numpy exports no buffer for, such as
+    datetimes; and empty arrays, which a cast refuses). The same bytes either way."""
+    if a.size:
+        try:
+            return memoryview(a).cast("B")
+        except (TypeError, ValueError):
+            pass
+    return memoryview(a.reshape(-1).view(np.uint8))
+
+
 def _register_numpy(np: Any) -> None:
     def array(a: Any, w: Writer) -> None:
         dtype = a.dtype
@@ -93,8 +105,8 @@ def _register_numpy(np: Any) -> None:
             feed(a.tolist(), w)  # Python objects: element by element, in C order
             return
         contiguous = a if a.flags.c_contiguous else np.ascontiguousarray(a)
-        # A flat uint8 view of the array's own memory: hashed in place, never copied.
-        feed_bytes(b"b", memoryview(contiguous.reshape(-1).view(np.uint8)), w)
+        # The array's own memory as bytes: hashed in place, never copied.
+        feed_bytes(b"b", _raw(np, contiguous), w)
 
     def scalar(s: Any, w: Writer) -> None:
         w.b += b"a"
