@@ -445,10 +445,11 @@ def test_each_worker_thread_holds_its_next_call(
 def test_plain_map_chunks_run_as_long_as_the_executor_asks(
     engine: HyperNodesEngine, client: Any
 ) -> None:
-    # A Dask call costs milliseconds: its chunks are sized to hypernodes_chunk_seconds
-    # (here 0 s: one item a call, then far more than any item: a chunk reaches its cap).
+    # A Dask call costs milliseconds: its chunks hold at least hypernodes_chunk_seconds
+    # of work (here 0 s: halving rounds down to one item a chunk; then far more than any
+    # item: the rest in one round).
     executor = engine.lanes[1].executor
-    assert isinstance(executor, DaskExecutor) and executor.hypernodes_chunk_seconds >= 0.1
+    assert isinstance(executor, DaskExecutor) and executor.hypernodes_chunk_rounds
     pipe = Pipeline([double], engine=engine)
     calls = {}
     for seconds in (0.0, 1000.0):
@@ -457,9 +458,66 @@ def test_plain_map_chunks_run_as_long_as_the_executor_asks(
             results = pipe.map({"x": list(range(32))}, map_over="x")
         assert [r["doubled"] for r in results] == [2 * x for x in range(32)]
         calls[seconds] = len([t for t in stream.data if "run_unless_over" in str(t["key"])])
-    # 4 one-item chunks go before any is timed; then, items this quick against the
-    # target, a worker's whole share (16, then the 12 left).
-    assert calls == {0.0: 32, 1000.0: 6}
+    # 4 one-item chunks go before any is timed; then the 28 left: 7, 7, 4, 4, 2, 2, 1, 1
+    # (one chunk per item would be 28 calls); or, items this quick against the target,
+    # the rest in one round (14 and 14).
+    assert calls == {0.0: 12, 1000.0: 6}
+
+
+@node(output_name="y")
+def took(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x
+
+
+def test_a_dask_map_goes_in_halving_rounds_of_one_chunk_per_worker(
+    engine: HyperNodesEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Items of 20 ms against Dask's ~6 ms a call: after the 4 untimed one-item chunks,
+    # pairs of equal chunks (one per worker), each pair half of what is left, ending in
+    # one-item chunks; not chunks of the target's worth all the way to the end.
+    from hypernodes.engines import chunks
+
+    cut: list[int] = []
+    take = chunks._Sizer.take
+
+    def recorded(sizer: Any) -> int:
+        size = take(sizer)
+        cut.append(min(size, sizer.count - sizer.cut + size))
+        return size
+
+    monkeypatch.setattr(chunks._Sizer, "take", recorded)
+    pipe = Pipeline([took], engine=engine)
+    results = pipe.map({"x": list(range(40)), "seconds": 0.02}, map_over="x")
+    assert [r["y"] for r in results] == list(range(40))
+    first, rest = cut[:4], [size for size in cut[4:] if size > 0]
+    assert first == [1, 1, 1, 1] and sum(rest) == 36
+    assert rest[:2] == [9, 9] and rest == sorted(rest, reverse=True), cut
+    pairs = [rest[at : at + 2] for at in range(0, len(rest), 2)]
+    assert all(len(pair) == 2 and max(pair) - min(pair) <= 1 for pair in pairs), cut
+    assert len(rest) <= 8, cut  # 9, 9, 5, 5, 2, 2, 2, 2 at most (20 ms: 2 items = 40 ms)
+
+
+def test_a_failing_item_in_a_planned_chunk_stops_it_and_the_map(
+    engine: HyperNodesEngine, tmp_path: Path
+) -> None:
+    # 64 items: 4 untimed chunks of 2, then 14, 14, 7, 7, ... Item 40 (the 5th of the
+    # chunk of items 36-42) fails: the map fails with its index; 41 never starts.
+    @node(output_name="out")
+    def paced(x: int, folder: str) -> int:
+        Path(folder, f"start-{x}").touch()
+        time.sleep(0.01)
+        if x == 40:
+            raise Rejected("forty")
+        return x
+
+    pipe = Pipeline([paced], engine=engine)
+    with pytest.raises(NodeError) as info:
+        pipe.map({"x": list(range(64)), "folder": str(tmp_path)}, map_over="x")
+    assert info.value.item_index == 40 and isinstance(info.value.__cause__, Rejected)
+    time.sleep(0.5)
+    started = {int(p.name.split("-")[1]) for p in tmp_path.glob("start-*")}
+    assert 40 in started and 41 not in started, sorted(started)
 
 
 # -- callbacks and caching with remote items (events and cache writes on the orchestrator) --

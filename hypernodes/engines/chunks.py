@@ -8,7 +8,9 @@ in small maps) and are timed in the worker, later ones as many as fit in
 ``TARGET_SECONDS``, at most half a worker's share (so the workers end close together;
 a whole share when it takes a tenth of that target or less, ``WHOLE_SHARE``) and
 ``MAX_BYTES`` of pickled items. Each worker has one chunk at a time: a chunk is cut
-when a worker frees, from the latest measurements.
+when a worker frees, from the latest measurements. An executor whose calls are costly
+(Dask: ``hypernodes_chunk_rounds``) has the rest planned when the first chunk is timed,
+in rounds of one chunk per worker, each half of what is left (``_rounds``).
 
 In the worker, a map whose items are calls of one plain node loops over the chunk's
 columns and calls the node (``run_direct``); any other goes through the plain step loop
@@ -61,13 +63,41 @@ goes in one chunk (see ``_Sizer``)."""
 
 
 class _Sizer:
-    """How many items the next chunk holds, from what the chunks so far measured."""
+    """How many items the next chunk holds, from what the chunks so far measured.
 
-    __slots__ = ("biggest", "cap", "per_item", "share", "size", "target")
+    With ``rounds`` (an executor whose calls cost milliseconds of CPU each, such as
+    Dask's: ``hypernodes_chunk_rounds``), the items not yet cut when the first chunk
+    comes back are planned then, in rounds of one chunk per worker (``_rounds``): the
+    first round holds half of them, each next one half of what is left, down to chunks
+    of ``target`` seconds; the last round splits the rest evenly. Few calls (one a
+    worker per halving), and the workers end together: what one worker runs ahead of
+    another (a slower item, a busier core) the short last chunks even out, as one item
+    per call would. ``target`` is then the shortest a chunk should run, not the longest;
+    ``cap`` and ``MAX_BYTES`` still bound the biggest.
+    """
 
-    def __init__(self, count: int, workers: int, target: float = TARGET_SECONDS) -> None:
+    __slots__ = (
+        "biggest",
+        "cap",
+        "count",
+        "cut",
+        "per_item",
+        "plan",
+        "rounds",
+        "share",
+        "size",
+        "target",
+        "workers",
+    )
+
+    def __init__(
+        self, count: int, workers: int, target: float = TARGET_SECONDS, *, rounds: bool = False
+    ) -> None:
         self.target = target
         self.share = max(1, -(-count // workers))
+        self.count = count
+        self.workers = workers
+        self.rounds = rounds
         # Each chunk costs a round trip to the loop, during which its worker waits (one
         # chunk at a time each): a few chunks a worker, and the last ones end close enough.
         self.cap = max(1, -(-count // (2 * workers)))
@@ -75,7 +105,15 @@ class _Sizer:
         # 16 items a worker, few enough to time in any map (GROWTH reaches the cap).
         self.size = max(1, count // (16 * workers))
         self.biggest = 0
+        self.cut = 0
         self.per_item: float | None = None
+        self.plan: list[int] = []  # (rounds) the sizes of the chunks left to cut, last first
+
+    def take(self) -> int:
+        """The size of the next chunk, counted as cut."""
+        size = self.plan.pop() if self.plan else self.size
+        self.cut += size
+        return size
 
     def measured(self, items: int, seconds: float, nbytes: int) -> None:
         self.biggest = max(self.biggest, items)
@@ -90,6 +128,31 @@ class _Sizer:
         by_time = int(self.target / max(self.per_item, 1e-7))
         by_bytes = MAX_BYTES * items // max(nbytes, 1)
         self.size = max(1, min(self.cap, by_time, by_bytes, GROWTH * self.biggest))
+        if self.rounds and not self.plan and self.cut < self.count:
+            most = max(1, min(self.cap, by_bytes))
+            sizes = _rounds(self.count - self.cut, self.workers, min(max(1, by_time), most), most)
+            self.plan = sizes[::-1]
+
+
+def _rounds(left: int, workers: int, least: int, most: int) -> list[int]:
+    """Chunk sizes for ``left`` items on ``workers``, in rounds of one chunk per worker:
+    each round half of what is left (``least`` to ``most`` items a chunk), until a round
+    can hold the rest, which it splits evenly (sizes at most one apart).
+
+    Equal workers given the chunks in turn, each its next as it frees, end within one
+    item of each other; there are about ``workers * log2(left / (workers * least))``
+    chunks.
+    """
+    sizes: list[int] = []
+    while left > 0:
+        each = min(most, max(least, -(-left // (2 * workers))))
+        if left <= workers * each:
+            n = min(workers, left)
+            small, bigger = divmod(left, n)
+            return [*sizes, *[small + 1] * bigger, *[small] * (n - bigger)]
+        sizes += [each] * workers
+        left -= each * workers
+    return sizes
 
 
 async def map_chunks(
@@ -116,7 +179,8 @@ async def map_chunks(
     assert exp.count is not None, "chunks need sized inputs"
     pieces: list[tuple[int, Sequence[list[Any]]]] = []
     target = getattr(lane.executor, "hypernodes_chunk_seconds", TARGET_SECONDS)
-    sizer = _Sizer(exp.count, lane.width, target)
+    rounds = bool(getattr(lane.executor, "hypernodes_chunk_rounds", False))
+    sizer = _Sizer(exp.count, lane.width, target, rounds=rounds)
     steps = plan.steps
     outputs = plan.outputs
 
@@ -156,19 +220,19 @@ async def map_chunks(
 
 def _columns(exp: Expansion, sizer: _Sizer) -> Iterator[tuple[int, tuple[list[Any], ...]]]:
     """``(first item index, columns)`` of each chunk, cut as the chunks are shipped
-    (``sizer.size`` items): slices of list and tuple inputs (zip mode), else the items
+    (``sizer.take()`` items): slices of list and tuple inputs (zip mode), else the items
     read in turn and turned into columns."""
     columns, count = exp.columns, exp.count
     assert count is not None
     if exp.mode == "zip" and all(type(c) in (list, tuple, range) for c in columns):
         start = 0
         while start < count:
-            stop = min(count, start + sizer.size)
+            stop = min(count, start + sizer.take())
             yield start, tuple(c[start:stop] for c in columns)
             start = stop
         return
     items, start = exp.items(), 0
-    while chunk := list(itertools.islice(items, sizer.size)):
+    while chunk := list(itertools.islice(items, sizer.take())):
         yield start, tuple(map(list, zip(*chunk, strict=True)))
         start += len(chunk)
 
