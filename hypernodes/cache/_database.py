@@ -63,9 +63,46 @@ once nothing is staged): a checkpoint per commit cost a third of a busy writer's
 NOT_FOUND: Final[Any] = object()
 UNKNOWN: Final[Any] = object()
 
-Staged = tuple[bytes | None, str, str | None, int]
-"""An entry waiting to be committed (``None``: it is a file), its value's type name, its
-node's name and its size in bytes."""
+_ABSENT: Final[Any] = object()
+
+
+class _Batch:
+    """Entries staged for one commit: per key its bytes (``None``: the entry is a file),
+    its node's name and, for a file, its size. Flat dicts, no object per entry: a tuple
+    per entry, alive until its commit, made the cold documents workload (8,000 puts)
+    collect garbage about twice as often as without a cache."""
+
+    __slots__ = ("entries", "file_sizes", "first_type", "nbytes", "nodes")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes | None] = {}
+        self.nodes: dict[str, str | None] = {}
+        self.file_sizes: dict[str, int] = {}
+        self.first_type = ""  # the value type of the first entry (for WriteFailed)
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(
+        self, key: str, entry: bytes | None, type_name: str, node: str | None, size: int
+    ) -> None:
+        if not self.entries:
+            self.first_type = type_name
+        self.entries[key] = entry
+        self.nodes[key] = node
+        if entry is None:
+            self.file_sizes[key] = size
+        else:
+            self.nbytes += len(entry)
+
+    def rows(self) -> list[tuple[str, bytes | None, str | None, int]]:
+        """``(row key, entry, node, size)`` of each entry."""
+        nodes, sizes = self.nodes, self.file_sizes
+        return [
+            (row_key(k), e, nodes[k], sizes[k] if e is None else len(e))
+            for k, e in self.entries.items()
+        ]
 
 
 _sleep = time.sleep  # the writer thread's wait between turns (tests replace it)
@@ -102,15 +139,18 @@ class Database:
         self._lock = threading.Lock()  # what is staged, the failure, the timer flag
         self._read_lock = threading.Lock()  # the reading connection
         self._write_lock = threading.Lock()  # the writing connection
-        self._pending: dict[str, Staged] = {}
-        self._flushing: dict[str, Staged] = {}  # taken from _pending, being committed
-        self._pending_bytes = 0
+        self._pending = _Batch()
+        self._flushing = _Batch()  # taken from _pending, being committed
         self._touched: dict[str, None] = {}  # row keys looked up since the last commit
         self.ttl: float | None = None  # the strictest bounds of the stores using it
         self.max_bytes: int | None = None
         self._timer = False
         self._failure: WriteFailed | None = None
         self._reader: sqlite3.Connection | None = None
+        # Lookups go through one cursor: sqlite3 keeps a weak reference to every cursor
+        # a connection makes (dropping dead ones every 200), so a cursor per lookup left
+        # a trail of objects that made the garbage collector run about twice as often.
+        self._reads: sqlite3.Cursor | None = None
         self._writer: sqlite3.Connection | None = None
         self._inode = 0  # of the file the writer has open
         self._epoch = 0  # bumped when the file is replaced: the reader reconnects
@@ -128,9 +168,11 @@ class Database:
 
         No I/O but a ``stat`` of the log: for the event loop.
         """
-        item = self._pending.get(key) or self._flushing.get(key)
-        if item is not None:
-            return item[0]
+        entry = self._pending.entries.get(key, _ABSENT)
+        if entry is _ABSENT:
+            entry = self._flushing.entries.get(key, _ABSENT)
+        if entry is not _ABSENT:
+            return entry
         if not self._read_lock.acquire(blocking=False):  # a thread is reading: no waiting
             return UNKNOWN
         try:
@@ -160,9 +202,11 @@ class Database:
         Raises:
             DatabaseProblem: The database cannot be read (damaged, locked too long, ...).
         """
-        item = self._pending.get(key) or self._flushing.get(key)
-        if item is not None:
-            return item[0]
+        entry = self._pending.entries.get(key, _ABSENT)
+        if entry is _ABSENT:
+            entry = self._flushing.entries.get(key, _ABSENT)
+        if entry is not _ABSENT:
+            return entry
         name = row_key(key)
         with self._read_lock:
             try:
@@ -171,11 +215,13 @@ class Database:
                     if not os.path.exists(self.path):
                         return NOT_FOUND  # nothing written yet, and nothing created
                     conn = self._reader = self._connect()
+                    self._reads = conn.cursor()
                     self._reader_epoch = self._epoch
                     self._known.reset()
                 if self._known.absent(conn, name):
                     return NOT_FOUND
-                row = conn.execute(SELECT, (name,)).fetchone()
+                assert self._reads is not None
+                row = self._reads.execute(SELECT, (name,)).fetchone()
             except sqlite3.OperationalError as exc:
                 if str(exc).startswith("no such table"):  # being created elsewhere
                     return NOT_FOUND
@@ -299,9 +345,8 @@ class Database:
             if failure is not None:
                 self._failure = None
                 raise failure
-            self._pending[key] = (entry, type_name, node, size)
-            self._pending_bytes += 0 if entry is None else len(entry)
-            over = self._pending_bytes > PENDING_LIMIT
+            self._pending.add(key, entry, type_name, node, size)
+            over = self._pending.nbytes > PENDING_LIMIT
             start, self._timer = not self._timer, True
         if start and not self._start_timer():  # shutting down: commit right here
             return True
@@ -363,8 +408,7 @@ class Database:
                 if not batch and not touched:
                     return
                 self._flushing = batch
-                self._pending = {}
-                self._pending_bytes = 0
+                self._pending = _Batch()
                 self._touched = {}
             try:
                 if not batch and not os.path.exists(self.path):
@@ -372,7 +416,7 @@ class Database:
                 conn = self._prepare(recreate=recreate and bool(batch))
                 if conn is None:
                     return
-                rows = [(row_key(k), e, node, size) for k, (e, _, node, size) in batch.items()]
+                rows = batch.rows()
                 files = commit_rows(
                     conn, rows, touched, clock(), ttl=self.ttl, max_bytes=self.max_bytes
                 )
@@ -384,14 +428,14 @@ class Database:
                 if not batch:  # only uses were to be recorded: nothing is lost
                     return
                 why = problem(self.path, exc) if isinstance(exc, sqlite3.Error) else exc
-                key, (_, type_name, _, _) = next(iter(batch.items()))
+                key = next(iter(batch.entries))
                 with self._lock:
                     if self._failure is None:
-                        self._failure = WriteFailed(len(batch), key, type_name, str(why))
+                        self._failure = WriteFailed(len(batch), key, batch.first_type, str(why))
                     else:
                         self._failure.count += len(batch)
             finally:
-                self._flushing = {}
+                self._flushing = _Batch()
 
     def flush(self, *, recreate: bool = True) -> None:
         """Commit every staged entry now (``recreate``: as in :meth:`commit`).
@@ -456,7 +500,7 @@ class Database:
         """
         with self._write_lock:
             with self._lock:
-                self._pending, self._pending_bytes, self._failure = {}, 0, None
+                self._pending, self._failure = _Batch(), None
                 self._touched = {}
             if not os.path.exists(self.path):
                 return

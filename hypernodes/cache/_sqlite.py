@@ -230,32 +230,35 @@ def commit_rows(
     Raises:
         sqlite3.Error: The transaction failed (nothing of it was committed).
     """
-    conn.execute("BEGIN IMMEDIATE")
+    cur = conn.cursor()  # one for the transaction (sqlite3 keeps a weakref per cursor)
+    cur.execute("BEGIN IMMEDIATE")
     try:
-        _insert(conn, rows, now)
+        _insert(cur, rows, now)
         for start in range(0, len(touched), _ROWS_PER_STATEMENT):
             chunk = touched[start : start + _ROWS_PER_STATEMENT]
-            conn.execute(_touch_sql(len(chunk)), [now, *chunk])
+            cur.execute(_touch_sql(len(chunk)), [now, *chunk])
         files: list[str] = []
         if ttl is not None:
             files += delete_rows(conn, "written < ?", (now - ttl,))[1]
         if max_bytes is not None:
             files += _evict(conn, max_bytes)
-        conn.execute("COMMIT")
+        cur.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+    finally:
+        cur.close()
     return files
 
 
-def _insert(conn: sqlite3.Connection, rows: list[Row], now: float) -> None:
+def _insert(cur: sqlite3.Cursor, rows: list[Row], now: float) -> None:
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start : start + _ROWS_PER_STATEMENT]
         params: list[object] = []
         for key, entry, node, size in chunk:
             params += (key, entry, now, node, size, now)
-        conn.execute(_insert_sql(len(chunk)), params)
+        cur.execute(_insert_sql(len(chunk)), params)
 
 
 def delete_rows(
