@@ -930,6 +930,33 @@ def test_entries_other_processes_commit_are_found_soon(tmp_path: Path) -> None:
     assert eventually_found(cache, KEY) == "after the clear"
 
 
+def test_this_process_never_reads_its_own_commits_back_but_sees_others_between_them(
+    tmp_path: Path,
+) -> None:
+    # Rows committed right after the last row seen count as seen at once (the next look
+    # at the log reads only what others committed since); a row another process committed
+    # in between is never skipped.
+    cache = missing_often(tmp_path)
+    known = cache._database()._known  # type: ignore[union-attr]
+
+    def last_row() -> int:
+        with raw(cache) as conn:
+            return int(conn.execute("SELECT max(id) FROM entries").fetchone()[0])
+
+    for i in range(3):
+        cache.put(key(i), i)
+        cache.flush()
+        assert known._last_id == last_row()  # no look at the log since
+    before = last_row()
+    insert_elsewhere(cache, "theirs", "committed elsewhere")
+    cache.put(key(9), 9)  # committed after theirs, before this process looked
+    cache.flush()
+    assert known._last_id == before  # theirs not read yet: not skipped
+    assert eventually_found(cache, "theirs") == "committed elsewhere"
+    assert cache.get(key(9)) == 9
+    assert known._last_id == last_row()
+
+
 def test_a_store_keeps_no_keys_beyond_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -417,12 +417,12 @@ class Database:
                 if conn is None:
                     return
                 rows = batch.rows()
-                files = commit_rows(
+                files, ids = commit_rows(
                     conn, rows, touched, clock(), ttl=self.ttl, max_bytes=self.max_bytes
                 )
                 self._unchecked += 1 + sum(len(e) for _, e, _, _ in rows if e is not None)
                 with self._read_lock:  # before they leave _flushing
-                    self._known.committed([row[0] for row in rows])
+                    self._known.committed([row[0] for row in rows], ids)
                 self.remove_files(files)
             except (sqlite3.Error, DatabaseProblem, OSError) as exc:
                 if not batch:  # only uses were to be recorded: nothing is lost

@@ -219,13 +219,15 @@ def commit_rows(
     *,
     ttl: float | None = None,
     max_bytes: int | None = None,
-) -> list[str]:
+) -> tuple[list[str], tuple[int, int]]:
     """In one transaction: insert or replace ``rows``, mark the ``touched`` keys used at
     ``now``, delete the rows written more than ``ttl`` seconds ago and, while the entries
     hold more than ``max_bytes``, the least recently used ones.
 
     Returns the keys of the deleted rows whose entries are files (for the caller to
-    remove once committed).
+    remove once committed), and the highest row id ever given before and after the
+    inserts: the rows inserted are exactly those with ids in between (the transaction
+    holds the database's write lock).
 
     Raises:
         sqlite3.Error: The transaction failed (nothing of it was committed).
@@ -233,7 +235,9 @@ def commit_rows(
     cur = conn.cursor()  # one for the transaction (sqlite3 keeps a weakref per cursor)
     cur.execute("BEGIN IMMEDIATE")
     try:
+        before = _last_id(cur)
         _insert(cur, rows, now)
+        after = _last_id(cur) if rows else before
         for start in range(0, len(touched), _ROWS_PER_STATEMENT):
             chunk = touched[start : start + _ROWS_PER_STATEMENT]
             cur.execute(_touch_sql(len(chunk)), [now, *chunk])
@@ -249,7 +253,13 @@ def commit_rows(
         raise
     finally:
         cur.close()
-    return files
+    return files, (before, after)
+
+
+def _last_id(cur: sqlite3.Cursor) -> int:
+    """The highest row id given so far (``AUTOINCREMENT`` never gives one twice)."""
+    row = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def _insert(cur: sqlite3.Cursor, rows: list[Row], now: float) -> None:
