@@ -480,7 +480,7 @@ def test_a_str_list_pickled_by_an_older_version_still_loads(tmp_path: Path) -> N
     cache = DiskCache(tmp_path / "c")
     cache.put(KEY, "placeholder")
     cache.flush()
-    with sqlite3.connect(tmp_path / "c" / "cache.db") as conn:
+    with raw(cache) as conn:  # (a sqlite3 connection's own ``with`` does not close it)
         data = encode_header(KEY, payload, None) + payload
         conn.execute("UPDATE entries SET entry = ? WHERE key = ?", (data, KEY))
     assert DiskCache(tmp_path / "c").get(KEY) == value

@@ -341,7 +341,9 @@ def test_backoff_follows_the_formula_without_jitter() -> None:
     assert Pipeline([flaky]).run(inputs={"x": 3}) == {"y": 3}
     gaps = [b - a for a, b in itertools.pairwise(times)]
     for got, want in zip(gaps, [0.05, 0.1, 0.15, 0.15], strict=True):
-        assert want <= got < want + 1.0, (gaps, want)  # (late under load, never early)
+        # Late under load, never early by more than the loop's timer resolution (libuv,
+        # under uvloop, counts whole milliseconds: a gap of 0.1495 s was seen for 0.15).
+        assert want - 0.002 <= got < want + 1.0, (gaps, want)
 
 
 def test_the_delay_formula_and_jitter() -> None:
