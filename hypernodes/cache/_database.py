@@ -162,15 +162,20 @@ class Database:
 
     # -- reading ------------------------------------------------------------------------
 
+    def _staged(self, key: str) -> Any:
+        """The entry staged for ``key`` (``None``: a file), or ``_ABSENT``."""
+        entry = self._pending.entries.get(key, _ABSENT)
+        if entry is _ABSENT:
+            entry = self._flushing.entries.get(key, _ABSENT)
+        return entry
+
     def find_now(self, key: str) -> Any:
         """What is known of ``key`` without reading the database: the staged entry,
         ``NOT_FOUND`` when this process knows the key is absent, else ``UNKNOWN``.
 
         No I/O but a ``stat`` of the log: for the event loop.
         """
-        entry = self._pending.entries.get(key, _ABSENT)
-        if entry is _ABSENT:
-            entry = self._flushing.entries.get(key, _ABSENT)
+        entry = self._staged(key)
         if entry is not _ABSENT:
             return entry
         if not self._read_lock.acquire(blocking=False):  # a thread is reading: no waiting
@@ -202,9 +207,7 @@ class Database:
         Raises:
             DatabaseProblem: The database cannot be read (damaged, locked too long, ...).
         """
-        entry = self._pending.entries.get(key, _ABSENT)
-        if entry is _ABSENT:
-            entry = self._flushing.entries.get(key, _ABSENT)
+        entry = self._staged(key)
         if entry is not _ABSENT:
             return entry
         name = row_key(key)

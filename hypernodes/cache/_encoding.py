@@ -212,8 +212,8 @@ def joined_strs(v: Any) -> bytes | None:
     joined by NULs (what the encoding of the list carries, see :func:`_strs`), else
     ``None``. ``DiskCache`` stores such lists as this text: splitting it is faster than
     unpickling, and a fingerprint that made it hands it over instead of pickling."""
-    if type(v) is not list or len(v) < 16:
-        return None
+    if type(v) is not list or len(v) < 16 or type(v[0]) is not str:
+        return None  # (most lists put are not of strs: no scan for them)
     if countOf(map(type, v), str) != len(v):
         return None
     return _joined(v)

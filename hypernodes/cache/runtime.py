@@ -25,13 +25,13 @@ with one warning naming the node and the type.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import warnings
 from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import flights
 from ._hashing import digest128
+from ._kinds import KINDS, domain_of, kind_of
 from .base import MISSING, Cache, CacheWarning, UnfingerprintableError
 from .code import code_functions, code_identity
 from .fingerprint import fingerprint, fingerprint_text
@@ -86,44 +86,6 @@ def _structure(code: str, node: Any) -> str:
     return _digest("node", code, repr(node.output_name), ",".join(node.inputs))
 
 
-class _Kind:
-    """What a store type supports beyond get / put, decided once per type."""
-
-    __slots__ = ("named", "recording", "texts", "versioned")
-
-    def __init__(self, store: Cache) -> None:
-        cls = type(store)
-        # Stores that record which node wrote an entry (``hypernodes cache ls --node``);
-        # a user's store written before ``put(..., node=)`` existed is called without it.
-        self.named = _takes_node(store)
-        # Stores keeping output versions with their entries, and node records.
-        self.versioned = cls.put_entry is not Cache.put_entry
-        # Stores writing a list of strs as its text, handed over by the fingerprint.
-        self.texts = (
-            self.versioned
-            and _takes(store.put_entry, "text", named=True)
-            and _takes(store.aput_entry, "text", named=True)
-        )
-        self.recording = cls.put_record is not Cache.put_record
-
-
-_KINDS: dict[type, _Kind] = {}
-
-
-def _kind(store: Cache) -> _Kind:
-    kind = _KINDS.get(type(store))
-    if kind is None:
-        kind = _KINDS[type(store)] = _Kind(store)
-    return kind
-
-
-def _domain(store: Cache) -> Hashable:
-    """What two store objects share when they are one store (for single flight): a
-    directory's path, else the object itself."""
-    path = getattr(store, "path", None)
-    return ("path", path) if isinstance(path, str) else id(store)
-
-
 def _output_version(value: Any, key: str, name: str) -> str:
     """An output's version: its fingerprint, or (it has none) one derived from its key."""
     try:
@@ -170,12 +132,12 @@ class CacheRuntime:
     )
 
     def __init__(self, store: Cache) -> None:
-        kind = _KINDS.get(type(store))  # (a runtime is made per run: kept cheap)
+        kind = KINDS.get(type(store))  # (a runtime is made per run: kept cheap)
         if kind is None:
             if not isinstance(store, Cache):
                 hint = " (pass an instance, not the class)" if isinstance(store, type) else ""
                 raise TypeError(f"cache must be a hypernodes Cache store, got {store!r}{hint}")
-            kind = _kind(store)
+            kind = kind_of(store)
         self.store = store
         # Stores doing I/O are read and written off the event loop (their aget/aput).
         self.blocking = bool(getattr(store, "blocking_io", False))
@@ -196,7 +158,7 @@ class CacheRuntime:
     def domain(self) -> Hashable:
         """What runs computing a key of this store share (see ``flights``)."""
         if self._domain is None:
-            self._domain = _domain(self.store)
+            self._domain = domain_of(self.store)
         return self._domain
 
     @classmethod
@@ -587,23 +549,6 @@ def _unpack(token: flights.Flight | str) -> tuple[flights.Flight | None, str]:
     if isinstance(token, flights.Flight):
         return token, token.key
     return None, token
-
-
-def _takes_node(store: Cache) -> bool:
-    """Whether ``store.put`` (and ``aput``) take ``node=``."""
-    return _takes(store.put, "node")
-
-
-def _takes(method: Any, name: str, *, named: bool = False) -> bool:
-    """Whether ``method`` takes the keyword argument ``name`` (``named``: by that name,
-    not through ``**kwargs``)."""
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    if name in params:
-        return True
-    return not named and any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _warn_uncached(node: str, why: str, hint: str | None = None) -> None:
