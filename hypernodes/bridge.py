@@ -160,7 +160,20 @@ def _run_on_own_loop(coro: Coroutine[Any, Any, T]) -> T:
         runner = _local.runner = _ThreadRunner()
         _local.end = _ThreadEnd(runner)
     # The caller's current context, on every call (Runner would reuse its first one).
-    return runner.runner.run(coro, context=contextvars.copy_context())
+    box: list[T] = []
+    runner.runner.run(_boxed(coro, box), context=contextvars.copy_context())
+    return box[0]
+
+
+async def _boxed(coro: Coroutine[Any, Any, T], box: list[T]) -> None:
+    """Await ``coro`` and keep its result in ``box``, not as the task's result.
+
+    ``asyncio.Runner`` checks its SIGINT handler with ``signal.getsignal`` as its task
+    ends. That call formats the repr of the handler, a partial holding the task, and the
+    repr of a done task includes its result. For a map's results that is several
+    milliseconds of list and numpy reprs on every call.
+    """
+    box.append(await coro)
 
 
 def _run_in_new_thread(coro: Coroutine[Any, Any, T]) -> T:

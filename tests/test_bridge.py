@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hypernodes import HyperNodesEngine, NodeError, Pipeline, node
+from hypernodes import HyperNodesEngine, MemoryCache, NodeError, Pipeline, node
 from hypernodes.executors.workers import spawn_safe_context
 
 WAIT = 10.0
@@ -621,3 +621,28 @@ def test_unbounded_run_recursion_raises_instead_of_hanging(
         "threaded RecursionError True",
         "threaded RecursionError True",
     ]
+
+
+class _Loud:
+    """A result whose repr is counted (formatting a map's results costs milliseconds)."""
+
+    reprs = 0
+
+    def __repr__(self) -> str:
+        type(self).reprs += 1
+        return "Loud()"
+
+
+def test_a_sync_call_never_formats_its_results() -> None:
+    # asyncio.Runner formats the repr of its finished task (result included) when it
+    # checks its SIGINT handler in the main thread: the result must not be the task's.
+    @node(output_name="loud")
+    def make(x: int) -> _Loud:
+        return _Loud()
+
+    pipeline = Pipeline([make], cache=MemoryCache())  # (a cached run goes through a loop)
+    _Loud.reprs = 0
+    assert threading.current_thread() is threading.main_thread()
+    assert isinstance(pipeline.run({"x": 1})["loud"], _Loud)
+    assert len(pipeline.map({"x": [1, 2, 3]}, map_over="x")) == 3
+    assert _Loud.reprs == 0  # (6 before: the 3 items, formatted twice)
