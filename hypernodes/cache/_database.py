@@ -38,6 +38,7 @@ from ._sqlite import (
     delete_rows,
     problem,
     row_key,
+    select_many,
 )
 
 __all__ = [
@@ -64,6 +65,13 @@ NOT_FOUND: Final[Any] = object()
 UNKNOWN: Final[Any] = object()
 
 _ABSENT: Final[Any] = object()
+_KEYS_PER_QUERY = 256
+"""Keys per query of a batched lookup (SQLite allows 32,766 parameters since 3.32)."""
+
+
+def _being_created(exc: sqlite3.Error) -> bool:
+    """Whether a lookup failed because another process is creating the table."""
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table")
 
 
 class _Batch:
@@ -213,23 +221,14 @@ class Database:
         name = row_key(key)
         with self._read_lock:
             try:
-                conn = self._reader
-                if conn is None or self._reader_epoch != self._epoch:
-                    if not os.path.exists(self.path):
-                        return NOT_FOUND  # nothing written yet, and nothing created
-                    conn = self._reader = self._connect()
-                    self._reads = conn.cursor()
-                    self._reader_epoch = self._epoch
-                    self._known.reset()
-                if self._known.absent(conn, name):
+                conn = self._open_reader()
+                if conn is None or self._known.absent(conn, name):
                     return NOT_FOUND
                 assert self._reads is not None
                 row = self._reads.execute(SELECT, (name,)).fetchone()
-            except sqlite3.OperationalError as exc:
-                if str(exc).startswith("no such table"):  # being created elsewhere
-                    return NOT_FOUND
-                raise problem(self.path, exc) from exc
             except sqlite3.Error as exc:
+                if _being_created(exc):
+                    return NOT_FOUND
                 raise problem(self.path, exc) from exc
             if row is None:
                 self._known.missed(conn)
@@ -239,6 +238,62 @@ class Database:
         if self.max_bytes is not None:
             self._touch(name)
         return row[0]
+
+    def find_many(self, keys: list[str], ttl: float | None = None) -> dict[str, Any]:
+        """:meth:`find` for many keys in a few queries: the entry of each key found
+        (bytes, or ``None`` when it is a file); a key not found is left out.
+
+        Raises:
+            DatabaseProblem: The database cannot be read (damaged, locked too long, ...).
+        """
+        found: dict[str, Any] = {}
+        asked: dict[str, str] = {}  # row key -> key
+        for key in keys:
+            entry = self._staged(key)
+            if entry is not _ABSENT:
+                found[key] = entry
+            else:
+                asked[row_key(key)] = key
+        if not asked:
+            return found
+        rows: list[tuple[str, Any, float]] = []
+        with self._read_lock:
+            try:
+                conn = self._open_reader()
+                if conn is None:
+                    return found
+                known = self._known
+                names = [name for name in asked if not known.absent(conn, name)]
+                assert self._reads is not None
+                for start in range(0, len(names), _KEYS_PER_QUERY):
+                    part = names[start : start + _KEYS_PER_QUERY]
+                    rows += self._reads.execute(select_many(len(part)), part).fetchall()
+            except sqlite3.Error as exc:
+                if _being_created(exc):
+                    return found
+                raise problem(self.path, exc) from exc
+            for _ in range(len(names) - len(rows)):
+                known.missed(conn)
+        oldest = None if ttl is None else clock() - ttl
+        for name, entry, written in rows:
+            if oldest is None or written >= oldest:
+                found[asked[name]] = entry
+                if self.max_bytes is not None:
+                    self._touch(name)
+        return found
+
+    def _open_reader(self) -> sqlite3.Connection | None:
+        """The reading connection (under ``_read_lock``), (re)made when the file was
+        replaced; ``None`` when the file does not exist (nothing written yet)."""
+        conn = self._reader
+        if conn is None or self._reader_epoch != self._epoch:
+            if not os.path.exists(self.path):
+                return None  # nothing written yet, and nothing created
+            conn = self._reader = self._connect()
+            self._reads = conn.cursor()
+            self._reader_epoch = self._epoch
+            self._known.reset()
+        return conn
 
     def _touch(self, name: str) -> None:
         with self._lock:

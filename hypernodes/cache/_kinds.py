@@ -16,7 +16,7 @@ __all__ = ["KINDS", "Kind", "domain_of", "kind_of"]
 class Kind:
     """What a store type supports beyond get / put, decided once per type."""
 
-    __slots__ = ("named", "recording", "texts", "versioned")
+    __slots__ = ("batched", "named", "recording", "texts", "versioned")
 
     def __init__(self, store: Cache) -> None:
         cls = type(store)
@@ -32,6 +32,11 @@ class Kind:
             and _takes(store.aput_entry, "text", named=True)
         )
         self.recording = cls.put_record is not Cache.put_record
+        # Stores reading many entries at once (a map reads ahead through them), unless a
+        # subclass overrides ``get_entry`` below them: its lookups then go through it.
+        self.batched = cls.get_entries is not Cache.get_entries and issubclass(
+            _owner(cls, "get_entries"), _owner(cls, "get_entry")
+        )
 
 
 KINDS: dict[type, Kind] = {}
@@ -51,6 +56,11 @@ def domain_of(store: Cache) -> Hashable:
     directory's path, else the object itself."""
     path = getattr(store, "path", None)
     return ("path", path) if isinstance(path, str) else id(store)
+
+
+def _owner(cls: type, name: str) -> type:
+    """The class in ``cls``'s MRO that defines ``name``."""
+    return next(c for c in cls.__mro__ if name in vars(c))
 
 
 def _takes_node(store: Cache) -> bool:

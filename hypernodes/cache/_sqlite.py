@@ -31,6 +31,7 @@ __all__ = [
     "DB_NAME",
     "SCHEMA_VERSION",
     "SELECT",
+    "select_many",
     "DatabaseProblem",
     "connect",
     "create_schema",
@@ -47,6 +48,14 @@ BUSY_TIMEOUT = 10.0
 """Seconds to wait for another process's write transaction before giving up."""
 
 SELECT = "SELECT entry, written FROM entries WHERE key = ?"
+
+
+@functools.cache
+def select_many(keys: int) -> str:
+    """The query of ``keys`` rows at once: ``(key, entry, written)`` of those found."""
+    return f"SELECT key, entry, written FROM entries WHERE key IN ({', '.join('?' * keys)})"
+
+
 _ROWS_PER_STATEMENT = 100
 # Many rows per statement, so few sqlite3_step calls: the sqlite3 module takes the GIL
 # back after every step, and a writer thread stepping row by row would take it from the

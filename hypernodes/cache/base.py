@@ -227,6 +227,17 @@ class Cache(ABC):
         value = self.get(key, MISSING)
         return MISSING if value is MISSING else (value, None)
 
+    def get_entries(self, keys: list[str]) -> dict[str, Entry]:
+        """:meth:`get_entry` of many keys (each counted as a lookup): the entry of each
+        key found; a key missed is left out. Stores that can read many entries at once
+        override it (a map reads ahead through it, see ``CacheRuntime.read_ahead``)."""
+        found: dict[str, Entry] = {}
+        for key in keys:
+            entry = self.get_entry(key)
+            if entry is not MISSING:
+                found[key] = entry
+        return found
+
     async def aget_entry(self, key: str) -> Entry | Any:
         """Async :meth:`get_entry` (stores doing I/O keep the event loop free)."""
         value = await self.aget(key, MISSING)

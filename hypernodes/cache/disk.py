@@ -280,6 +280,41 @@ class DiskCache(DiskWrites, Cache):
             return self._read_file(key, default)
         return self._load(key, None, entry, default)
 
+    def get_entries(self, keys: list[str]) -> dict[str, Entry]:
+        """:meth:`get_entry` of many keys, the database read in a few queries (each key
+        counted as a lookup): the entry of each key found; a key missed is left out.
+
+        Raises:
+            TypeError: A key is not a str.
+        """
+        for key in keys:
+            if type(key) is not str:
+                raise TypeError(f"cache keys are str, got {type(key).__name__}")
+        if not self._files.checked:
+            self._files.check_root()
+        db = self._database()
+        if db is None:
+            return super().get_entries(keys)
+        try:
+            rows = db.find_many(keys, self.ttl)
+        except DatabaseProblem as exc:
+            for _ in keys:  # (each a miss, as its own lookup would be; warned once)
+                self._database_problem(exc, lookup=True)
+            return {}
+        found: dict[str, Entry] = {}
+        for key in keys:
+            data = rows.get(key, NOT_FOUND)
+            if data is NOT_FOUND:
+                self._stats.add_miss()
+                continue
+            if data is None:  # a large entry: a file
+                entry = self._read_file(key, MISSING)
+            else:
+                entry = self._load(key, None, data, MISSING)
+            if entry is not MISSING:
+                found[key] = entry
+        return found
+
     async def aget(self, key: str, default: Any = MISSING) -> Any:
         """Async ``get``: what this process has staged, misses it knows of (its keys in
         memory), and (``inline_reads``) entry files already in the page cache are read

@@ -46,6 +46,8 @@ __all__ = ["VERSION", "CacheRuntime", "node_identity"]
 _FINGERPRINT_LENGTH = 32
 _DERIVED = ">"  # key + ">" + name: an output whose value was not at hand (pre-resolved)
 _OPAQUE = ":"  # key + ":" + name: an output that cannot be fingerprinted
+_UNSEEN: Any = object()  # a key not looked up ahead
+_KEYED = "\x00key"  # (_KEYED, node name): a key made ahead, in an item's values
 
 
 class _Unversioned:
@@ -119,7 +121,9 @@ class CacheRuntime:
     """
 
     __slots__ = (
+        "_ahead",
         "_domain",
+        "_get_entries",
         "_get_entry",
         "_identities",
         "_recorded",
@@ -147,12 +151,21 @@ class CacheRuntime:
         self.texts = kind.texts
         self._domain: Hashable = None
         self._get_entry = store.get_entry
+        self._get_entries = store.get_entries if kind.batched else None
+        # What ``read_ahead`` found for a map's next items, per key: the entry, or
+        # MISSING (looked up, not there); each taken by the first lookup of its key.
+        self._ahead: dict[str, Any] = {}
         # Node identities for the life of this runtime (one top-level run): code cannot
         # change meaningfully within a run, and a map looks each node up once per item.
         # Keyed by id() only while the run holds the nodes, never part of a key.
         self._identities: dict[int, tuple[Any, str]] = {}
         # Nodes whose record this run wrote (one record per node and run is enough).
         self._recorded: set[str] = set()
+
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether the store reads many entries at once (see :meth:`read_ahead`)."""
+        return self._get_entries is not None
 
     @property
     def domain(self) -> Hashable:
@@ -216,13 +229,22 @@ class CacheRuntime:
             if name in values:
                 self.version(values, name)
 
-    def key(self, step: Step, values: dict[Any, Any], *, missing_ok: bool = False) -> str | None:
+    def key(
+        self,
+        step: Step,
+        values: dict[Any, Any],
+        *,
+        missing_ok: bool = False,
+        quiet: bool = False,
+    ) -> str | None:
         """The key of ``step`` on ``values``, or ``None`` when it cannot be cached this run.
 
         With ``missing_ok`` (values not at hand: keys resolved before the nodes run
         elsewhere), an input that has neither a value nor a version yet (the output of an
         uncached upstream node) gives ``None`` silently, and the step's outputs get
-        versions derived from this key, for the keys downstream.
+        versions derived from this key, for the keys downstream. With ``quiet`` (a key
+        wanted ahead of the run), ``None`` is silent whatever the reason, and nothing is
+        derived.
         """
         node = step.node
         try:
@@ -235,32 +257,35 @@ class CacheRuntime:
             else:
                 identity = self.identity(step)
         except UnfingerprintableError as exc:
-            _warn_uncached(node.name, str(exc))
+            if not quiet:
+                _warn_uncached(node.name, str(exc))
             return None
         parts = [identity]
         get = values.get
         for slot in step.version_slots:
             version = get(slot)
             if version.__class__ is not str:  # not versioned yet (or not fingerprintable)
-                version = self._input_version(step, values, slot[1], missing_ok)
+                version = self._input_version(step, values, slot[1], missing_ok, quiet)
                 if version is None:
                     return None
             parts.append(version)
         key = digest128("\x1f".join(parts).encode()).hex()
-        if missing_ok:
+        if missing_ok and not quiet:
             for slot in step.output_slots:  # (a supplied output keeps its own fingerprint)
                 values[slot] = key + _DERIVED + slot[1]
         return key
 
     def _input_version(
-        self, step: Step, values: dict[Any, Any], name: str, missing_ok: bool
+        self, step: Step, values: dict[Any, Any], name: str, missing_ok: bool, quiet: bool
     ) -> str | None:
         version = self.version(values, name)
         if version is None:
-            if missing_ok:
+            if missing_ok or quiet:
                 return None
             raise KeyError(name)
         if isinstance(version, _Unversioned):
+            if quiet:
+                return None
             _warn_uncached(
                 step.node.name,
                 f"its input {name!r} is a {version.type_name}, which cannot be "
@@ -346,10 +371,15 @@ class CacheRuntime:
     ) -> tuple[flights.Flight | str | None, tuple[Any] | None]:
         """``lookup`` in the calling thread, for runs that own their thread (inline);
         waiting for another thread computing the same key blocks this one."""
-        key = self.key(step, values)
+        ahead = self._ahead
+        key = values.pop((_KEYED, step.name), None) if ahead else None
         if key is None:
-            return None, None
-        entry = self._get_entry(key)
+            key = self.key(step, values)
+            if key is None:
+                return None, None
+        entry = ahead.pop(key, _UNSEEN) if ahead else _UNSEEN
+        if entry is _UNSEEN:
+            entry = self._get_entry(key)
         if entry is not MISSING:
             versions = entry[1]
             slots = step.output_slots
@@ -368,6 +398,52 @@ class CacheRuntime:
             if entry is not MISSING:
                 self._hit(step, entry[1], values)
                 return key, (entry[0],)
+
+    def read_ahead(self, steps: Iterable[Step], rows: list[dict[Any, Any]]) -> None:
+        """Look up ahead what the next items of a map will look up, for a store that
+        reads many entries at once (``lookup_now`` then takes them from memory).
+
+        ``rows`` are the values of items about to run in this thread, one after the
+        other. Step by step in plan order, the keys every item can already make are read
+        in one ``get_entries`` call (each counted as a lookup), and a hit's output
+        versions go into its item's values, as the run itself would put them: they make
+        the next step's keys. A key found missing is kept as such, so the run does not
+        ask again. Each key is taken once, by the first lookup of it: an item sharing a
+        key with an earlier one looks it up itself (a miss of the first is then its hit,
+        staged). Nothing here warns or fails: what cannot be looked up ahead is looked
+        up by the run.
+        """
+        get_entries = self._get_entries
+        if get_entries is None:
+            return
+        ahead = self._ahead
+        for step in steps:
+            if not step.node.cache:
+                continue
+            batch: dict[str, dict[Any, Any]] = {}
+            slot = (_KEYED, step.name)
+            for values in rows:
+                key = self.key(step, values, quiet=True)
+                if key is None:
+                    continue
+                values[slot] = key  # (the run's lookup takes it instead of making it)
+                if key not in ahead and key not in batch:
+                    batch[key] = values
+            if not batch:
+                continue
+            try:
+                found = get_entries(list(batch))
+            except Exception:  # (the run's own lookups report what is wrong)
+                return
+            for key, values in batch.items():
+                hit = found.get(key)
+                ahead[key] = MISSING if hit is None else hit
+                if hit is not None:
+                    self._hit(step, hit[1], values)
+
+    def forget_ahead(self) -> None:
+        """Drop what ``read_ahead`` found and no lookup took (the map is over)."""
+        self._ahead.clear()
 
     def save_now(
         self,

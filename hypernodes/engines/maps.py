@@ -5,6 +5,7 @@ stream), the loop-free plain path, and the one item stream every map strategy fe
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import (
     AsyncGenerator,
@@ -293,9 +294,10 @@ async def _collect(
         item_scope, width = _item_scope(engine, plan, scope)
         if plan.simple and item_scope.plain and not item_scope.concurrent:
             return await map_plain(plan, exp, base, item_scope, width, collect)
-        run_one = _run_one(plan, exp, base, scope, item_scope, collect)
         numbered = exp.numbered()
         assert isinstance(numbered, Iterator) and exp.count is not None
+        numbered, ready = _read_ahead(plan, exp, base, item_scope, width, numbered)
+        run_one = _run_one(plan, exp, base, scope, item_scope, collect, ready)
         return await collect_items(
             numbered, exp.count, width, run_one, halt=scope.halt, collect=collect
         )
@@ -334,9 +336,10 @@ def _stream(
     if plan.simple and item_scope.plain and not item_scope.concurrent and not exp.is_async:
         # (Plain items come back in input order: ``ordered`` changes nothing.)
         return stream_plain(plan, exp, base, item_scope, width, failed=collect, window=window)
-    run_one = _run_one(plan, exp, base, scope, item_scope, collect)
+    numbered, ready = _read_ahead(plan, exp, base, item_scope, width, exp.numbered())
+    run_one = _run_one(plan, exp, base, scope, item_scope, collect, ready)
     return stream_items(
-        exp.numbered(), width, run_one, halt=scope.halt, collect=collect, window=window,
+        numbered, width, run_one, halt=scope.halt, collect=collect, window=window,
         ordered=ordered, stagger=stagger,
     )  # fmt: skip
 
@@ -348,16 +351,20 @@ def _run_one(
     scope: Scope,
     item_scope: Scope,
     collect: Failed | None,
+    ready: dict[int, dict[str, Any]] | None = None,
 ) -> Callable[[int, tuple[Any, ...]], Awaitable[dict[str, Any]]]:
     """How one of a map's items runs on the loop (per-item events included): the one
-    place a map's items are run on the loop, collected whole or streamed."""
+    place a map's items are run on the loop, collected whole or streamed. ``ready``:
+    items' values made ahead (see ``_read_ahead``), by index."""
     names = exp.names
     d = scope.callbacks
     context = scope.context
 
     async def run_one(index: int, item: tuple[Any, ...]) -> dict[str, Any]:
-        values = base.copy()
-        values.update(zip(names, item, strict=True))
+        values = ready.pop(index, None) if ready is not None else None
+        if values is None:
+            values = base.copy()
+            values.update(zip(names, item, strict=True))
         level = item_scope
         if collect is not None:  # a failed item ends itself, not the map
             level = level.derive(halt=item_halt(scope.halt))
@@ -375,6 +382,54 @@ def _run_one(
 
 _BATCH = 512
 """Items per batch of the loop-free plain map stream."""
+_AHEAD = 64
+"""Items whose cache lookups are read ahead at once (see ``_read_ahead``)."""
+
+
+def _read_ahead(
+    plan: Plan,
+    exp: Expansion,
+    base: dict[str, Any],
+    item_scope: Scope,
+    width: int,
+    numbered: Iterator[tuple[int, tuple[Any, ...]]] | AsyncIterator[tuple[int, tuple[Any, ...]]],
+) -> tuple[Any, dict[int, dict[str, Any]] | None]:
+    """The items of a map, read :data:`_AHEAD` at a time with their cache lookups done
+    ahead in a few batched reads (``CacheRuntime.read_ahead``), when they run one after
+    the other in this thread (sequential, inline, plain sync steps) through a store that
+    reads many entries at once; else the items as they are. Also the values made ahead,
+    by index, for ``run_one`` (``None``: none are)."""
+    cache = item_scope.cache
+    if (
+        cache is None
+        or not cache.reads_ahead
+        or width != 1
+        or not item_scope.inline
+        or not plan.simple
+        or not isinstance(numbered, Iterator)
+    ):
+        return numbered, None
+    ready: dict[int, dict[str, Any]] = {}
+    names = exp.names
+
+    def items() -> Iterator[tuple[int, tuple[Any, ...]]]:
+        try:
+            while batch := list(itertools.islice(numbered, _AHEAD)):
+                rows = []
+                for index, item in batch:
+                    values = ready[index] = base.copy()
+                    values.update(zip(names, item, strict=True))
+                    rows.append(values)
+                cache.read_ahead(plan.steps, rows)
+                yield from batch
+        finally:
+            cache.forget_ahead()
+            ready.clear()
+            close = getattr(numbered, "close", None)
+            if close is not None:
+                close()
+
+    return items(), ready
 
 
 def _collector(on_error: object) -> Callable[[Expansion], Failed] | None:
