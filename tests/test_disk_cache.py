@@ -150,10 +150,10 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     real = database_module.commit_rows
 
-    def commit_rows(conn: sqlite3.Connection, batch: list[Any], *args: Any, **kw: Any) -> Any:
-        if batch:  # (not the commits that only record lookups)
-            seen.append((threading.get_ident(), len(batch)))
-        return real(conn, batch, *args, **kw)
+    def commit_rows(conn: sqlite3.Connection, rows: Any, *args: Any, **kw: Any) -> Any:
+        if rows.keys:  # (not the commits that only record lookups)
+            seen.append((threading.get_ident(), len(rows.keys)))
+        return real(conn, rows, *args, **kw)
 
     monkeypatch.setattr(database_module, "commit_rows", commit_rows)
     return seen
@@ -1688,3 +1688,30 @@ def test_lookups_and_staged_entries_leave_no_object_per_entry(
     assert _peak_growth([stage(part) for part in parts]) < 20
     cache.flush()
     assert DiskCache(tmp_path / "c").get(keys[7][::-1]) == 2.5
+
+
+def test_a_commit_makes_no_object_per_row(
+    tmp_path: Path, no_timer: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tuple per row, alive for the whole commit, made the garbage collector of the
+    # thread computing results run once more per commit of a busy writer thread.
+    cache = DiskCache(tmp_path / "c")
+    for i in range(1000):
+        cache.put(key(i), 1.5)
+    growth: list[int] = []
+    real = database_module.commit_rows
+
+    def commit_rows(conn: sqlite3.Connection, rows: Any, *args: Any, **kw: Any) -> Any:
+        growth.append(len(gc.get_objects()) - before)  # the rows, as the commit holds them
+        return real(conn, rows, *args, **kw)
+
+    monkeypatch.setattr(database_module, "commit_rows", commit_rows)
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        cache.flush()
+    finally:
+        gc.enable()
+    assert len(growth) == 1 and growth[0] < 50  # (1,000 and more with a tuple per row)
+    assert fresh(cache).get(key(999)) == 1.5

@@ -32,6 +32,7 @@ from ._known import KnownKeys
 from ._sqlite import (
     SELECT,
     DatabaseProblem,
+    Rows,
     commit_rows,
     connect,
     create_schema,
@@ -104,13 +105,15 @@ class _Batch:
         else:
             self.nbytes += len(entry)
 
-    def rows(self) -> list[tuple[str, bytes | None, str | None, int]]:
-        """``(row key, entry, node, size)`` of each entry."""
-        nodes, sizes = self.nodes, self.file_sizes
-        return [
-            (row_key(k), e, nodes[k], sizes[k] if e is None else len(e))
-            for k, e in self.entries.items()
-        ]
+    def rows(self) -> Rows:
+        """The entries as rows to write (row keys, entries, nodes, sizes)."""
+        entries, nodes, sizes = self.entries, self.nodes, self.file_sizes
+        return Rows(
+            [row_key(k) for k in entries],
+            list(entries.values()),
+            [nodes[k] for k in entries],
+            [sizes[k] if e is None else len(e) for k, e in entries.items()],
+        )
 
 
 _sleep = time.sleep  # the writer thread's wait between turns (tests replace it)
@@ -478,9 +481,9 @@ class Database:
                 files, ids = commit_rows(
                     conn, rows, touched, clock(), ttl=self.ttl, max_bytes=self.max_bytes
                 )
-                self._unchecked += 1 + sum(len(e) for _, e, _, _ in rows if e is not None)
+                self._unchecked += 1 + sum(len(e) for e in rows.entries if e is not None)
                 with self._read_lock:  # before they leave _flushing
-                    self._known.committed([row[0] for row in rows], ids)
+                    self._known.committed(rows.keys, ids)
                 self.remove_files(files)
             except (sqlite3.Error, DatabaseProblem, OSError) as exc:
                 if not batch:  # only uses were to be recorded: nothing is lost

@@ -22,6 +22,7 @@ import functools
 import os
 import sqlite3
 import time
+from typing import NamedTuple
 
 from ._hashing import digest128
 
@@ -31,14 +32,15 @@ __all__ = [
     "DB_NAME",
     "SCHEMA_VERSION",
     "SELECT",
-    "select_many",
     "DatabaseProblem",
+    "Rows",
     "connect",
     "create_schema",
     "commit_rows",
     "delete_rows",
     "problem",
     "row_key",
+    "select_many",
 ]
 
 DB_NAME = "cache.db"
@@ -216,13 +218,20 @@ def _wal(conn: sqlite3.Connection) -> str:
             time.sleep(0.005)
 
 
-Row = tuple[str, bytes | None, str | None, int]
-"""A row to write: its key, its entry (``None``: a file), its node and its size."""
+class Rows(NamedTuple):
+    """Rows to write, column by column: their keys, entries (``None``: a file), nodes and
+    sizes. No object per row: a tuple per row, alive for the whole commit, made the
+    garbage collector of the thread computing results run about once more per commit."""
+
+    keys: list[str]
+    entries: list[bytes | None]
+    nodes: list[str | None]
+    sizes: list[int]
 
 
 def commit_rows(
     conn: sqlite3.Connection,
-    rows: list[Row],
+    rows: Rows,
     touched: list[str],
     now: float,
     *,
@@ -246,7 +255,7 @@ def commit_rows(
     try:
         before = _last_id(cur)
         _insert(cur, rows, now)
-        after = _last_id(cur) if rows else before
+        after = _last_id(cur) if rows.keys else before
         for start in range(0, len(touched), _ROWS_PER_STATEMENT):
             chunk = touched[start : start + _ROWS_PER_STATEMENT]
             cur.execute(_touch_sql(len(chunk)), [now, *chunk])
@@ -271,13 +280,14 @@ def _last_id(cur: sqlite3.Cursor) -> int:
     return int(row[0]) if row is not None else 0
 
 
-def _insert(cur: sqlite3.Cursor, rows: list[Row], now: float) -> None:
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+def _insert(cur: sqlite3.Cursor, rows: Rows, now: float) -> None:
+    keys, entries, nodes, sizes = rows
+    for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+        end = min(start + _ROWS_PER_STATEMENT, len(keys))
         params: list[object] = []
-        for key, entry, node, size in chunk:
-            params += (key, entry, now, node, size, now)
-        cur.execute(_insert_sql(len(chunk)), params)
+        for i in range(start, end):
+            params += (keys[i], entries[i], now, nodes[i], sizes[i], now)
+        cur.execute(_insert_sql(end - start), params)
 
 
 def delete_rows(
