@@ -233,11 +233,27 @@ def test_a_cold_map_counts_each_lookup_once_and_computes_each_node_once(
     results = Pipeline([make_a, make_b], cache=store).map({"x": list(range(100))}, map_over="x")
     assert [r["a"] for r in results] == list(range(1, 101))
     assert calls == {"make_a": 100, "make_b": 100}
-    # The first step's keys were read ahead (all missing, not asked again); the second
-    # step's depend on values computed in the run: looked up one by one.
-    assert store.batches == [64, 36]
-    assert store.singles == 100
+    # The first 64 items' first step was read ahead: all missing, not asked again. The
+    # next batch is left to its own lookups (nothing was found), and the second step's
+    # keys depend on values computed in the run: looked up one by one.
+    assert store.batches == [64]
+    assert store.singles == 36 + 100
     assert stats(store) == (0, 200)
+
+
+def test_read_ahead_backs_off_in_a_cold_stretch_and_resumes_at_a_hit(tmp_path: Path) -> None:
+    Pipeline([make_a, make_b], cache=DiskCache(tmp_path / "c")).map(
+        {"x": list(range(300, 600))}, map_over="x"
+    )
+    calls.clear()
+    store = Spy(tmp_path / "c")
+    results = Pipeline([make_a, make_b], cache=store).map({"x": list(range(600))}, map_over="x")
+    assert [r["a"] for r in results] == list(range(1, 601))
+    assert calls == {"make_a": 300, "make_b": 300}  # only the items not cached before
+    # Batches of 64 items: 0 read (nothing), 1 skipped, 2 read (nothing), 3-4 skipped,
+    # 5 read (items 320-383, cached: both steps), then every batch read again.
+    assert store.batches == [64, 64] + [64, 64] * 4 + [24, 24]
+    assert stats(store) == (600, 600)
 
 
 def test_items_sharing_keys_compute_them_once(tmp_path: Path) -> None:

@@ -399,7 +399,7 @@ class CacheRuntime:
                 self._hit(step, entry[1], values)
                 return key, (entry[0],)
 
-    def read_ahead(self, steps: Iterable[Step], rows: list[dict[Any, Any]]) -> None:
+    def read_ahead(self, steps: Iterable[Step], rows: list[dict[Any, Any]]) -> int:
         """Look up ahead what the next items of a map will look up, for a store that
         reads many entries at once (``lookup_now`` then takes them from memory).
 
@@ -411,12 +411,13 @@ class CacheRuntime:
         ask again. Each key is taken once, by the first lookup of it: an item sharing a
         key with an earlier one looks it up itself (a miss of the first is then its hit,
         staged). Nothing here warns or fails: what cannot be looked up ahead is looked
-        up by the run.
+        up by the run. Returns how many entries were found.
         """
         get_entries = self._get_entries
         if get_entries is None:
-            return
+            return 0
         ahead = self._ahead
+        hits = 0
         for step in steps:
             if not step.node.cache:
                 continue
@@ -434,12 +435,14 @@ class CacheRuntime:
             try:
                 found = get_entries(list(batch))
             except Exception:  # (the run's own lookups report what is wrong)
-                return
+                return hits
             for key, values in batch.items():
                 hit = found.get(key)
                 ahead[key] = MISSING if hit is None else hit
                 if hit is not None:
+                    hits += 1
                     self._hit(step, hit[1], values)
+        return hits
 
     def forget_ahead(self) -> None:
         """Drop what ``read_ahead`` found and no lookup took (the map is over)."""

@@ -384,6 +384,9 @@ _BATCH = 512
 """Items per batch of the loop-free plain map stream."""
 _AHEAD = 64
 """Items whose cache lookups are read ahead at once (see ``_read_ahead``)."""
+_AHEAD_SKIPS = 16
+"""Batches of items at most left to their own lookups after read-aheads found nothing
+(1, 2, 4, ... after each such read-ahead in a row): a cold map pays for few of them."""
 
 
 def _read_ahead(
@@ -413,14 +416,22 @@ def _read_ahead(
     names = exp.names
 
     def items() -> Iterator[tuple[int, tuple[Any, ...]]]:
+        skip = wait = 0
         try:
             while batch := list(itertools.islice(numbered, _AHEAD)):
+                if skip:  # (after batches that found nothing: their items look up alone)
+                    skip -= 1
+                    yield from batch
+                    continue
                 rows = []
                 for index, item in batch:
                     values = ready[index] = base.copy()
                     values.update(zip(names, item, strict=True))
                     rows.append(values)
-                cache.read_ahead(plan.steps, rows)
+                if cache.read_ahead(plan.steps, rows):
+                    wait = 0
+                else:  # a cold stretch: read ahead ever less often, back at the next hit
+                    skip = wait = min(2 * wait or 1, _AHEAD_SKIPS)
                 yield from batch
         finally:
             cache.forget_ahead()

@@ -6,6 +6,11 @@ A map over ``docs`` documents, three runs per repetition in one process: no cach
 repetition by repetition. The yardstick is the same work written by hand, with and
 without a cache of one pickle file per document (atomic ``os.replace``, no fsync).
 
+Each timed run starts from a collected heap (``gc.collect()`` first, on both sides): the
+results of the runs before it are alive, and which run happens to pay the collections
+their garbage makes due (a walk of every result list, 30-60 ms) would otherwise depend
+on how many objects everything before it allocated, not on the run itself.
+
 The cache directory is on the disk that holds the repository, never on tmpfs (the
 note says which filesystem). Every run's labels and scores are checked, and the node
 calls are counted: a cold run computes every node of every item, a warm one none.
@@ -13,6 +18,7 @@ calls are counted: a cold run computes every node of every item, a warm one none
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import os
@@ -136,6 +142,7 @@ def _measure(
                 ("warm", lambda r=root: cached(r)),
             ):
                 before = CALLS.copy()
+                gc.collect()  # (each run pays for its own garbage, not the last run's)
                 t0 = time.perf_counter()
                 out = call()
                 times[run] = time.perf_counter() - t0
