@@ -269,16 +269,21 @@ class DiskCache(DiskWrites, Cache):
         if db is None:
             return self._read_file(key, default, judge_age=True)
         try:
-            entry = db.find(key, self.ttl)
+            found = db.find(key, self.ttl)
         except DatabaseProblem as exc:
             self._database_problem(exc, lookup=True)
             return default
-        if entry is NOT_FOUND:
+        return self._entry(key, found)
+
+    def _entry(self, key: str, found: Any) -> Entry | Any:
+        """The entry of what the database found for ``key`` (bytes, ``None``: a file, or
+        ``NOT_FOUND``), or :data:`MISSING`; counted as a lookup."""
+        if found is NOT_FOUND:
             self._stats.add_miss()
-            return default
-        if entry is None:  # a large entry: a file
-            return self._read_file(key, default)
-        return self._load(key, None, entry, default)
+            return MISSING
+        if found is None:  # a large entry: a file
+            return self._read_file(key, MISSING)
+        return self._load(key, None, found, MISSING)
 
     def get_entries(self, keys: list[str]) -> dict[str, Entry]:
         """:meth:`get_entry` of many keys, the database read in a few queries (each key
@@ -303,14 +308,7 @@ class DiskCache(DiskWrites, Cache):
             return {}
         found: dict[str, Entry] = {}
         for key in keys:
-            data = rows.get(key, NOT_FOUND)
-            if data is NOT_FOUND:
-                self._stats.add_miss()
-                continue
-            if data is None:  # a large entry: a file
-                entry = self._read_file(key, MISSING)
-            else:
-                entry = self._load(key, None, data, MISSING)
+            entry = self._entry(key, rows.get(key, NOT_FOUND))
             if entry is not MISSING:
                 found[key] = entry
         return found

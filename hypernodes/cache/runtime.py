@@ -31,10 +31,19 @@ from typing import TYPE_CHECKING, Any
 
 from . import flights
 from ._hashing import digest128
+from ._identity import (
+    DERIVED,
+    Unversioned,
+    is_derived,
+    node_identity,
+    output_text,
+    output_version,
+    structure,
+)
 from ._kinds import KINDS, domain_of, kind_of
 from .base import MISSING, Cache, CacheWarning, UnfingerprintableError
 from .code import code_functions, code_identity
-from .fingerprint import fingerprint, fingerprint_text
+from .fingerprint import fingerprint
 from .versions import VERSION
 
 if TYPE_CHECKING:
@@ -43,67 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = ["VERSION", "CacheRuntime", "node_identity"]
 
-_FINGERPRINT_LENGTH = 32
-_DERIVED = ">"  # key + ">" + name: an output whose value was not at hand (pre-resolved)
-_OPAQUE = ":"  # key + ":" + name: an output that cannot be fingerprinted
 _UNSEEN: Any = object()  # a key not looked up ahead
 _KEYED = "\x00key"  # (_KEYED, node name): a key made ahead, in an item's values
-
-
-class _Unversioned:
-    """Marks a value that could not be fingerprinted (and why), so we warn only when used."""
-
-    __slots__ = ("type_name",)
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
-
-
-def _digest(*parts: str) -> str:
-    return digest128("\x1f".join(parts).encode()).hex()
-
-
-def node_identity(node: Any) -> str:
-    """The identity of a node: its code (and helpers') plus its structure.
-
-    For a nested pipeline node, the identities of every inner node, the inner pipeline's
-    bound values and the node's mappings: stable across processes, never an address.
-
-    Raises:
-        UnfingerprintableError: The code or a bound value cannot be fingerprinted.
-    """
-    inner = getattr(node, "pipeline", None)
-    if inner is None:
-        return _structure(code_identity(node.func), node)
-    parts = ["pipeline", repr(node.outputs), ",".join(node.inputs)]
-    parts.append(repr(sorted(node.input_mapping.items())))
-    parts.append(repr(sorted(node.output_mapping.items())))
-    parts.append(repr((node.map_over, node.map_mode)))
-    parts.extend(node_identity(n) for n in inner.nodes)
-    parts.extend(f"{k}={fingerprint(v)}" for k, v in sorted(inner.bound.items()))
-    return _digest(*parts)
-
-
-def _structure(code: str, node: Any) -> str:
-    return _digest("node", code, repr(node.output_name), ",".join(node.inputs))
-
-
-def _output_version(value: Any, key: str, name: str) -> str:
-    """An output's version: its fingerprint, or (it has none) one derived from its key."""
-    try:
-        return fingerprint(value)
-    except UnfingerprintableError:
-        return key + _OPAQUE + name
-
-
-def _output_text(value: Any, key: str, name: str) -> tuple[str, bytes | None]:
-    """:func:`_output_version`, and the text of a list of strs (see ``fingerprint_text``)."""
-    if type(value) is not list:
-        return _output_version(value, key, name), None
-    try:
-        return fingerprint_text(value)
-    except UnfingerprintableError:
-        return key + _OPAQUE + name, None
 
 
 class CacheRuntime:
@@ -194,7 +144,7 @@ class CacheRuntime:
             code = code_identity(node.func)
             memo = step.identity
             if memo is None or memo[0] != code:
-                memo = step.identity = (code, _structure(code, node))
+                memo = step.identity = (code, structure(code, node))
             return memo[1]
         known = self._identities.get(id(node))
         if known is not None and known[0] is node:
@@ -203,19 +153,19 @@ class CacheRuntime:
         self._identities[id(node)] = (node, identity)
         return identity
 
-    def version(self, values: dict[Any, Any], name: str) -> str | _Unversioned | None:
+    def version(self, values: dict[Any, Any], name: str) -> str | Unversioned | None:
         """The version of ``values[name]``: the fingerprint of the value (computed once,
         kept in ``values``) or a version derived from its node's key (``None`` when the
         value does not exist yet and has no version)."""
         slot = (VERSION, name)
-        version: str | _Unversioned | None = values.get(slot)
+        version: str | Unversioned | None = values.get(slot)
         if version is None:
             if name not in values:
                 return None
             try:
                 version = fingerprint(values[name])
             except UnfingerprintableError:
-                version = _Unversioned(type(values[name]).__qualname__)
+                version = Unversioned(type(values[name]).__qualname__)
             values[slot] = version
         return version
 
@@ -252,7 +202,7 @@ class CacheRuntime:
                 code = code_identity(node.func)
                 memo = step.identity
                 if memo is None or memo[0] != code:
-                    memo = step.identity = (code, _structure(code, node))
+                    memo = step.identity = (code, structure(code, node))
                 identity = memo[1]
             else:
                 identity = self.identity(step)
@@ -272,7 +222,7 @@ class CacheRuntime:
         key = digest128("\x1f".join(parts).encode()).hex()
         if missing_ok and not quiet:
             for slot in step.output_slots:  # (a supplied output keeps its own fingerprint)
-                values[slot] = key + _DERIVED + slot[1]
+                values[slot] = key + DERIVED + slot[1]
         return key
 
     def _input_version(
@@ -283,7 +233,7 @@ class CacheRuntime:
             if missing_ok or quiet:
                 return None
             raise KeyError(name)
-        if isinstance(version, _Unversioned):
+        if isinstance(version, Unversioned):
             if quiet:
                 return None
             _warn_uncached(
@@ -317,15 +267,15 @@ class CacheRuntime:
         outputs = step.outputs
         if len(outputs) == 1 and step.nested is None:  # the common case, no loops
             if self.texts:
-                version, text = _output_text(result, key, outputs[0])
+                version, text = output_text(result, key, outputs[0])
             else:
-                version, text = _output_version(result, key, outputs[0]), None
+                version, text = output_version(result, key, outputs[0]), None
             slots = step.output_slots  # (empty when the caller supplied the output)
-            if values is not None and slots and not _derived(values.get(slots[0])):
+            if values is not None and slots and not is_derived(values.get(slots[0])):
                 values[slots[0]] = version
             return (version,), text
         versions = [
-            _output_version(value, key, name)
+            output_version(value, key, name)
             for name, value in zip(outputs, tuple(result), strict=False)
         ]
         if values is not None:
@@ -333,7 +283,7 @@ class CacheRuntime:
             for name, version in zip(step.outputs, versions, strict=False):
                 # (A version derived before the value existed stays: it marks the inputs
                 # whose keys downstream were resolved that way, see ``_value_key``.)
-                if name not in keep and not _derived(values.get((VERSION, name))):
+                if name not in keep and not is_derived(values.get((VERSION, name))):
                     values[(VERSION, name)] = version
         return tuple(versions), None
 
@@ -346,7 +296,7 @@ class CacheRuntime:
             version = values.get(slot)
             if version.__class__ is not str:
                 return None
-            if _derived(version):
+            if is_derived(version):
                 name = slot[1]
                 if name not in values:
                     return None
@@ -612,15 +562,6 @@ class CacheRuntime:
                 self._outputs(step, key, result, None) if self.versioned else (None, None)
             )
             self._put(step, key, result, versions, text)
-
-
-def _derived(version: object) -> bool:
-    """Whether ``version`` was derived from a key before the value existed."""
-    return (
-        type(version) is str
-        and len(version) > _FINGERPRINT_LENGTH
-        and version[_FINGERPRINT_LENGTH] == _DERIVED
-    )
 
 
 def _unpack(token: flights.Flight | str) -> tuple[flights.Flight | None, str]:
