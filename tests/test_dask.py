@@ -28,6 +28,7 @@ dask_config = pytest.importorskip("dask.config")
 from hypernodes.executors.dask import (  # noqa: E402
     ENV_ADDRESS,
     INLINE_BYTES,
+    LOCAL_CLUSTER_CONFIG,
     DaskExecutor,
     make_dask_executor,
 )
@@ -108,6 +109,34 @@ def test_alias_starts_a_local_cluster_sized_by_max_workers_and_closes_it() -> No
     assert {r["where"] for r in results}.isdisjoint({TEST_PID})
     assert executor.client.status == "closed"
     assert cluster.status.name == "closed"
+
+
+def _worker_settings() -> tuple[Any, ...]:
+    get = dask_config.get
+    return (
+        get("distributed.worker.profile.enabled"),
+        get("distributed.admin.tick.interval"),
+        get("distributed.scheduler.worker-saturation"),
+    )
+
+
+def test_the_local_cluster_is_set_up_for_throughput_and_the_users_config_wins() -> None:
+    # Dask's defaults take LOCAL_CLUSTER_CONFIG's values; a key the user set otherwise
+    # keeps the user's, in the workers too.
+    assert LOCAL_CLUSTER_CONFIG == {
+        "distributed.scheduler.worker-saturation": "inf",
+        "distributed.worker.profile.enabled": False,
+        "distributed.admin.tick.interval": "1s",
+    }
+    with dask_config.set({"distributed.admin.tick.interval": "50ms"}):
+        engine = HyperNodesEngine(map_executor="dask", max_workers=2)
+        try:
+            executor = engine.lanes[1].executor
+            assert isinstance(executor, DaskExecutor)
+            seen = set(executor.client.run(_worker_settings).values())
+        finally:
+            engine.close()
+    assert seen == {(False, "50ms", "inf")}
 
 
 def test_map_on_a_cluster_by_address_matches_the_local_engine(
@@ -415,12 +444,29 @@ def held_until(x: int, folder: str) -> int:
     return x
 
 
+def _on_workers(client: Any, want: int) -> int:
+    """How many tasks the workers hold (running or waiting), once ``want`` (or 30 s)."""
+    deadline = time.monotonic() + 30
+    seen = 0
+    while seen < want and time.monotonic() < deadline:
+        seen = sum(len(keys) for keys in client.processing().values())
+        time.sleep(0.01)
+    return seen
+
+
+@pytest.mark.parametrize("max_workers", [None, 2])
 def test_each_worker_thread_holds_its_next_call(
-    engine: HyperNodesEngine, client: Any, tmp_path: Path
+    max_workers: int | None, cluster: Any, client: Any, tmp_path: Path
 ) -> None:
     # 2 one-thread workers: 2 items run and 2 more wait on the workers (not on the
-    # engine), so a worker starts its next item without a round trip to the engine.
+    # engine), so a worker starts its next item without a round trip to the engine. A
+    # budget of 2 (max_workers) bounds the bodies running, not the calls waiting on the
+    # workers: they hold no slot of it.
     assert DaskExecutor(client).hypernodes_backlog() == 2
+    engine = HyperNodesEngine(
+        map_executor="dask", address=cluster.scheduler_address, max_workers=max_workers
+    )
+    assert (engine._budget() is None) is (max_workers is None)
     pipe = Pipeline([held_until], engine=engine)
     done: list[Any] = []
     runner = threading.Thread(
@@ -430,16 +476,63 @@ def test_each_worker_thread_holds_its_next_call(
     )
     runner.start()
     try:
-        deadline = time.monotonic() + 30
-        seen = 0
-        while seen < 4 and time.monotonic() < deadline:
-            seen = sum(len(keys) for keys in client.processing().values())
-            time.sleep(0.01)
+        seen = _on_workers(client, 4)
     finally:
         Path(tmp_path, "go").touch()
         runner.join(timeout=60)
+        engine.close()
     assert seen == 4
     assert [r["y"] for r in done[0]] == list(range(6))
+
+
+@node(output_name="ready")
+async def ready_file(folder: str) -> bool:
+    deadline = time.monotonic() + 30
+    while not Path(folder, "ready").exists():  # on the loop: no slot of the budget
+        assert time.monotonic() < deadline, "never ready"
+        await asyncio.sleep(0.01)
+    return True
+
+
+@node(output_name="side")
+def side_step(ready: bool, folder: str) -> str:
+    Path(folder, "side").touch()
+    return "ran"
+
+
+def test_a_budget_counts_the_calls_running_on_the_cluster(
+    cluster: Any, client: Any, tmp_path: Path
+) -> None:
+    # max_workers=2 across the engine's threads and the cluster: with 2 items running
+    # on the workers (and 2 waiting there), a sync node for the thread pool waits for
+    # one of them to end before it starts.
+    items = Pipeline([held_until], name="items").as_node(name="mapped", map_over="x")
+    pipe = Pipeline([items, ready_file, side_step])
+    engine = HyperNodesEngine(
+        node_executor="threaded",
+        map_executor="dask",
+        address=cluster.scheduler_address,
+        max_workers=2,
+    )
+    done: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: done.append(
+            pipe.with_engine(engine).run({"x": list(range(6)), "folder": str(tmp_path)})
+        )
+    )
+    runner.start()
+    try:
+        seen = _on_workers(client, 4)
+        Path(tmp_path, "ready").touch()
+        time.sleep(0.3)  # time enough for the thread pool to start the side node
+        started_early = Path(tmp_path, "side").exists()
+    finally:
+        Path(tmp_path, "go").touch()
+        runner.join(timeout=60)
+        engine.close()
+    assert seen == 4
+    assert not started_early
+    assert done[0]["y"] == list(range(6)) and done[0]["side"] == "ran"
 
 
 def test_plain_map_chunks_run_as_long_as_the_executor_asks(

@@ -257,8 +257,78 @@ async def _gated(
         await halt.halted()
     if budget is None:
         return await _through_gate(lane, halt, start, label)
+    running = _can_run(lane)
+    if running is not None:
+        return await _in_budget(lane, halt, budget, running, start, label)
     async with budget:
         return await _through_gate(lane, halt, start, label)
+
+
+class _Share:
+    """What a cluster's calls of one run hold of its budget: ``calls`` started and not
+    finished, ``slots`` of the budget held for them."""
+
+    __slots__ = ("calls", "lock", "slots")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.slots = 0
+        self.lock = asyncio.Lock()  # one call at a time takes the slots lacking
+
+
+# Per run budget, per executor with a backlog (see ``_in_budget``).
+_shares: weakref.WeakKeyDictionary[asyncio.Semaphore, dict[int, _Share]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _can_run(lane: Lane) -> int | None:
+    """How many of ``lane``'s calls its executor can run at once when more may wait on
+    its workers (a cluster's backlog, see ``in_flight``), else ``None``."""
+    if lane.kind != "remote" or in_flight(lane) <= lane.width:
+        return None
+    return distributed_width(lane.executor) if lane.executor is not None else None
+
+
+async def _in_budget(
+    lane: Lane,
+    halt: Halt,
+    budget: asyncio.Semaphore,
+    running: int,
+    start: Callable[[], Awaitable[Any]],
+    label: str,
+) -> Any:
+    """``_through_gate`` for a cluster's call under the run's budget (``max_workers``).
+
+    A cluster runs at most ``running`` calls at once (one per worker thread); the rest of
+    its calls wait on its workers (``in_flight``'s backlog), running nothing. So its calls
+    hold ``min(calls, running)`` slots of the budget, not one each: at least one per call
+    that may be running, and a call waiting on a worker starts the moment the one before it
+    ends, without a slot of its own, as it does without a budget. (One slot a call kept a
+    worker idle for a round trip to this loop between calls: ~8% of a CPU-bound map on a
+    2-worker local Dask cluster with ``max_workers=2``.) The bodies running at once across
+    the run's pools still never exceed the budget.
+    """
+    assert lane.executor is not None
+    shares = _shares.get(budget)
+    if shares is None:
+        shares = _shares.setdefault(budget, {})
+    share = shares.setdefault(id(lane.executor), _Share())
+    share.calls += 1
+    try:
+        if share.slots < min(share.calls, running):
+            # Waiting in turn, a call finds the slots it lacked taken by the calls before
+            # it, and goes on: one waiting in the budget's queue itself would stay there.
+            async with share.lock:
+                while share.slots < min(share.calls, running):
+                    await budget.acquire()
+                    share.slots += 1
+        return await _through_gate(lane, halt, start, label)
+    finally:
+        share.calls -= 1
+        while share.slots > min(share.calls, running):
+            share.slots -= 1
+            budget.release()
 
 
 async def _through_gate(
