@@ -485,6 +485,27 @@ def test_each_worker_thread_holds_its_next_call(
     assert [r["y"] for r in done[0]] == list(range(6))
 
 
+def test_the_cluster_is_asked_its_size_at_set_up_not_per_call(client: Any) -> None:
+    # Its size is a call to the scheduler, which would block the loop: asked when the
+    # lane and its gate are set up, and the budget of every call reads it from there.
+    executor = DaskExecutor(client)
+    asked: list[int] = []
+    width = executor.hypernodes_width
+    executor.hypernodes_width = lambda: asked.append(1) or width()  # type: ignore[method-assign]
+    engine = HyperNodesEngine(map_executor=executor, max_workers=2)
+    assert engine._budget() is not None
+    pipe = Pipeline([double], engine=engine)
+    counts = []
+    for _ in range(2):
+        assert [r["doubled"] for r in pipe.map({"x": list(range(8))}, map_over="x")] == [
+            2 * x for x in range(8)
+        ]
+        counts.append(len(asked))
+    engine.close()
+    # Set-up asks (the lane's width, the gate's size); none for the 2 maps' calls.
+    assert counts[0] == counts[1] <= 3
+
+
 @node(output_name="ready")
 async def ready_file(folder: str) -> bool:
     deadline = time.monotonic() + 30

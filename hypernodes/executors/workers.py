@@ -197,6 +197,10 @@ _gates_lock = threading.Lock()
 _sizes: weakref.WeakKeyDictionary[concurrent.futures.Executor, dict[int, int]] = (
     weakref.WeakKeyDictionary()
 )
+# Their clusters' worker threads, asked once (a call to the scheduler): see ``in_flight``.
+_widths: weakref.WeakKeyDictionary[concurrent.futures.Executor, int | None] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _gate(lane: Lane) -> asyncio.Semaphore:
@@ -238,7 +242,9 @@ def in_flight(lane: Lane) -> int:
             sizes = _sizes.setdefault(executor, {})
     size = sizes.get(lane.width)
     if size is None:
-        threads = distributed_width(executor)
+        threads = _widths.get(executor, 0)
+        if threads == 0:
+            threads = _widths.setdefault(executor, distributed_width(executor))
         extra = max(0, int(backlog())) if threads is not None and threads <= lane.width else 0
         size = sizes.setdefault(lane.width, lane.width + extra)
     return size
@@ -285,9 +291,9 @@ _shares: weakref.WeakKeyDictionary[asyncio.Semaphore, dict[int, _Share]] = (
 def _can_run(lane: Lane) -> int | None:
     """How many of ``lane``'s calls its executor can run at once when more may wait on
     its workers (a cluster's backlog, see ``in_flight``), else ``None``."""
-    if lane.kind != "remote" or in_flight(lane) <= lane.width:
+    if lane.kind != "remote" or lane.executor is None or in_flight(lane) <= lane.width:
         return None
-    return distributed_width(lane.executor) if lane.executor is not None else None
+    return _widths.get(lane.executor)  # (``in_flight`` asked the cluster once)
 
 
 async def _in_budget(
