@@ -319,7 +319,9 @@ async def _in_budget(
     shares = _shares.get(budget)
     if shares is None:
         shares = _shares.setdefault(budget, {})
-    share = shares.setdefault(id(lane.executor), _Share())
+    share = shares.get(id(lane.executor))
+    if share is None:  # (made once per run and cluster, not per call)
+        share = shares[id(lane.executor)] = _Share()
     share.calls += 1
     try:
         if share.slots < min(share.calls, running):
