@@ -17,7 +17,7 @@ import pytest
 from hypernodes import HyperNodesEngine, Pipeline, node
 from hypernodes.config import INLINE_BELOW
 from hypernodes.errors import ConfigError
-from hypernodes.layers.place import PROMOTE
+from hypernodes.layers.place import PROMOTE, Gauge
 
 
 def _recorder() -> tuple[list[int], Any]:
@@ -180,6 +180,60 @@ async def test_a_single_wait_now_and_then_is_forgiven() -> None:
         loop_thread = await _calls(Pipeline([cheap], engine=engine), 200)
         assert "cheap" in engine.inlined
     assert where[-1] == loop_thread
+
+
+@pytest.mark.asyncio
+async def test_a_lone_run_computing_over_the_bound_now_and_then_is_forgiven() -> None:
+    # A trivial body sometimes takes 20-60 us that are not its own (an interrupt, a
+    # hypervisor's pause): alone, between runs under the bound, such a run is no strike,
+    # or a long-running service would send its cheap nodes back to threads one day.
+    where: list[int] = []
+    count = 0
+
+    @node(output_name="y")
+    def cheap(x: int) -> int:
+        nonlocal count
+        count += 1
+        where.append(threading.get_ident())
+        if count > PROMOTE + 4 and count % 4 == 0:
+            _compute(0.0015)  # 3 times the bound, one run in four
+        return x + 1
+
+    async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
+        loop_thread = await _calls(Pipeline([cheap], engine=engine), 100)
+        assert "cheap" in engine.inlined
+    assert where[-1] == loop_thread
+
+
+def test_runs_computing_over_the_bound_in_a_row_strike_from_the_first() -> None:
+    # (The rule itself, without a clock: an engine's runs are timed by the machine.)
+    bound = 0.001
+    gauge = Gauge("n")
+    gauge.inline, gauge.bound = True, bound
+    over = 3 * bound  # computing, not far over the bound (50 times)
+    gauge.over(over, over, False, False)
+    assert gauge.strikes == 0 and gauge.inline  # a lone run over: not yet a strike
+    gauge.passed()
+    gauge.over(over, over, False, False)
+    assert gauge.strikes == 0 and gauge.inline  # alone again, after a run under
+    gauge.over(over, over, False, False)
+    assert gauge.strikes == 2 and gauge.inline  # the second in a row: both count
+    gauge.over(over, over, False, False)
+    assert gauge.strikes == 3 and not gauge.inline and gauge.done  # back for good
+
+    waits = Gauge("w")
+    waits.inline, waits.bound = True, bound
+    waits.over(over, 0.0, True, False)
+    assert waits.strikes == 1  # a run that blocked is a strike at once
+    far = Gauge("f")
+    far.inline, far.bound = True, bound
+    far.over(60 * bound, 60 * bound, False, False)
+    assert far.done  # computing far over the bound: back at once
+    preempted = Gauge("p")
+    preempted.inline, preempted.bound = True, bound
+    for _ in range(5):
+        preempted.over(over, over, False, True)
+    assert preempted.strikes == 0 and preempted.inline  # the OS's doing
 
 
 @pytest.mark.asyncio

@@ -9,11 +9,15 @@ to a process pool or cluster). Nothing else in the kernel decides where a body r
 sync node bound for a worker *thread* is timed there (its step's ``Gauge``); once its runs
 under the bound outnumber twice those over it by ``PROMOTE`` (8) it runs inline on the
 loop instead, timed too. An inline run that computes undisturbed for over 50 times the bound sends the node
-back to threads for good at once; a run that blocks (I/O, a sleep) or computes over the
-bound is a strike, and the third strike in a short while does the same (strikes fade,
-one per 32 runs under the bound; a run only preempted by the OS is no strike unless it
-computed for over 50 times the bound). So the loop is held past the bound by at most
-three runs of a node, in a row. A body that starts a HyperNodes run itself (a nested
+back to threads for good at once; a run that blocks (I/O, a sleep) is a strike, and so
+are runs computing over the bound two or more in a row (the first of them counts too,
+once the second confirms it), and the third strike in a short while does the same
+(strikes fade, one per 32 runs under the bound). A lone run over the bound between
+runs under it is no strike: a trivial body sometimes takes 20-60 µs that are not its
+own (an interrupt or a hypervisor's pause, counted as the thread's CPU time), and in a
+long-running service those would add up to sending every cheap node back for good. A
+run only preempted by the OS is no strike unless it computed for over 50 times the
+bound. So the loop is held past the bound by at most three runs of a node, in a row. A body that starts a HyperNodes run itself (a nested
 ``pipeline.run()``) is never inlined. Process pools and clusters never inline: a body
 shipped there was sent there on purpose.
 """
@@ -86,7 +90,7 @@ async def _timed_inline(gauge: Gauge, fn: Callable[..., Any], args: tuple[Any, .
         took = time.perf_counter() - start
         if took > gauge.bound:
             gauge.over(took, *_spent(before, _usage()))
-        elif gauge.strikes:
+        elif gauge.strikes or gauge.slow:
             gauge.passed()
 
 
@@ -137,6 +141,7 @@ class Gauge:
         "name",
         "passes",
         "shown",
+        "slow",
         "streak",
         "strikes",
     )
@@ -151,6 +156,7 @@ class Gauge:
         self.streak = 0
         self.strikes = 0
         self.passes = 0
+        self.slow = 0  # inline runs in a row computing over the bound
 
     def sample(self, bound: float, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` (in a worker thread), timed; promote once runs under ``bound``
@@ -176,13 +182,21 @@ class Gauge:
         coarsely; whether it ``blocked`` or was ``preempted`` by the OS on the way).
 
         Computing undisturbed for over 50 times the bound ends inlining at once. Blocking
-        (I/O, a sleep, a lock, the GIL) or computing over the bound is a strike: three
-        close together end it. Preempted by the OS, it is a strike only when it computed
-        for over 50 times the bound (the OS's count of CPU time is coarse; a body that
-        heavy is preempted every time on a busy machine)."""
+        (I/O, a sleep, a lock, the GIL) is a strike: three close together end it.
+        Computing over the bound is a strike only on the second such run in a row, and
+        then the first counts too (``slow``): a lone run over it, between runs under it,
+        is the machine's as often as the body's. Preempted by the OS, it is a strike
+        only when it computed for over 50 times the bound (the OS's count of CPU time is
+        coarse; a body that heavy is preempted every time on a busy machine)."""
         far = _FAR * self.bound
         if preempted and not blocked and cpu <= far:
             return  # the OS's doing, not the body's
+        if not blocked and took <= far:  # computing over the bound, not far over
+            self.slow += 1
+            if self.slow == 1:
+                return  # a lone one is the machine's as often as the body's
+            if self.slow == 2:
+                self.strikes += 1  # the run before was over too: it counts now
         self.strikes += 1
         self.passes = 0
         if (not blocked and not preempted and took > far) or self.strikes >= _STRIKES:
@@ -197,6 +211,9 @@ class Gauge:
 
     def passed(self) -> None:
         """An inline run under the bound: strikes fade, one per ``_FADE`` such runs."""
+        self.slow = 0
+        if not self.strikes:
+            return
         self.passes += 1
         if self.passes >= _FADE:
             self.strikes, self.passes = self.strikes - 1, 0
