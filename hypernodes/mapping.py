@@ -182,6 +182,8 @@ def normalize_map_over(map_over: str | Sequence[str]) -> tuple[str, ...]:
     """
     if isinstance(map_over, str):
         names: tuple[Any, ...] = (map_over,)
+    elif type(map_over) is tuple:  # (checked below; no ABC check for the common case)
+        names = map_over
     elif isinstance(map_over, Iterable) and not isinstance(map_over, bytes | Mapping):
         names = tuple(map_over)
     else:
@@ -267,11 +269,17 @@ def _unknown(name: str, pipeline: Pipeline) -> str:
     return f"{hint}; its inputs are {listed}"
 
 
+_PLAIN = frozenset({list, tuple, range})
+"""Sized, iterable, neither text nor a mapping: mapped over as they are."""
+
+
 def _is_sized(value: Any) -> bool:
     return hasattr(value, "__len__") and hasattr(value, "__iter__")
 
 
 def _checked(name: str, value: Any, *, lazy_ok: bool) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, str | bytes | bytearray):
         raise InvalidInputError(
             f"map_over input {name!r} is a {type(value).__name__}; map over a list of "

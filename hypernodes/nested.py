@@ -82,6 +82,8 @@ class PipelineNode(Node):
         self.inputs = tuple(to_outer.get(n, n) for n in inner_inputs)
         self.defaults = {to_outer.get(n, n): v for n, v in pipeline.optional_inputs.items()}
         self.map_over = self._check_map_over(map_over, to_outer)
+        # The inner names mapped over, once (a tuple of str: taken as it is).
+        self._mapped = tuple(self._to_inner.get(n, n) for n in self.map_over or ())
         self.call_positional = self.inputs
         self.call_keyword = ()
         self.func = self._call
@@ -253,7 +255,11 @@ class PipelineNode(Node):
                 if parent_ctx is not None
                 else CallbackContext(kind, inner.name, node=self.name)
             )
-        parent = scope.derive(cache=cache, callbacks=dispatcher, context=context)
+        # (Named for the inner pipeline here: the engine's own level, derived from it,
+        # then changes nothing and is this same scope, not a second copy.)
+        parent = scope.derive(
+            pipeline=inner.name, cache=cache, callbacks=dispatcher, context=context
+        )
         d = dispatcher
         if d is not None and d.on_nested_pipeline_start:
             d.emit(d.on_nested_pipeline_start, context=context, node=self, pipeline=inner)
@@ -288,12 +294,10 @@ class PipelineNode(Node):
         if self.map_over is None:
             result = await engine.arun(self.pipeline, inputs, list(inner_outputs), _parent=parent)
             return tuple(result[n] for n in inner_outputs)
-        to_inner = self._to_inner
-        mapped = [to_inner.get(n, n) for n in self.map_over]
         results = await engine.amap(
             self.pipeline,
             inputs,
-            mapped,
+            self._mapped,
             self.map_mode,
             list(inner_outputs),
             on_error=self.on_error,

@@ -566,3 +566,29 @@ def test_non_executor_objects_are_rejected(bad: object) -> None:
 def test_invalid_executor_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         HyperNodesEngine(node_executor="nope")
+
+
+def test_a_derived_scope_keeps_every_setting_it_does_not_change() -> None:
+    from dataclasses import fields
+
+    from hypernodes.executors.halting import new_halt
+    from hypernodes.executors.workers import Lane
+    from hypernodes.level import Limiter, Scope
+
+    limiter = Limiter(3)
+    scope = Scope(
+        engine="e", pipeline="outer", concurrent=True, limiter=limiter,
+        body=Lane("threads", None, 2, "threaded"), inline=False, halt=new_halt(),
+        cache="a cache", inline_below=0.5,
+    )  # fmt: skip
+    limiter.owner = scope  # (an owner's derived levels are always copies)
+    assert scope.derive() is not scope
+    child = scope.derive(pipeline="inner", cache=None)
+    assert (child.pipeline, child.cache, child.plain) == ("inner", None, True)
+    assert not scope.plain  # the parent is unchanged
+    for f in fields(Scope):
+        if f.name not in ("pipeline", "cache", "plain"):
+            assert getattr(child, f.name) is getattr(scope, f.name), f.name
+    assert child.derive(pipeline="inner") is child  # nothing changes: no copy
+    with pytest.raises(TypeError, match="Scope has no settings"):
+        scope.derive(pipelin="typo")
