@@ -310,14 +310,16 @@ class PipelineNode(Node):
     def cache_for(self, scope: scheduler.Scope) -> Any:
         """The cache runtime of the nested level (the ``as_node`` override, the inner
         pipeline's own cache, or the enclosing level's)."""
+        store = self.cache_override
+        if store is ...:
+            store = self.pipeline.own_cache
+            if store is UNSET:
+                return scope.cache
+        if store is None:
+            return None  # (``cache=None``: no cache here, and no import per call)
         from .cache.runtime import CacheRuntime  # deferred: hashing libraries
 
-        if self.cache_override is not ...:
-            return CacheRuntime.create(self.cache_override)
-        own = self.pipeline.own_cache
-        if own is not UNSET:
-            return CacheRuntime.create(own)
-        return scope.cache
+        return CacheRuntime.create(store)
 
     def callbacks_for(self, outer: Dispatcher | None) -> Dispatcher | None:
         """The dispatcher of the nested level: the enclosing level's callbacks (``outer``)
