@@ -162,8 +162,20 @@ async def test_a_node_that_starts_waiting_goes_back_after_three_waits() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_single_wait_now_and_then_is_forgiven() -> None:
-    # (One run over the bound is usually the OS or another thread taking the CPU.)
+@pytest.mark.parametrize(
+    ("every", "over"),
+    [
+        # A wait now and then: usually the OS or another thread taking the CPU.
+        (40, lambda: time.sleep(0.002)),
+        # A lone run computing over the bound (3 times it), one run in four: a trivial
+        # body sometimes takes 20-60 us that are not its own (an interrupt, a
+        # hypervisor's pause); alone, between runs under the bound, such a run is no
+        # strike, or a long-running service would send its cheap nodes back one day.
+        (4, lambda: _compute(0.0015)),
+    ],
+    ids=["a-wait", "computing"],
+)
+async def test_a_lone_run_over_the_bound_now_and_then_is_forgiven(every: int, over: Any) -> None:
     where: list[int] = []
     count = 0
 
@@ -172,35 +184,12 @@ async def test_a_single_wait_now_and_then_is_forgiven() -> None:
         nonlocal count
         count += 1
         where.append(threading.get_ident())
-        if count > PROMOTE + 4 and count % 40 == 0:
-            time.sleep(0.002)
+        if count > PROMOTE + 4 and count % every == 0:
+            over()
         return x + 1
 
     async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
         loop_thread = await _calls(Pipeline([cheap], engine=engine), 200)
-        assert "cheap" in engine.inlined
-    assert where[-1] == loop_thread
-
-
-@pytest.mark.asyncio
-async def test_a_lone_run_computing_over_the_bound_now_and_then_is_forgiven() -> None:
-    # A trivial body sometimes takes 20-60 us that are not its own (an interrupt, a
-    # hypervisor's pause): alone, between runs under the bound, such a run is no strike,
-    # or a long-running service would send its cheap nodes back to threads one day.
-    where: list[int] = []
-    count = 0
-
-    @node(output_name="y")
-    def cheap(x: int) -> int:
-        nonlocal count
-        count += 1
-        where.append(threading.get_ident())
-        if count > PROMOTE + 4 and count % 4 == 0:
-            _compute(0.0015)  # 3 times the bound, one run in four
-        return x + 1
-
-    async with HyperNodesEngine(node_executor="async", inline_below=0.0005) as engine:
-        loop_thread = await _calls(Pipeline([cheap], engine=engine), 100)
         assert "cheap" in engine.inlined
     assert where[-1] == loop_thread
 

@@ -8,18 +8,18 @@ to a process pool or cluster). Nothing else in the kernel decides where a body r
 **Cheap sync bodies run inline** (``HyperNodesEngine(inline_below=...)``, seconds): a
 sync node bound for a worker *thread* is timed there (its step's ``Gauge``); once its runs
 under the bound outnumber twice those over it by ``PROMOTE`` (8) it runs inline on the
-loop instead, timed too. An inline run that computes undisturbed for over 50 times the bound sends the node
-back to threads for good at once; a run that blocks (I/O, a sleep) is a strike, and so
-are runs computing over the bound two or more in a row (the first of them counts too,
-once the second confirms it), and the third strike in a short while does the same
-(strikes fade, one per 32 runs under the bound). A lone run over the bound between
-runs under it is no strike: a trivial body sometimes takes 20-60 µs that are not its
-own (an interrupt or a hypervisor's pause, counted as the thread's CPU time), and in a
-long-running service those would add up to sending every cheap node back for good. A
+loop instead, timed too. An inline run that computes undisturbed for over 50 times the
+bound sends the node back to threads for good at once; a run that blocks (I/O, a sleep)
+is a strike, and so are runs computing over the bound two or more in a row (the first of
+them counts too, once the second confirms it), and the third strike in a short while
+does the same (strikes fade, one per 32 runs under the bound). A lone run over the bound
+between runs under it is no strike: a trivial body sometimes takes 20-60 µs that are not
+its own (an interrupt or a hypervisor's pause, counted as the thread's CPU time), and in
+a long-running service those would add up to sending every cheap node back for good. A
 run only preempted by the OS is no strike unless it computed for over 50 times the
-bound. So the loop is held past the bound by at most three runs of a node, in a row. A body that starts a HyperNodes run itself (a nested
-``pipeline.run()``) is never inlined. Process pools and clusters never inline: a body
-shipped there was sent there on purpose.
+bound. So the loop is held past the bound by at most three runs of a node, in a row. A
+body that starts a HyperNodes run itself (a nested ``pipeline.run()``) is never inlined.
+Process pools and clusters never inline: a body shipped there was sent there on purpose.
 """
 
 from __future__ import annotations
