@@ -366,3 +366,44 @@ def test_an_unfingerprintable_input_warns_once_per_run_not_when_read_ahead(
         )
     assert [r["y"] for r in results] == [1, 1]
     assert len({str(w.message) for w in record}) == 1
+
+
+def test_a_key_read_ahead_as_missing_then_stored_by_another_run_is_a_hit(
+    tmp_path: Path,
+) -> None:
+    class Late(DiskCache):
+        """Its batched read returns after another run stored and landed the key."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.read, self.other_done = threading.Event(), threading.Event()
+
+        def get_entries(self, keys: list[str]) -> dict[str, Any]:
+            found = super().get_entries(keys)
+            self.read.set()
+            assert self.other_done.wait(10)
+            return found
+
+    store = Late(tmp_path / "c")
+
+    @node(output_name="a")
+    def slow_a(x: int) -> int:
+        with lock:
+            calls["slow_a"] += 1
+        assert store.read.wait(10)  # the map read the key ahead while it missed
+        return x + 1
+
+    pipeline = Pipeline([slow_a], cache=store)
+
+    def other() -> None:
+        try:
+            assert pipeline.run({"x": 9}) == {"a": 10}
+        finally:
+            store.other_done.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    results = pipeline.map({"x": [9]}, map_over="x")
+    thread.join(10)
+    assert [r["a"] for r in results] == [10]
+    assert calls == {"slow_a": 1}  # the map read the key again when it claimed it: a hit

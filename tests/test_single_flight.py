@@ -4,6 +4,7 @@ threads; a cancelled or failing computation hands the key to a waiter."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from hypernodes import DiskCache, MemoryCache, Pipeline, node
-from hypernodes.cache import flights
+from hypernodes.cache import MISSING, flights
 
 
 @pytest.fixture(params=["memory", "disk"])
@@ -214,8 +215,6 @@ def test_a_failing_run_in_one_thread_lets_the_other_compute(store: Any) -> None:
 def test_a_pool_worker_never_blocks_on_another_runs_flight() -> None:
     # A node body in a worker thread whose run() misses a key another run is computing
     # computes it itself: blocking could deadlock a pool whose worker that run needs.
-    import concurrent.futures
-
     from hypernodes.executors.workers import _holding
 
     flight, owner = flights.claim(("a test domain",), "k")
@@ -228,3 +227,88 @@ def test_a_pool_worker_never_blocks_on_another_runs_flight() -> None:
             assert inside.result(5) is False  # at once, not after the flight lands
     finally:
         flights.land(flight)
+
+
+class _SlowReads(MemoryCache):
+    """A store whose second read of a key, made while the key is missing, returns
+    "missing" only after another run stored the key and landed its flight: a slow disk
+    or a busy pool between a run's read and its claim."""
+
+    def __init__(self, blocking: bool) -> None:
+        super().__init__()
+        self.blocking_io = blocking  # (async reads go through ``aget_entry`` when set)
+        self.reads: dict[str, int] = {}
+        self.second_read = threading.Event()
+        self.stored = threading.Event()
+
+    def get_entry(self, key: str) -> Any:
+        entry = super().get_entry(key)
+        self.reads[key] = self.reads.get(key, 0) + 1
+        if entry is MISSING and self.reads[key] == 2:
+            self.second_read.set()
+            assert self.stored.wait(10)
+            until_now(lambda: flights.in_flight() == {})  # landed: the read is stale now
+        return entry
+
+    async def aget_entry(self, key: str) -> Any:
+        return await asyncio.to_thread(self.get_entry, key)
+
+    def put_entry(self, key: str, value: Any, versions: Any, *, node: str | None = None) -> None:
+        super().put_entry(key, value, versions, node=node)
+        self.stored.set()
+
+
+def _slow_first(store: _SlowReads, calls: list[int]) -> Pipeline:
+    @node(output_name="y")
+    def double(x: int) -> int:
+        calls.append(1)
+        assert store.second_read.wait(10)  # the other run read the key while it missed
+        return 2 * x
+
+    return Pipeline([double], cache=store)
+
+
+def test_a_run_whose_read_missed_before_the_key_landed_reads_again_in_threads() -> None:
+    store = _SlowReads(blocking=False)
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+    pipeline = _slow_first(store, calls)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(pipeline.run, {"x": 6}) for _ in range(2)]
+        results = [run.result(20) for run in runs]
+    assert results == [{"y": 12}, {"y": 12}]
+    assert len(calls) == 1  # the late reader read again and hit, instead of computing
+    assert flights.in_flight() == {}
+
+
+@pytest.mark.asyncio
+async def test_a_run_whose_read_missed_before_the_key_landed_reads_again_on_a_loop() -> None:
+    store = _SlowReads(blocking=True)
+    calls: list[int] = []  # (a list: the code identity counts its type, not its state)
+    pipeline = _slow_first(store, calls)
+    results = await asyncio.gather(pipeline.arun({"x": 7}), pipeline.arun({"x": 7}))
+    assert results == [{"y": 14}, {"y": 14}]
+    assert len(calls) == 1
+    assert flights.in_flight() == {}
+
+
+def test_a_landing_is_remembered_by_key_until_too_many_keys_land_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(flights, "_KEEP", 3)
+    monkeypatch.setattr(flights, "_landed", {})
+    monkeypatch.setattr(flights, "_forgotten", flights._forgotten)  # (restored after)
+    mark = flights.landings()
+    flight, owner = flights.claim(("a test domain",), "k0")
+    assert owner
+    assert not flights.landed_since("k0", mark)  # claiming is not landing
+    flights.land(flight)
+    flights.land(flight)  # (idempotent: one landing)
+    assert flights.landings() == mark + 1
+    assert flights.landed_since("k0", mark)
+    assert not flights.landed_since("k0", mark + 1)  # noted after it landed
+    assert not flights.landed_since("k1", mark)  # another key's landing is not this one's
+    for name in ("k1", "k2", "k3"):
+        flights.land(flights.claim(("a test domain",), name)[0])
+    # k0 was dropped to keep 3 keys: whoever noted a mark before it landed reads again.
+    assert flights.landed_since("some other key", mark)
+    assert not flights.landed_since("some other key", mark + 1)

@@ -7,8 +7,17 @@ the key up again. The owner ends its flight with :func:`land` whether it stored 
 failed or was cancelled: a waiter that then still misses claims the key and computes
 itself, so a cancelled or failing owner never leaves anyone waiting for ever.
 
+A run reads the store before it claims, so a flight can land between the two: the run
+read "missing", the owner stored the key and landed, and the run would then claim the key
+and compute it a second time. Landings are numbered, and the number of the last landing
+of each of the newest ``_KEEP`` keys landed is kept: a run notes :func:`landings` before it
+reads and, once it owns the key, asks :func:`landed_since` whether the key landed after
+that (or whether so many keys landed since that it cannot tell): if so, it reads again
+before computing.
+
 The registry is process-wide on purpose: concurrent runs (their own event loops, their
-own threads) share it, as they share the store. It holds only keys in flight.
+own threads) share it, as they share the store. It holds only keys in flight, and the
+numbers of the newest landings.
 This module must not import the rest of HyperNodes.
 """
 
@@ -20,10 +29,23 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["Flight", "claim", "in_flight", "land", "wait", "wait_now"]
+__all__ = [
+    "Flight",
+    "claim",
+    "in_flight",
+    "land",
+    "landed_since",
+    "landings",
+    "wait",
+    "wait_now",
+]
 
 _lock = threading.Lock()
 _flights: dict[tuple[Hashable, str], Flight] = {}
+_KEEP = 4096
+_landings = 0  # flights landed so far in this process (each one's number)
+_landed: dict[str, int] = {}  # key -> the number of its last landing, newest _KEEP keys
+_forgotten = 0  # the newest number dropped from ``_landed``
 
 
 class Flight:
@@ -70,10 +92,17 @@ def claim(domain: Hashable, key: str) -> tuple[Flight, bool]:
 def land(flight: Flight) -> None:
     """End ``flight`` (its owner stored the result, failed or was cancelled) and wake its
     waiters. Idempotent."""
+    global _landings, _forgotten
     with _lock:
         if flight.landed:
             return
         flight.landed = True
+        _landings += 1
+        key = flight.slot[1]
+        _landed.pop(key, None)  # (so the oldest landing is always first)
+        _landed[key] = _landings
+        while len(_landed) > _KEEP:
+            _forgotten = _landed.pop(next(iter(_landed)))
         if _flights.get(flight.slot) is flight:
             del _flights[flight.slot]
         waiters, flight.waiters = flight.waiters, []
@@ -84,6 +113,20 @@ def land(flight: Flight) -> None:
         loop, future = waiter
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
             loop.call_soon_threadsafe(_wake, future)
+
+
+def landings() -> int:
+    """How many flights have landed so far in this process: note it before reading a key,
+    and give it to :func:`landed_since` once this run owns the key."""
+    return _landings
+
+
+def landed_since(key: str, mark: int) -> bool:
+    """Whether a flight of ``key`` (in any store) may have landed after :func:`landings`
+    said ``mark``: a run may then have stored it since this run read it missing, and this
+    run reads it again before computing it. ``True`` also when more than ``_KEEP`` keys
+    landed since (it cannot tell)."""
+    return _landed.get(key, 0) > mark or _forgotten > mark
 
 
 def _wake(future: asyncio.Future[None]) -> None:

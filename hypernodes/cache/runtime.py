@@ -102,8 +102,9 @@ class CacheRuntime:
         self._domain: Hashable = None
         self._get_entry = store.get_entry
         self._get_entries = store.get_entries if kind.batched else None
-        # What ``read_ahead`` found for a map's next items, per key: the entry, or
-        # MISSING (looked up, not there); each taken by the first lookup of its key.
+        # What ``read_ahead`` found for a map's next items, per key: the entry, or, for a
+        # key not there, ``flights.landings()`` before it was read (an int); each taken
+        # by the first lookup of its key.
         self._ahead: dict[str, Any] = {}
         # Node identities for the life of this runtime (one top-level run): code cannot
         # change meaningfully within a run, and a map looks each node up once per item.
@@ -329,7 +330,10 @@ class CacheRuntime:
                 return None, None
         entry = ahead.pop(key, _UNSEEN) if ahead else _UNSEEN
         if entry is _UNSEEN:
+            seen = flights.landings()
             entry = self._get_entry(key)
+        elif entry.__class__ is int:  # read ahead as missing, when the landings were this
+            seen, entry = entry, MISSING
         if entry is not MISSING:
             versions = entry[1]
             slots = step.output_slots
@@ -341,9 +345,21 @@ class CacheRuntime:
         while True:
             flight, owner = flights.claim(self.domain, key)
             if owner:
-                return flight, None
+                if not flights.landed_since(key, seen):
+                    return flight, None
+                try:  # (stored since it was read, perhaps)
+                    entry = self._get_entry(key)
+                except BaseException:
+                    flights.land(flight)
+                    raise
+                if entry is MISSING:
+                    return flight, None
+                flights.land(flight)
+                self._hit(step, entry[1], values)
+                return key, (entry[0],)
             if not flights.wait_now(flight):
                 return key, None  # claimed in this thread: compute without it
+            seen = flights.landings()
             entry = self._get_entry(key)
             if entry is not MISSING:
                 self._hit(step, entry[1], values)
@@ -358,10 +374,11 @@ class CacheRuntime:
         in one ``get_entries`` call (each counted as a lookup), and a hit's output
         versions go into its item's values, as the run itself would put them: they make
         the next step's keys. A key found missing is kept as such, so the run does not
-        ask again. Each key is taken once, by the first lookup of it: an item sharing a
-        key with an earlier one looks it up itself (a miss of the first is then its hit,
-        staged). Nothing here warns or fails: what cannot be looked up ahead is looked
-        up by the run. Returns how many entries were found.
+        ask again (unless a run stored it meanwhile, see ``flights.landed_since``). Each key
+        is taken once, by the first lookup of it: an item sharing a key with an earlier
+        one looks it up itself (a miss of the first is then its hit, staged). Nothing
+        here warns or fails: what cannot be looked up ahead is looked up by the run.
+        Returns how many entries were found.
         """
         get_entries = self._get_entries
         if get_entries is None:
@@ -382,13 +399,14 @@ class CacheRuntime:
                     batch[key] = values
             if not batch:
                 continue
+            seen = flights.landings()
             try:
                 found = get_entries(list(batch))
             except Exception:  # (the run's own lookups report what is wrong)
                 return hits
             for key, values in batch.items():
                 hit = found.get(key)
-                ahead[key] = MISSING if hit is None else hit
+                ahead[key] = seen if hit is None else hit
                 if hit is not None:
                     hits += 1
                     self._hit(step, hit[1], values)
@@ -493,12 +511,24 @@ class CacheRuntime:
         if key is None:
             return None, None
         store = self.store
+        seen = flights.landings()
         entry = await store.aget_entry(key) if self.blocking else self._get_entry(key)
         while entry is MISSING:
             flight, owner = flights.claim(self.domain, key)
             if owner:
-                return flight, None
+                if not flights.landed_since(key, seen):
+                    return flight, None
+                try:  # (stored since it was read, perhaps)
+                    entry = await store.aget_entry(key) if self.blocking else self._get_entry(key)
+                except BaseException:
+                    flights.land(flight)
+                    raise
+                if entry is MISSING:
+                    return flight, None
+                flights.land(flight)
+                break
             await flights.wait(flight)
+            seen = flights.landings()
             entry = await store.aget_entry(key) if self.blocking else self._get_entry(key)
         self._hit(step, entry[1], values)
         return key, (entry[0],)
