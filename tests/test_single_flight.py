@@ -307,8 +307,15 @@ def test_a_landing_is_remembered_by_key_until_too_many_keys_land_after_it(
     assert flights.landed_since("k0", mark)
     assert not flights.landed_since("k0", mark + 1)  # noted after it landed
     assert not flights.landed_since("k1", mark)  # another key's landing is not this one's
-    for name in ("k1", "k2", "k3"):
+    for name in ("k1", "k2", "k3", "k4", "k5"):
         flights.land(flights.claim(("a test domain",), name)[0])
-    # k0 was dropped to keep 3 keys: whoever noted a mark before it landed reads again.
+    assert flights.landed_since("k5", mark + 5)
+    assert not flights.landed_since("some other key", mark)  # 6 keys kept: it can tell
+    flights.land(flights.claim(("a test domain",), "k6")[0])
+    # 7 keys: cut back to the newest 3 (k4, k5, k6). Whoever noted a mark before k4
+    # landed cannot tell now, and reads again; a mark since still tells.
     assert flights.landed_since("some other key", mark)
-    assert not flights.landed_since("some other key", mark + 1)
+    assert flights.landed_since("some other key", mark + 3)
+    assert not flights.landed_since("some other key", mark + 4)
+    assert flights.landed_since("k6", mark + 4)
+    assert not flights.landed_since("k1", mark + 4)

@@ -44,8 +44,10 @@ _lock = threading.Lock()
 _flights: dict[tuple[Hashable, str], Flight] = {}
 _KEEP = 4096
 _landings = 0  # flights landed so far in this process (each one's number)
-_landed: dict[str, int] = {}  # key -> the number of its last landing, newest _KEEP keys
-_forgotten = 0  # the newest number dropped from ``_landed``
+# key -> the number of its last landing: at least the newest _KEEP landings' keys (it is
+# cut back to those when it holds twice as many).
+_landed: dict[str, int] = {}
+_forgotten = 0  # every landing numbered up to this may have been dropped from ``_landed``
 
 
 class Flight:
@@ -92,17 +94,16 @@ def claim(domain: Hashable, key: str) -> tuple[Flight, bool]:
 def land(flight: Flight) -> None:
     """End ``flight`` (its owner stored the result, failed or was cancelled) and wake its
     waiters. Idempotent."""
-    global _landings, _forgotten
+    global _landings, _landed, _forgotten
     with _lock:
         if flight.landed:
             return
         flight.landed = True
         _landings += 1
-        key = flight.slot[1]
-        _landed.pop(key, None)  # (so the oldest landing is always first)
-        _landed[key] = _landings
-        while len(_landed) > _KEEP:
-            _forgotten = _landed.pop(next(iter(_landed)))
+        _landed[flight.slot[1]] = _landings
+        if len(_landed) > 2 * _KEEP:
+            _forgotten = _landings - _KEEP
+            _landed = {key: n for key, n in _landed.items() if n > _forgotten}
         if _flights.get(flight.slot) is flight:
             del _flights[flight.slot]
         waiters, flight.waiters = flight.waiters, []
@@ -124,8 +125,8 @@ def landings() -> int:
 def landed_since(key: str, mark: int) -> bool:
     """Whether a flight of ``key`` (in any store) may have landed after :func:`landings`
     said ``mark``: a run may then have stored it since this run read it missing, and this
-    run reads it again before computing it. ``True`` also when more than ``_KEEP`` keys
-    landed since (it cannot tell)."""
+    run reads it again before computing it. ``True`` also when too many keys landed since
+    (more than ``_KEEP``; it cannot tell)."""
     return _landed.get(key, 0) > mark or _forgotten > mark
 
 
