@@ -910,3 +910,62 @@ def test_a_disk_cache_run_hits_after_comment_and_docstring_edits(
     assert run(default="3", limit="4", helper_op="+ 2")[1] == ["first", "second"]  # a helper
     assert run(default="3", limit="4", helper_op="+ 2", lib_op="- 3")[1] == ["second"]
     assert run(default="3", limit="4", helper_op="+ 2", lib_op="- 3", comment="# x")[1] == []
+
+
+def test_no_two_threads_parse_source_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On Python 3.11 two threads parsing at once can fail with "SystemError: AST
+    # constructor recursion depth mismatch" (CPython gh-106905): it failed a map and a
+    # run computing code identities in two threads. Each parse waits here for another
+    # thread to start one too; under the lock none can, so the wait times out.
+    import ast
+    import inspect
+
+    inside: dict[int, int] = {}  # thread -> how deep in parses (getsource parses too)
+    most, lock = [0], threading.Lock()
+    other = threading.Event()
+
+    def watched(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            me = threading.get_ident()
+            with lock:
+                inside[me] = inside.get(me, 0) + 1
+                most[0] = max(most[0], len(inside))
+                if len(inside) > 1:
+                    other.set()
+            try:
+                other.wait(0.1)
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    inside[me] -= 1
+                    if not inside[me]:
+                        del inside[me]
+
+        return call
+
+    monkeypatch.setattr(inspect, "getsource", watched(inspect.getsource))
+    monkeypatch.setattr(ast, "parse", watched(ast.parse))
+
+    class First:
+        a = 1
+
+    class Second:
+        b = 2
+
+    classes = [First, Second]
+    errors: list[BaseException] = []
+
+    def digest(cls: type) -> None:
+        try:
+            _bytecode.class_source_digest(cls)
+        except BaseException as exc:  # (reported below, not lost in the thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=digest, args=(cls,)) for cls in classes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert most == [1]
+    assert not other.is_set()

@@ -247,7 +247,7 @@ class _SlowReads(MemoryCache):
         if entry is MISSING and self.reads[key] == 2:
             self.second_read.set()
             assert self.stored.wait(10)
-            until_now(lambda: flights.in_flight() == {})  # landed: the read is stale now
+            until_now(lambda: key not in flights.in_flight())  # landed: the read is stale now
         return entry
 
     async def aget_entry(self, key: str) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._encoding import qualname
 from ._hashing import digest128
-from ._normalize import normalized_instructions, normalized_source
+from ._normalize import PARSE_LOCK, normalized_instructions, normalized_source
 from .fingerprint import fingerprint_digest
 
 __all__ = [
@@ -255,7 +255,8 @@ def class_source_digest(cls: type) -> bytes:
     if hit is not None and hit[0]() is cls:
         return hit[1]
     try:
-        source = inspect.getsource(cls)
+        with PARSE_LOCK:  # (it parses the class's module: see ``_normalize``)
+            source = inspect.getsource(cls)
     except (OSError, TypeError, IndexError):
         digest = b"-"
     else:

@@ -12,8 +12,11 @@ instruction loads is left out. Should a compiler still lay out a reformatted fun
 differently, the result is a miss, never a wrong hit.
 
 Both are computed once per code object or class by the callers (``_bytecode``), never on
-the lookup path. This module must not import the rest of HyperNodes except the cache's
-own helpers.
+the lookup path. Every parse HyperNodes makes holds :data:`PARSE_LOCK`: on Python 3.11,
+two threads parsing at once can fail with ``SystemError: AST constructor recursion depth
+mismatch`` (the depth is counted per interpreter, CPython gh-106905), as two runs computing
+code identities in two threads did. This module must not import the rest of HyperNodes
+except the cache's own helpers.
 """
 
 from __future__ import annotations
@@ -22,11 +25,16 @@ import ast
 import dis
 import io
 import textwrap
+import threading
 import tokenize
 import types
 from typing import Any
 
-__all__ = ["normalized_instructions", "normalized_source"]
+__all__ = ["PARSE_LOCK", "normalized_instructions", "normalized_source"]
+
+PARSE_LOCK = threading.RLock()
+"""Held by every parse into a syntax tree here and by ``inspect.getsource`` of a class
+(which parses its module's file), so no two threads of this process parse at once."""
 
 # -- source ----------------------------------------------------------------------------
 
@@ -42,7 +50,8 @@ def _parse(source: str) -> ast.Module | None:
     # can defeat dedent, which the ``if 1:`` wrapper does not mind.
     for text in (textwrap.dedent(source), "if 1:\n" + source):
         try:
-            return ast.parse(text)
+            with PARSE_LOCK:
+                return ast.parse(text)
         except (SyntaxError, ValueError):  # ValueError: a NUL byte in the source
             continue
     return None
