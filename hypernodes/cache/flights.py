@@ -12,8 +12,8 @@ read "missing", the owner stored the key and landed, and the run would then clai
 and compute it a second time. Landings are numbered, and the number of the last landing
 of each of the newest ``_KEEP`` keys landed is kept: a run notes :func:`landings` before it
 reads and, once it owns the key, asks :func:`landed_since` whether the key landed after
-that (or whether so many keys landed since that it cannot tell): if so, it reads again
-before computing.
+that (or whether so many keys landed since that it cannot tell): if so, it lands its
+own flight (its waiters read again too) and reads again before claiming once more.
 
 The registry is process-wide on purpose: concurrent runs (their own event loops, their
 own threads) share it, as they share the store. It holds only keys in flight, and the

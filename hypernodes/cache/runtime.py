@@ -347,17 +347,8 @@ class CacheRuntime:
             if owner:
                 if not flights.landed_since(key, seen):
                     return flight, None
-                try:  # (stored since it was read, perhaps)
-                    entry = self._get_entry(key)
-                except BaseException:
-                    flights.land(flight)
-                    raise
-                if entry is MISSING:
-                    return flight, None
-                flights.land(flight)
-                self._hit(step, entry[1], values)
-                return key, (entry[0],)
-            if not flights.wait_now(flight):
+                flights.land(flight)  # stored since it was read, perhaps: read again
+            elif not flights.wait_now(flight):
                 return key, None  # claimed in this thread: compute without it
             seen = flights.landings()
             entry = self._get_entry(key)
@@ -518,16 +509,9 @@ class CacheRuntime:
             if owner:
                 if not flights.landed_since(key, seen):
                     return flight, None
-                try:  # (stored since it was read, perhaps)
-                    entry = await store.aget_entry(key) if self.blocking else self._get_entry(key)
-                except BaseException:
-                    flights.land(flight)
-                    raise
-                if entry is MISSING:
-                    return flight, None
-                flights.land(flight)
-                break
-            await flights.wait(flight)
+                flights.land(flight)  # stored since it was read, perhaps: read again
+            else:
+                await flights.wait(flight)
             seen = flights.landings()
             entry = await store.aget_entry(key) if self.blocking else self._get_entry(key)
         self._hit(step, entry[1], values)
