@@ -688,3 +688,35 @@ def test_an_arrays_bytes_are_the_same_through_a_buffer_cast_or_a_uint8_view() ->
     ]
     for a in arrays:
         assert _raw(np, a).tobytes() == a.reshape(-1).view(np.uint8).tobytes(), a.dtype
+
+
+# What these arrays fingerprinted to before a dtype's head was kept (xxh3-128): a cache
+# written then must still hit, so the encoding must not move.
+_ARRAYS_BEFORE = {
+    "f4 64": ("9efc6acf2a6f5ad2d382a86eb843061a", lambda: np.arange(64, dtype=np.float32)),
+    "f8 3x4": ("4cc299993416fe421a5134ab0795ab39", lambda: np.zeros((3, 4))),
+    "i1 empty": ("9065ed493baaea93f62dcd9acb800cd1", lambda: np.array([], dtype="int8")),
+    "strided": ("722004177e2586e2d1c260fa782a3d38", lambda: np.arange(6).reshape(2, 3)[:, ::2]),
+    "U2": ("25fdc832b73840e29cd4c6c73739756e", lambda: np.array(["a", "bc"])),
+    "0-d": ("cd3bc02f5f2d01c46c433995543f05e4", lambda: np.array(3.5)),
+    "big-endian": ("02d1c699f4ec5a7b5525dc7dc1b8f6ca", lambda: np.arange(10, dtype=">i4")),
+    "17 dims": ("bcaec1e0ff925633e717b0754640fa1c", lambda: np.zeros((1,) * 17)),
+    "structured": (
+        "56f34c57c6f242ff383f088d9f20777d",
+        lambda: np.zeros(2, dtype=[("a", "f4"), ("b", "i2")]),
+    ),
+    "datetime": (
+        "a28ea71943405ff3d95e58e33d38b06c",
+        lambda: np.array(["2020-01-01"], dtype="datetime64[ns]"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_ARRAYS_BEFORE))
+def test_an_array_fingerprints_as_it_did_the_first_time_and_every_time_after(name: str) -> None:
+    from hypernodes.cache._hashing import ALGORITHM
+
+    if ALGORITHM != "xxh3-128":
+        pytest.skip("the values were taken with xxh3-128")
+    expected, make = _ARRAYS_BEFORE[name]
+    assert [fingerprint(make()) for _ in range(3)] == [expected] * 3
