@@ -94,29 +94,21 @@ def _raw(np: Any, a: Any) -> memoryview:
 
 
 def _register_numpy(np: Any) -> None:
-    heads: dict[Any, bytes] = {}  # plain dtype -> its "A", dtype.str and None, encoded
+    heads: dict[Any, bytes] = {}  # plain dtype -> its "A", str and descr, encoded
 
     def array(a: Any, w: Writer) -> None:
         dtype = a.dtype
-        shape = a.shape
         head = heads.get(dtype)
-        if head is None and dtype.names is None and not dtype.hasobject:
+        if head is None:
             first = Writer()
             first.b += b"A"
             feed(dtype.str, first)
-            feed(None, first)
+            feed(dtype.descr if dtype.names is not None else None, first)
             head = bytes(first.b)
-            if len(heads) < 64:
+            if dtype.names is None and len(heads) < 64:  # (plain dtypes: fields vary)
                 heads[dtype] = head
-        if head is not None and len(shape) < 16:  # (what the lines below write, in one go)
-            w.b += head
-            w.b += b"t%x[" % len(shape)
-            w.b += b"".join([b"i%x;" % n for n in shape])
-        else:
-            w.b += b"A"
-            feed(dtype.str, w)
-            feed(dtype.descr if dtype.names is not None else None, w)
-            feed(shape, w)
+        w.b += head
+        feed(a.shape, w)
         if dtype.hasobject:
             w.b += b"*"
             feed(a.tolist(), w)  # Python objects: element by element, in C order
