@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
@@ -34,13 +35,25 @@ class Limiter:
     level takes one: ``asyncio.Semaphore`` cost ~1 us more per step).
     """
 
-    __slots__ = ("_free", "_waiters", "owner", "width")
+    __slots__ = ("_free", "_owner", "_waiters", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.owner: Scope | None = None
+        self._owner: weakref.ref[Scope] | None = None
         self._free = width
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def owner(self) -> Scope | None:
+        """The scope that made it, held weakly: the scope holds its limiter, and a
+        reference back would be a cycle that only a full garbage collection frees (with
+        everything the scope holds: its cache runtime, its halt, its registries)."""
+        ref = self._owner
+        return None if ref is None else ref()
+
+    @owner.setter
+    def owner(self, scope: Scope | None) -> None:
+        self._owner = None if scope is None else weakref.ref(scope)
 
     async def __aenter__(self) -> None:
         if self._free and not self._waiters:
@@ -71,7 +84,7 @@ class Limiter:
         self._free += 1
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Scope:
     """How one level of a run executes: settings resolved once, read by every step.
 

@@ -121,7 +121,7 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
             backlog.append(k)
             return
         live += 1
-        group.create_task(chain(k))
+        group.create_task(chain(k))  # noqa: F821 - deleted only once every chain ended
 
     async def chain(k: int) -> None:
         # Run step k, then keep going with the first child it made ready (or the backlog).
@@ -161,6 +161,12 @@ async def _run_concurrent(plan: Plan, values: dict[str, Any], scope: Scope) -> N
             await chain(first)
     except BaseExceptionGroup as group_error:
         raise_first(group_error, failures, requests)
+    finally:
+        # ``launch`` and ``chain`` refer to each other through their cells: a cycle that
+        # only a full collection would free, with this level's scope and task group (a
+        # service making a run per request then collects garbage as much as it runs).
+        # Every chain has ended here: the group waited for them.
+        del chain
 
 
 def _slots(plan: Plan, scope: Scope) -> Limiter | None:
