@@ -6,10 +6,9 @@ the two values (throughputs: below 1 is slower; costs: above 1 is dearer).
 
 The machine's speed drifts by tens of percent from minute to minute (a 2-process pool
 map of 32 items of ~30 ms took 0.54 s, and 0.69-0.73 s a few minutes later, its two
-workers computing all along), and two processes a minute apart see different machines: the rows measured in short
-processes (the light service, the process resource, the Dask cluster) and the cold
-cache row take five, five, four and three rounds, so that one slow minute on one side
-does not decide the row.
+workers computing all along), and two processes a minute apart see different machines:
+the rows measured in short processes and the cold cache row take more rounds (below),
+so that one slow minute on one side does not decide the row.
 """
 
 from __future__ import annotations
