@@ -143,6 +143,45 @@ def test_editing_the_node_changes_it(modules: Modules) -> None:
     assert code_identity(build(modules, node_op="+ 2")) != before
 
 
+def test_a_function_source_is_found_through_its_module_not_a_file_search(
+    modules: Modules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Finding the module of a bare code object makes inspect map every loaded module's
+    # file first (10-20 ms on a process's first identity); a function names its module.
+    modules.write(
+        "plain",
+        """
+        import functools
+
+        def inner(x):
+            return x + 1
+
+        @functools.wraps(inner)
+        def wrapper(x):
+            return inner(x) * 2
+    """,
+    )
+    (mod,) = modules.load("plain")
+    searched: list[object] = []
+    getmodule = _bytecode.inspect.getmodule
+
+    def spy(obj: object, *args: object) -> object:
+        if not hasattr(obj, "__module__"):
+            searched.append(obj)
+        return getmodule(obj, *args)
+
+    monkeypatch.setattr(_bytecode.inspect, "getmodule", spy)
+    source = _bytecode._source(mod.inner.__code__, mod.inner)
+    assert searched == []
+    assert source is not None and "return x + 1" in source
+    assert source == _bytecode._source(mod.inner.__code__)  # the same source either way
+    assert searched != []  # (the spy sees the search a bare code object makes)
+    # A wrapper's own code is digested with its own source, not the source inspect would
+    # unwrap it to.
+    assert "inner(x) * 2" in (_bytecode._source(mod.wrapper.__code__, mod.wrapper) or "")
+    assert _bytecode._source(mod.inner.__code__, mod.wrapper) is not None  # (code asked)
+
+
 def test_editing_a_helper_two_levels_deep_changes_it(modules: Modules) -> None:
     # pipefunc serves stale downstream results after an upstream function is edited;
     # hypernodes 0.4.8 misses edits to helper functions.

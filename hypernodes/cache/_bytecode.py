@@ -53,9 +53,15 @@ def _remember(
         cache[id(code)] = (code, value)  # the code object is kept so its id stays unique
 
 
-def _source(code: types.CodeType) -> str | None:
+def _source(code: types.CodeType, func: types.FunctionType | None = None) -> str | None:
+    # Asked for the function, inspect finds its module by name; asked for a bare code
+    # object, it maps every loaded module's file to its module first (realpath of each:
+    # 10-20 ms on a process's first identity). A wrapper's function would give the source
+    # of what it wraps (inspect unwraps it): its code object is asked instead.
+    if func is None or func.__code__ is not code or hasattr(func, "__wrapped__"):
+        func = None
     try:
-        lines, _ = inspect.getsourcelines(code)
+        lines, _ = inspect.getsourcelines(code if func is None else func)
     except (OSError, TypeError, IndexError):  # no file, exec'd, or built without source
         return None
     return "".join(lines)
@@ -84,9 +90,10 @@ def _bytecode(code: types.CodeType) -> bytes:
     )
 
 
-def code_digest(code: types.CodeType) -> bytes:
+def code_digest(code: types.CodeType, func: types.FunctionType | None = None) -> bytes:
     """The digest of a code object's source (when it can be found) and its bytecode,
     both without comments, docstrings, blank lines or formatting (see ``_normalize``).
+    ``func``, a function of that code, only makes finding the source faster.
 
     Both count: the source so that an edit is seen even where bytecode would not differ
     (it always differs when behaviour does), the bytecode so that a file edited on disk
@@ -95,7 +102,7 @@ def code_digest(code: types.CodeType) -> bytes:
     hit = _CODE_DIGESTS.get(id(code))
     if hit is not None and hit[0] is code:
         return hit[1]
-    source = _source(code)
+    source = _source(code, func)
     text = normalized_source(source) if source is not None else None
     digest = digest128(
         (b"S" + text.encode("utf-8", "surrogatepass") if text is not None else b"-")

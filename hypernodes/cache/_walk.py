@@ -124,7 +124,7 @@ class Walk:
         try:
             code = f.__code__
             self.functions.append((f, code, f.__defaults__, f.__kwdefaults__))
-            parts = bytearray(b"F" + code_digest(code))
+            parts = bytearray(b"F" + code_digest(code, f))
             name = f.__qualname__
             parts += self.value(f.__defaults__, f"a default of {name}")
             parts += self.value(f.__kwdefaults__, f"a default of {name}")
